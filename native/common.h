@@ -1,0 +1,106 @@
+// Declarations shared by the addon's translation units: errors, dtype/device names,
+// the Tensor wrapper, the op table and the model/graph runtime.
+#pragma once
+#include "pch.h"
+
+namespace ts {
+
+// An error caused by the caller's input. Its message is shown to the user as is.
+struct UserError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The message of any exception, without libtorch's C++ backtrace.
+std::string errorMessage(const std::exception& e);
+// "[1, 7, 64]"
+std::string shapeString(at::IntArrayRef sizes);
+// "tensor [1, 7, 64] float32" / "number" / "None" ...: for argument errors.
+std::string describe(const c10::IValue& v);
+
+c10::ScalarType parseDtype(const std::string& name);
+std::string dtypeName(c10::ScalarType t);
+c10::Device parseDevice(const std::string& name);
+std::string deviceName(const c10::Device& d);
+
+// ---- JS <-> native values -------------------------------------------------------
+// A JS value (number, boolean, null, string, array, Tensor) as an IValue.
+// Integral numbers become ints, others doubles. Throws UserError (with `where`) otherwise.
+c10::IValue jsToIValue(const Napi::Value& v, const std::string& where, int depth = 0);
+// Tensors become Tensor objects, tuples and lists arrays, None null.
+Napi::Value ivalueToJs(Napi::Env env, const c10::IValue& v);
+
+// ---- Tensor wrapper ---------------------------------------------------------------
+class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit TensorWrap(const Napi::CallbackInfo& info);
+  ~TensorWrap() override;
+  // The tensor, or a UserError if disposed.
+  const at::Tensor& tensor() const;
+  void set(at::Tensor t, Napi::Env env);
+
+ private:
+  Napi::Value Shape(const Napi::CallbackInfo& info);
+  Napi::Value Dtype(const Napi::CallbackInfo& info);
+  Napi::Value Device(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value Item(const Napi::CallbackInfo& info);
+  Napi::Value Data(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  void release(Napi::Env env);
+  at::Tensor t_;
+  bool has_ = false;
+  int64_t reported_ = 0;  // bytes reported to V8 as external memory
+};
+
+// A new JS Tensor object owning `t`.
+Napi::Object wrapTensor(Napi::Env env, at::Tensor t);
+// The TensorWrap behind a JS value, or nullptr when it is not one of our tensors.
+TensorWrap* asTensor(const Napi::Value& v);
+
+// ---- op table ---------------------------------------------------------------------
+// One table serves eager Tensor methods and the graph interpreter.
+struct OpDef {
+  const char* name;
+  const char* signature;  // for messages: "mean(self, dim=None, keepdim=False)"
+  int minArgs, maxArgs;
+  bool inplace;           // mutates and returns args[0]
+  bool view;              // result may alias args[0]
+  c10::IValue (*fn)(std::vector<c10::IValue>& args);
+};
+// nullptr when unknown.
+const OpDef* findOp(const std::string& name);
+std::vector<std::string> opNames();
+// Runs an op after checking the argument count. Errors are UserErrors naming the op.
+c10::IValue runOp(const OpDef& op, std::vector<c10::IValue>& args);
+// Parses the wire form of an index spec and applies it (a view).
+at::Tensor applyIndex(const at::Tensor& t, const c10::IValue& spec);
+
+// ---- addon-wide state --------------------------------------------------------------
+struct AddonData {
+  Napi::FunctionReference tensorCtor;
+  Napi::FunctionReference modelCtor;
+};
+AddonData& addonData(Napi::Env env);
+
+// Converts any exception to a JS Error (sets .code for user errors).
+Napi::Error toJsError(Napi::Env env, const std::exception& e);
+
+// Runs a callback, turning C++ exceptions into JS exceptions so none crosses N-API.
+template <typename F>
+Napi::Value guarded(Napi::Env env, F&& f) {
+  try {
+    return f();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw toJsError(env, e);
+  } catch (...) {
+    throw Napi::Error::New(env, "torchsight: unknown native error");
+  }
+}
+
+void initModel(Napi::Env env, Napi::Object exports);
+void initTensor(Napi::Env env, Napi::Object exports);
+
+}  // namespace ts

@@ -1,0 +1,502 @@
+// The intervention graph: parsed and validated whole on the JS thread, then run inside the
+// forward. Nodes are data (an op name, constant or referenced arguments, a site), so a graph
+// can come from anywhere without running anyone's code.
+#include "runtime.h"
+
+namespace ts {
+namespace {
+
+constexpr size_t kMaxNodes = 1 << 20;
+
+std::string nodeWhere(int id, const std::string& op, const std::string& loc) {
+  return "node " + std::to_string(id) + " (" + (op.empty() ? "?" : op) + (loc.empty() ? "" : " at " + loc) + ")";
+}
+
+// Reads an integer property; absent -> dflt.
+int64_t intProp(const Napi::Object& o, const char* key, int64_t dflt, int64_t lo, int64_t hi, const std::string& where) {
+  auto v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return dflt;
+  if (!v.IsNumber()) throw UserError(where + ": '" + key + "' must be an integer");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (d != std::floor(d) || d < (double)lo || d > (double)hi)
+    throw UserError(where + ": '" + key + "' must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                    "], got " + std::to_string(d));
+  return (int64_t)d;
+}
+
+Arg parseArg(const Napi::Value& v, int nodeId, std::vector<int>& deps, const std::string& where, int depth) {
+  if (depth > 16) throw UserError(where + ": argument nested too deeply");
+  Arg a;
+  if (v.IsArray()) {
+    auto arr = v.As<Napi::Array>();
+    if (arr.Length() > 4096) throw UserError(where + ": argument list too long");
+    bool anyRef = false;
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      a.items.push_back(parseArg(arr.Get(i), nodeId, deps, where, depth + 1));
+      anyRef = anyRef || a.items.back().ref >= 0 || a.items.back().isList;
+    }
+    if (anyRef) {
+      a.isList = true;
+      return a;
+    }
+    a.items.clear();
+    a.value = jsToIValue(v, where, depth);
+    return a;
+  }
+  if (v.IsObject() && !asTensor(v)) {
+    auto o = v.As<Napi::Object>();
+    auto r = o.Get("ref");
+    if (!r.IsNumber()) throw UserError(where + ": an object argument must be a Tensor or {ref: nodeId}");
+    double d = r.As<Napi::Number>().DoubleValue();
+    if (d != std::floor(d) || d < 0 || d >= nodeId)
+      throw UserError(where + ": reference to node " + std::to_string(d) + " must point to an earlier node");
+    a.ref = (int)d;
+    deps.push_back(a.ref);
+    return a;
+  }
+  a.value = jsToIValue(v, where, depth);
+  return a;
+}
+
+at::Tensor int64Input(const Napi::Object& t, const char* key, int64_t batch, int64_t seq, const std::string& where) {
+  auto v = t.Get(key);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_bigint64_array)
+    throw UserError(where + ": '" + key + "' must be a BigInt64Array");
+  auto ta = v.As<Napi::TypedArray>();
+  if ((int64_t)ta.ElementLength() != batch * seq)
+    throw UserError(where + ": '" + key + "' has " + std::to_string(ta.ElementLength()) + " values, expected " +
+                    std::to_string(batch * seq));
+  auto out = at::empty({batch, seq}, at::kLong);
+  std::memcpy(out.data_ptr(), static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(),
+              (size_t)(batch * seq) * sizeof(int64_t));
+  return out;
+}
+
+}  // namespace
+
+Request parseRequest(const Napi::Object& req, const ModelState& model) {
+  Request r;
+  r.recordSites = req.Get("recordSites").ToBoolean();
+  auto nodesV = req.Get("nodes");
+  auto tracesV = req.Get("traces");
+  if (!nodesV.IsArray() || !tracesV.IsArray()) throw UserError("graph: expected {traces: [], nodes: []}");
+  auto nodes = nodesV.As<Napi::Array>();
+  auto traces = tracesV.As<Napi::Array>();
+  if (nodes.Length() > kMaxNodes) throw UserError("graph: too many nodes (" + std::to_string(nodes.Length()) + ")");
+  if (traces.Length() == 0 || traces.Length() > 4096) throw UserError("graph: a request needs 1 to 4096 traces");
+
+  int expectBegin = 0;
+  for (uint32_t ti = 0; ti < traces.Length(); ++ti) {
+    std::string where = "trace " + std::to_string(ti);
+    auto tv = traces.Get(ti);
+    if (!tv.IsObject()) throw UserError(where + ": must be an object");
+    auto t = tv.As<Napi::Object>();
+    Trace tr;
+    int64_t batch = intProp(t, "batch", -1, 1, 1 << 16, where);
+    int64_t seq = intProp(t, "seq", -1, 1, 1 << 20, where);
+    if (batch < 0 || seq < 0) throw UserError(where + ": 'batch' and 'seq' are required");
+    if (batch * seq > (int64_t)1 << 26) throw UserError(where + ": input too large");
+    tr.ids = int64Input(t, "ids", batch, seq, where);
+    tr.mask = int64Input(t, "mask", batch, seq, where);
+    tr.pos = int64Input(t, "pos", batch, seq, where);
+    auto ids = tr.ids.data_ptr<int64_t>();
+    for (int64_t i = 0; i < batch * seq; ++i)
+      if (ids[i] < 0 || ids[i] >= model.vocabSize)
+        throw UserError(where + ": token id " + std::to_string(ids[i]) + " at position " + std::to_string(i % seq) +
+                        " of row " + std::to_string(i / seq) + " is outside the vocabulary [0, " +
+                        std::to_string(model.vocabSize) + ")");
+    auto pos = tr.pos.data_ptr<int64_t>();
+    for (int64_t i = 0; i < batch * seq; ++i)
+      if (pos[i] < 0 || pos[i] >= model.maxPositions)
+        throw UserError(where + ": position id " + std::to_string(pos[i]) + " is outside [0, " +
+                        std::to_string(model.maxPositions) + ")");
+    auto inv = t.Get("invokes");
+    if (inv.IsArray()) {
+      auto ia = inv.As<Napi::Array>();
+      int64_t next = 0;
+      for (uint32_t k = 0; k < ia.Length(); ++k) {
+        auto p = ia.Get(k);
+        if (!p.IsArray() || p.As<Napi::Array>().Length() != 2) throw UserError(where + ": invokes must be [start, count] pairs");
+        auto pa = p.As<Napi::Array>();
+        auto s = jsToIValue(pa.Get(0u), where), c = jsToIValue(pa.Get(1u), where);
+        if (!s.isInt() || !c.isInt() || s.toInt() != next || c.toInt() < 1 || s.toInt() + c.toInt() > batch)
+          throw UserError(where + ": invoke " + std::to_string(k) + " must cover consecutive rows of the batch");
+        tr.invokes.emplace_back(s.toInt(), c.toInt());
+        next += c.toInt();
+      }
+    }
+    tr.begin = (int)intProp(t, "begin", -1, 0, kMaxNodes, where);
+    tr.end = (int)intProp(t, "end", -1, 0, kMaxNodes, where);
+    if (tr.begin != expectBegin || tr.end < tr.begin || tr.end > (int)nodes.Length())
+      throw UserError(where + ": node range [" + std::to_string(tr.begin) + ", " + std::to_string(tr.end) +
+                      ") must follow the previous trace's and lie within the graph");
+    expectBegin = tr.end;
+    tr.stop = t.Get("stop").ToBoolean();
+    r.traces.push_back(std::move(tr));
+  }
+  if (expectBegin != (int)nodes.Length()) throw UserError("graph: every node must belong to a trace");
+
+  r.nodes.resize(nodes.Length());
+  for (const auto& tr : r.traces)
+    for (int i = tr.begin; i < tr.end; ++i) r.nodes[i].trace = (int)(&tr - &r.traces[0]);
+
+  for (uint32_t i = 0; i < nodes.Length(); ++i) {
+    Node& n = r.nodes[i];
+    auto nv = nodes.Get(i);
+    if (!nv.IsObject() || nv.IsArray()) throw UserError(nodeWhere((int)i, "", "") + ": must be an object");
+    auto o = nv.As<Napi::Object>();
+    auto locV = o.Get("loc");
+    if (locV.IsString()) n.loc = locV.As<Napi::String>().Utf8Value().substr(0, 1024);
+    auto opV = o.Get("op");
+    if (!opV.IsString()) throw UserError(nodeWhere((int)i, "", n.loc) + ": 'op' must be a string");
+    n.op = opV.As<Napi::String>().Utf8Value();
+    std::string where = nodeWhere((int)i, n.op.substr(0, 64), n.loc);
+    n.id = (int)intProp(o, "id", -1, 0, kMaxNodes, where);
+    if (n.id != (int)i) throw UserError(where + ": ids must be 0, 1, 2, ... in order");
+    if (n.op == "read") n.kind = NodeKind::Read;
+    else if (n.op == "write") n.kind = NodeKind::Write;
+    else if (n.op == "apply") n.kind = NodeKind::Apply;
+    else if ((n.def = findOp(n.op))) n.kind = NodeKind::Op;
+    else throw UserError(where + ": unknown op");
+    auto argsV = o.Get("args");
+    if (!argsV.IsUndefined()) {
+      if (!argsV.IsArray()) throw UserError(where + ": 'args' must be an array");
+      auto aa = argsV.As<Napi::Array>();
+      if (aa.Length() > 64) throw UserError(where + ": too many arguments");
+      for (uint32_t k = 0; k < aa.Length(); ++k) n.args.push_back(parseArg(aa.Get(k), n.id, n.deps, where, 0));
+    }
+    for (int d : n.deps)
+      if (r.nodes[d].trace > n.trace) throw UserError(where + ": refers to a node of a later trace");
+    n.invoke = (int)intProp(o, "invoke", -1, -1, 4096, where);
+    const Trace& tr = r.traces[n.trace];
+    if (n.invoke >= 0 && n.invoke >= (int)tr.invokes.size())
+      throw UserError(where + ": invoke " + std::to_string(n.invoke) + " does not exist in its trace");
+    n.save = o.Get("save").ToBoolean();
+    auto siteV = o.Get("site");
+    if (n.kind == NodeKind::Read || n.kind == NodeKind::Write) {
+      if (!siteV.IsString()) throw UserError(where + ": needs a 'site'");
+      auto s = siteV.As<Napi::String>().Utf8Value();
+      auto it = model.siteIds.find(s);
+      if (it == model.siteIds.end()) throw UserError(where + ": site '" + s.substr(0, 200) + "' does not exist in this model");
+      n.site = it->second;
+      n.occ = (int)intProp(o, "occ", 0, 0, 1 << 20, where);
+      if (n.kind == NodeKind::Read && !n.args.empty()) throw UserError(where + ": read takes no arguments");
+      if (n.kind == NodeKind::Write && n.args.size() != 1) throw UserError(where + ": write takes one value");
+    } else if (!siteV.IsUndefined() && !siteV.IsNull()) {
+      throw UserError(where + ": only read and write nodes have a site");
+    }
+    if (n.kind == NodeKind::Op) {
+      if ((int)n.args.size() < n.def->minArgs || (int)n.args.size() > n.def->maxArgs)
+        throw UserError(where + ": expected " + std::to_string(n.def->minArgs) + " to " + std::to_string(n.def->maxArgs) +
+                        " arguments (" + n.def->signature + "), got " + std::to_string(n.args.size()));
+      if (n.def->inplace && n.args[0].ref < 0)
+        throw UserError(where + ": an in-place op needs a graph value to change");
+    }
+    if (n.kind == NodeKind::Apply) {
+      if (n.args.empty() || n.args[0].ref >= 0 || n.args[0].isList || !n.args[0].value.isString())
+        throw UserError(where + ": apply needs a module path first");
+      const auto& path = n.args[0].value.toStringRef();
+      auto it = model.applyRules.find(path);
+      if (it == model.applyRules.end())
+        throw UserError(where + ": module '" + path.substr(0, 200) + "' cannot be applied (no apply rule in the manifest)");
+      if (n.args.size() < 2) throw UserError(where + ": apply needs at least one input");
+    }
+  }
+  return r;
+}
+
+// ---- interpreter ------------------------------------------------------------------------
+
+Interpreter::Interpreter(ModelState& m, Request& r) : m_(m), r_(r) {
+  values_.resize(r.nodes.size());
+  done_.assign(r.nodes.size(), 0);
+  aliasEvent_.assign(r.nodes.size(), -1);
+}
+
+c10::IValue Interpreter::resolve(const Arg& a) const {
+  if (a.ref >= 0) return values_[a.ref];
+  if (!a.isList) return a.value;
+  std::vector<c10::IValue> items;
+  bool allTensor = !a.items.empty(), allInt = true;
+  for (const auto& x : a.items) {
+    items.push_back(resolve(x));
+    allTensor = allTensor && items.back().isTensor();
+    allInt = allInt && items.back().isInt();
+  }
+  if (allTensor) {
+    c10::List<at::Tensor> l;
+    for (auto& x : items) l.push_back(x.toTensor());
+    return l;
+  }
+  if (allInt) {
+    c10::List<int64_t> l;
+    for (auto& x : items) l.push_back(x.toInt());
+    return l;
+  }
+  c10::impl::GenericList l(c10::AnyType::get());
+  for (auto& x : items) l.push_back(x);
+  return l;
+}
+
+void Interpreter::fail(const Node& n, const std::string& msg) {
+  std::string m = msg;
+  // runOp prefixes messages with the op name: put the user's location right after it.
+  std::string prefix = n.op + ": ";
+  if (m.rfind(prefix, 0) == 0) m = m.substr(prefix.size());
+  error = n.op + (n.loc.empty() ? "" : " at " + n.loc) + ": " + m;
+  throw UserError(error);
+}
+
+// The rows of an invoke (a view); the whole tensor when the trace has one invoke or the
+// value is not batched.
+at::Tensor Interpreter::rows(const Node& n, const at::Tensor& x) const {
+  const Trace& tr = r_.traces[n.trace];
+  if (n.invoke < 0 || tr.invokes.size() <= 1 || x.dim() == 0 || x.size(0) != batch_) return x;
+  auto [s, c] = tr.invokes[n.invoke];
+  return x.narrow(0, s, c);
+}
+
+c10::IValue Interpreter::apply(const Node& n, std::vector<c10::IValue>& args) {
+  const auto& path = args[0].toStringRef();
+  const ApplyRule& rule = m_.applyRules.at(path);
+  auto sub = m_.submodule(path);
+  auto param = [&](const char* name) -> at::Tensor {
+    if (!sub.hasattr(name)) return at::Tensor();
+    auto v = sub.attr(name);
+    return v.isTensor() ? v.toTensor() : at::Tensor();
+  };
+  if (rule.kind == "method") {
+    std::vector<c10::IValue> in(args.begin() + 1, args.end());
+    currentForward()->suppress++;
+    try {
+      auto out = sub.forward(in);
+      currentForward()->suppress--;
+      return out;
+    } catch (...) {
+      currentForward()->suppress--;
+      throw;
+    }
+  }
+  if (args.size() != 2 || !args[1].isTensor()) fail(n, "module '" + path + "' takes one tensor");
+  at::Tensor x = args[1].toTensor();
+  if (x.device() != m_.device) x = x.to(m_.device);
+  at::Tensor w = param("weight"), b = param("bias");
+  if (rule.kind == "linear") {
+    if (x.size(-1) != w.size(1)) fail(n, "'" + path + "' expects a last dimension of " + std::to_string(w.size(1)) + ", got shape " + shapeString(x.sizes()));
+    return at::linear(x.to(w.scalar_type()), w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt);
+  }
+  if (rule.kind == "conv1d") {
+    if (x.size(-1) != w.size(0)) fail(n, "'" + path + "' expects a last dimension of " + std::to_string(w.size(0)) + ", got shape " + shapeString(x.sizes()));
+    auto y = at::matmul(x.to(w.scalar_type()), w);
+    return b.defined() ? y + b : y;
+  }
+  if (rule.kind == "layer_norm") {
+    if (x.size(-1) != w.size(0)) fail(n, "'" + path + "' expects a last dimension of " + std::to_string(w.size(0)) + ", got shape " + shapeString(x.sizes()));
+    return at::layer_norm(x.to(w.scalar_type()), w.sizes(), w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt, rule.eps);
+  }
+  if (rule.kind == "rms_norm") {
+    if (x.size(-1) != w.size(0)) fail(n, "'" + path + "' expects a last dimension of " + std::to_string(w.size(0)) + ", got shape " + shapeString(x.sizes()));
+    auto xf = x.to(at::kFloat);
+    auto y = xf * at::rsqrt(xf.pow(2).mean({-1}, true) + rule.eps);
+    return w * y.to(x.scalar_type());
+  }
+  if (rule.kind == "embedding") {
+    if (at::isFloatingType(x.scalar_type())) fail(n, "'" + path + "' takes integer token ids");
+    auto mn = x.numel() ? x.min().item<int64_t>() : 0, mx = x.numel() ? x.max().item<int64_t>() : 0;
+    if (mn < 0 || mx >= w.size(0)) fail(n, "'" + path + "': ids must be in [0, " + std::to_string(w.size(0)) + ")");
+    return at::embedding(w, x.to(at::kLong));
+  }
+  if (rule.kind == "act") {
+    if (rule.fn == "gelu_new" || rule.fn == "gelu_pytorch_tanh")
+      return 0.5 * x * (1.0 + at::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * at::pow(x, 3.0))));
+    if (rule.fn == "gelu") return at::gelu(x);
+    if (rule.fn == "silu") return at::silu(x);
+    if (rule.fn == "relu") return at::relu(x);
+    if (rule.fn == "tanh") return at::tanh(x);
+    fail(n, "unknown activation '" + rule.fn + "'");
+  }
+  if (rule.kind == "identity") return x;
+  fail(n, "module '" + path + "' has apply kind '" + rule.kind + "', which cannot run");
+}
+
+void Interpreter::exec(Node& n, c10::IValue* live) {
+  try {
+    switch (n.kind) {
+      case NodeKind::Read:
+        values_[n.id] = rows(n, live->toTensor());
+        aliasEvent_[n.id] = event_;
+        break;
+      case NodeKind::Write: {
+        at::Tensor x = live->toTensor();
+        at::Tensor target = rows(n, x);
+        c10::IValue v = resolve(n.args[0]);
+        at::Tensor nv;
+        if (v.isInt() || v.isDouble() || v.isBool()) {
+          nv = at::full_like(target, v.isBool() ? c10::Scalar(v.toBool()) : v.isInt() ? c10::Scalar(v.toInt()) : c10::Scalar(v.toDouble()));
+        } else if (v.isTensor()) {
+          nv = v.toTensor().to(x.device(), x.scalar_type());
+          if (!nv.sizes().equals(target.sizes())) {
+            if (!at::is_expandable_to(nv.sizes(), target.sizes()))
+              fail(n, "cannot replace a value of shape " + shapeString(target.sizes()) + " with shape " + shapeString(nv.sizes()));
+            nv = nv.expand(target.sizes()).contiguous();
+          }
+        } else {
+          fail(n, "can only write a tensor or a number, got " + describe(v));
+        }
+        if (target.is_same(x) || target.numel() == x.numel()) {
+          *live = c10::IValue(nv);
+        } else {  // one invoke's rows of a shared batch: write into a copy of the batch
+          at::Tensor y = x.clone();
+          rows(n, y).copy_(nv);
+          *live = c10::IValue(y);
+        }
+        break;
+      }
+      case NodeKind::Apply: {
+        std::vector<c10::IValue> args;
+        for (const auto& a : n.args) args.push_back(resolve(a));
+        values_[n.id] = apply(n, args);
+        break;
+      }
+      case NodeKind::Op: {
+        std::vector<c10::IValue> args;
+        for (const auto& a : n.args) args.push_back(resolve(a));
+        int self = n.args[0].ref;
+        if (n.def->inplace && self >= 0 && aliasEvent_[self] >= 0 && aliasEvent_[self] != event_)
+          fail(n, "changes an activation in place after the forward has moved past its module: a value it needs "
+                  "comes from a module that runs later (move the read of that value before, or use a separate trace)");
+        values_[n.id] = runOp(*n.def, args);
+        if (n.def->view && self >= 0) aliasEvent_[n.id] = aliasEvent_[self];
+        break;
+      }
+    }
+  } catch (const UserError& e) {
+    if (error.empty()) fail(n, e.what());
+    throw;
+  } catch (const std::exception& e) {
+    fail(n, errorMessage(e));
+  }
+  done_[n.id] = 1;
+  remaining_--;
+}
+
+void Interpreter::runReady(int ti, bool) {
+  std::vector<int> still;
+  for (int i : pending_) {
+    Node& n = r_.nodes[i];
+    bool ready = n.kind != NodeKind::Read && n.kind != NodeKind::Write;
+    for (int d : n.deps) ready = ready && done_[d];
+    if (ready) exec(n, nullptr);
+    else still.push_back(i);
+  }
+  pending_.swap(still);
+  (void)ti;
+}
+
+void Interpreter::fire(int site, c10::IValue& x) {
+  event_++;
+  if (r_.recordSites) firedSites.push_back(m_.siteNames[site]);
+  int occ = counts_[site]++;
+  if (!interest_[site] || !x.isTensor()) return;
+  std::vector<int> still;
+  still.reserve(pending_.size());
+  for (int i : pending_) {
+    Node& n = r_.nodes[i];
+    bool atSite = n.kind == NodeKind::Read || n.kind == NodeKind::Write;
+    if (atSite && (n.site != site || n.occ != occ)) {
+      still.push_back(i);
+      continue;
+    }
+    bool ready = true;
+    for (int d : n.deps) ready = ready && done_[d];
+    if (!ready) {
+      if (atSite)
+        fail(n, "the value written at '" + m_.siteNames[site] +
+                    "' depends on a module that runs later in the forward; it is not ready yet");
+      still.push_back(i);
+      continue;
+    }
+    exec(n, &x);
+  }
+  pending_.swap(still);
+  if (r_.traces[trace_].stop && remaining_ == 0) {
+    stopped_ = true;  // the JIT may wrap what we throw; this flag says it was a stop
+    throw StopForward();
+  }
+}
+
+void Interpreter::run() {
+  counts_.assign(m_.siteNames.size(), 0);
+  interest_.assign(m_.siteNames.size(), 0);
+  ForwardContext ctx;
+  ctx.model = &m_;
+  ctx.interp = this;
+  struct Restore {
+    ForwardContext* prev;
+    ~Restore() { currentForward() = prev; }
+  } restore{currentForward()};
+  for (size_t ti = 0; ti < r_.traces.size(); ++ti) {
+    Trace& tr = r_.traces[ti];
+    trace_ = (int)ti;
+    batch_ = tr.ids.size(0);
+    std::fill(counts_.begin(), counts_.end(), 0);
+    std::fill(interest_.begin(), interest_.end(), 0);
+    pending_.clear();
+    for (int i = tr.begin; i < tr.end; ++i) {
+      pending_.push_back(i);
+      if (r_.nodes[i].site >= 0) interest_[r_.nodes[i].site] = 1;
+    }
+    remaining_ = tr.end - tr.begin;
+    currentForward() = nullptr;
+    runReady((int)ti, false);  // nodes that need no site (ops on tensors passed in)
+    bool stopped = false;
+    stopped_ = false;
+    if (remaining_ > 0 || !tr.stop) {
+      currentForward() = &ctx;
+      try {
+        auto dev = m_.device;
+        auto out = m_.module.forward({tr.ids.to(dev), tr.mask.to(dev), tr.pos.to(dev)});
+        if (out.isTuple() && !out.toTupleRef().elements().empty() && out.toTupleRef().elements()[0].isTensor())
+          logits = out.toTupleRef().elements()[0].toTensor();
+        else if (out.isTensor())
+          logits = out.toTensor();
+      } catch (const StopForward&) {
+        stopped = true;
+      } catch (const std::exception& e) {
+        currentForward() = nullptr;
+        if (!error.empty()) throw UserError(error);
+        if (stopped_) stopped = true;
+        else throw UserError("forward failed: " + errorMessage(e));
+      }
+      if (stopped_) stopped = true;
+      currentForward() = nullptr;
+    }
+    runReady((int)ti, false);
+    for (int i : pending_) {
+      const Node& n = r_.nodes[i];
+      bool depsDone = true;
+      for (int d : n.deps) depsDone = depsDone && done_[d];
+      if (!depsDone) continue;  // an earlier node is the cause
+      const std::string& s = m_.siteNames[n.site >= 0 ? n.site : 0];
+      if (n.site >= 0) {
+        int c = counts_[n.site];
+        std::string why = stopped ? "the trace stopped before it"
+                          : c == 0 ? "the module never ran (or its value was unused and pruned by the export)"
+                                   : "it fired " + std::to_string(c) + " time(s), call " + std::to_string(n.occ) + " does not exist";
+        fail(n, "site '" + s + "' never fired: " + why);
+      }
+      fail(n, "could not run");
+    }
+    // Activations of this trace are plain tensors from now on.
+    for (int i = tr.begin; i < tr.end; ++i) aliasEvent_[i] = -1;
+  }
+}
+
+std::vector<std::pair<int, c10::IValue>> Interpreter::saved() const {
+  std::vector<std::pair<int, c10::IValue>> out;
+  for (const auto& n : r_.nodes)
+    if (n.save && done_[n.id]) out.emplace_back(n.id, values_[n.id]);
+  return out;
+}
+
+}  // namespace ts

@@ -1,0 +1,201 @@
+// The model: loading a TorchScript export, the torchsight::hook op that serves its sites,
+// and the JS class that owns a loaded model.
+#include "runtime.h"
+#include "workers.h"
+#include <torch/csrc/jit/ir/constants.h>
+
+namespace ts {
+
+ForwardContext*& currentForward() {
+  thread_local ForwardContext* ctx = nullptr;
+  return ctx;
+}
+
+// Identity unless a forward on this thread has an interpreter waiting. CONSERVATIVE alias
+// analysis keeps the JIT from merging two calls with equal inputs into one.
+static void hookOp(torch::jit::Stack& stack) {
+  ForwardContext* ctx = currentForward();
+  if (!ctx || ctx->suppress || !ctx->interp) {
+    stack.pop_back();  // the site name; the tensor stays as the result
+    return;
+  }
+  c10::IValue site = std::move(stack.back());
+  stack.pop_back();
+  const auto& ids = ctx->model->siteIds;
+  auto it = ids.find(site.toStringRef());
+  if (it != ids.end()) ctx->interp->fire(it->second, stack.back());
+}
+
+static torch::jit::RegisterOperators registerHook({torch::jit::Operator(
+    "torchsight::hook(Tensor x, str site) -> Tensor", [](torch::jit::Stack& s) { hookOp(s); },
+    c10::AliasAnalysisKind::CONSERVATIVE)});
+
+torch::jit::Module ModelState::submodule(const std::string& path) const {
+  torch::jit::Module m = module;
+  if (path.empty()) return m;
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t dot = path.find('.', start);
+    std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (!m.hasattr(part) || !m.attr(part).isModule()) throw UserError("module '" + path + "' not found in model.pt");
+    m = m.attr(part).toModule();
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  return m;
+}
+
+// Every site the traced graphs call, in the order first seen, interned to ids.
+static void collectSites(ModelState& s) {
+  static const auto hookKind = c10::Symbol::fromQualString("torchsight::hook");
+  std::function<void(torch::jit::Block*)> walk = [&](torch::jit::Block* b) {
+    for (auto* node : b->nodes()) {
+      for (auto* sub : node->blocks()) walk(sub);
+      if (node->kind() != hookKind || node->inputs().size() != 2) continue;
+      auto v = torch::jit::toIValue(node->input(1));
+      if (!v || !v->isString()) continue;
+      const auto& name = v->toStringRef();
+      if (s.siteIds.emplace(name, (int)s.siteNames.size()).second) s.siteNames.push_back(name);
+    }
+  };
+  for (const auto& mod : s.module.modules())
+    for (const auto& method : mod.get_methods()) walk(method.graph()->block());
+}
+
+std::shared_ptr<ModelState> loadModelState(const std::string& path, const std::string& device,
+                                           const std::string& dtype) {
+  auto s = std::make_shared<ModelState>();
+  s->device = parseDevice(device);
+  try {
+    s->module = torch::jit::load(path, s->device);
+  } catch (const std::exception& e) {
+    std::string msg = errorMessage(e);
+    throw UserError(path + ": not a loadable TorchScript model (" + msg.substr(0, msg.find('\n')) + ")");
+  }
+  s->module.eval();
+  if (!dtype.empty()) {
+    s->dtype = parseDtype(dtype);
+    if (!at::isFloatingType(s->dtype)) throw UserError("dtype must be a floating type, got '" + dtype + "'");
+    s->module.to(s->dtype);
+  } else {
+    for (const auto& p : s->module.parameters()) {
+      s->dtype = p.scalar_type();
+      break;
+    }
+  }
+  collectSites(*s);
+  return s;
+}
+
+// ---- the JS class ---------------------------------------------------------------------
+
+class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeModel",
+                       {InstanceMethod("sites", &ModelWrap::Sites), InstanceMethod("configure", &ModelWrap::Configure),
+                        InstanceMethod("run", &ModelWrap::Run), InstanceMethod("dispose", &ModelWrap::Dispose),
+                        InstanceAccessor("device", &ModelWrap::Device, nullptr),
+                        InstanceAccessor("dtype", &ModelWrap::Dtype, nullptr)});
+  }
+  explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal()) {
+      Napi::TypeError::New(info.Env(), "NativeModel cannot be constructed directly; use loadModel")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    state_ = *info[0].As<Napi::External<std::shared_ptr<ModelState>>>().Data();
+  }
+
+ private:
+  ModelState& state() {
+    if (!state_) throw UserError("this model was disposed");
+    return *state_;
+  }
+  Napi::Value Sites(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      auto& names = state().siteNames;
+      auto arr = Napi::Array::New(info.Env(), names.size());
+      for (size_t i = 0; i < names.size(); ++i) arr.Set((uint32_t)i, names[i]);
+      return arr;
+    });
+  }
+  // configure({vocabSize, maxPositions, apply: {path: {kind, eps?, fn?}}}) from the manifest.
+  Napi::Value Configure(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      auto& s = state();
+      if (info.Length() < 1 || !info[0].IsObject()) throw UserError("configure(options)");
+      auto o = info[0].As<Napi::Object>();
+      std::lock_guard<std::mutex> lock(s.mu);
+      if (o.Get("vocabSize").IsNumber()) s.vocabSize = o.Get("vocabSize").As<Napi::Number>().Int64Value();
+      if (o.Get("maxPositions").IsNumber()) s.maxPositions = o.Get("maxPositions").As<Napi::Number>().Int64Value();
+      auto apply = o.Get("apply");
+      if (apply.IsObject()) {
+        auto ao = apply.As<Napi::Object>();
+        auto keys = ao.GetPropertyNames();
+        for (uint32_t i = 0; i < keys.Length(); ++i) {
+          std::string path = keys.Get(i).As<Napi::String>().Utf8Value();
+          auto r = ao.Get(path);
+          if (!r.IsObject()) continue;
+          auto ro = r.As<Napi::Object>();
+          ApplyRule rule;
+          if (!ro.Get("kind").IsString()) continue;
+          rule.kind = ro.Get("kind").As<Napi::String>().Utf8Value();
+          if (rule.kind == "none") continue;
+          if (ro.Get("eps").IsNumber()) rule.eps = ro.Get("eps").As<Napi::Number>().DoubleValue();
+          if (ro.Get("fn").IsString()) rule.fn = ro.Get("fn").As<Napi::String>().Utf8Value();
+          s.submodule(path);  // must exist
+          s.applyRules[path] = rule;
+        }
+      }
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value Run(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      auto& s = state();
+      if (info.Length() < 1 || !info[0].IsObject()) throw UserError("run(request)");
+      Request req;
+      {
+        c10::InferenceMode guard;
+        req = parseRequest(info[0].As<Napi::Object>(), s);
+      }
+      return queueRun(info.Env(), state_, std::move(req));
+    });
+  }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    state_.reset();  // a running forward keeps its own reference until it ends
+    return info.Env().Undefined();
+  }
+  Napi::Value Device(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), deviceName(state().device)); });
+  }
+  Napi::Value Dtype(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), dtypeName(state().dtype)); });
+  }
+  std::shared_ptr<ModelState> state_;
+};
+
+Napi::Object newModelObject(Napi::Env env, std::shared_ptr<ModelState> s) {
+  auto ext = Napi::External<std::shared_ptr<ModelState>>::New(env, new std::shared_ptr<ModelState>(std::move(s)),
+                                                              [](Napi::Env, std::shared_ptr<ModelState>* p) { delete p; });
+  return addonData(env).modelCtor.New({ext});
+}
+
+static Napi::Value LoadModel(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsString())
+      throw UserError("loadModel(path: string, device: string, dtype: string)");
+    return queueLoad(info.Env(), info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::String>().Utf8Value(),
+                     info[2].As<Napi::String>().Utf8Value());
+  });
+}
+
+void initModel(Napi::Env env, Napi::Object exports) {
+  Napi::Function cls = ModelWrap::Init(env);
+  addonData(env).modelCtor = Napi::Persistent(cls);
+  exports.Set("NativeModel", cls);
+  exports.Set("loadModel", Napi::Function::New(env, LoadModel));
+}
+
+}  // namespace ts

@@ -1,0 +1,118 @@
+// The model state, the thread-local context seen by the hook op, and the intervention
+// graph (parsed in graph.cpp, run inside the forward by model.cpp's hook op).
+#pragma once
+#include "common.h"
+
+namespace ts {
+
+// How to apply a module to new values without firing its sites (from the manifest).
+struct ApplyRule {
+  std::string kind;  // linear, layer_norm, embedding, conv1d, rms_norm, act, identity, method
+  double eps = 1e-5;
+  std::string fn;    // for act
+};
+
+struct ModelState {
+  torch::jit::Module module;
+  c10::Device device{c10::kCPU};
+  c10::ScalarType dtype = at::kFloat;
+  std::unordered_map<std::string, int> siteIds;  // interned at load
+  std::vector<std::string> siteNames;
+  std::unordered_map<std::string, ApplyRule> applyRules;
+  int64_t vocabSize = INT64_MAX;     // token ids are checked against these before the forward
+  int64_t maxPositions = INT64_MAX;
+  std::mutex mu;  // one forward at a time per model
+  // The submodule at a dotted path; throws UserError when missing.
+  torch::jit::Module submodule(const std::string& path) const;
+};
+
+// ---- graph ----------------------------------------------------------------------------
+// An argument: a constant, a reference to an earlier node, or a list mixing both.
+struct Arg {
+  int ref = -1;
+  c10::IValue value;
+  bool isList = false;
+  std::vector<Arg> items;
+};
+
+enum class NodeKind { Read, Write, Apply, Op };
+
+struct Node {
+  int id = 0;
+  std::string op;
+  NodeKind kind = NodeKind::Op;
+  const OpDef* def = nullptr;
+  std::vector<Arg> args;
+  int site = -1;  // site id for Read/Write
+  int occ = 0;    // which call of the site (a module called twice fires twice)
+  int invoke = -1;
+  int trace = 0;
+  std::string loc;
+  bool save = false;
+  std::vector<int> deps;  // referenced node ids
+};
+
+struct Trace {
+  at::Tensor ids, mask, pos;              // [batch, seq] int64
+  std::vector<std::pair<int64_t, int64_t>> invokes;  // rows (start, count)
+  int begin = 0, end = 0;                 // node range
+  bool stop = false;
+};
+
+struct Request {
+  std::vector<Trace> traces;
+  std::vector<Node> nodes;
+  bool recordSites = false;
+};
+
+// Parses and validates a whole request from its JS form (on the JS thread).
+Request parseRequest(const Napi::Object& req, const ModelState& model);
+
+// Raised by the hook op to end a forward early (tracer.stop()).
+struct StopForward : std::exception {
+  const char* what() const noexcept override { return "torchsight: forward stopped"; }
+};
+
+// Runs a request: one forward per trace with the graph's nodes executed at their sites.
+class Interpreter {
+ public:
+  Interpreter(ModelState& m, Request& r);
+  void run();  // on the worker thread, model lock held
+  // Called by the hook op.
+  void fire(int site, c10::IValue& x);
+  std::vector<std::pair<int, c10::IValue>> saved() const;
+  at::Tensor logits;                       // element 0 of the last forward's output
+  std::vector<std::string> firedSites;     // when recordSites
+  std::string error;                       // the real error when a forward threw
+
+ private:
+  void runReady(int traceIndex, bool inForward);
+  c10::IValue resolve(const Arg& a) const;
+  void exec(Node& n, c10::IValue* live);
+  [[noreturn]] void fail(const Node& n, const std::string& msg);
+  c10::IValue apply(const Node& n, std::vector<c10::IValue>& args);
+  at::Tensor rows(const Node& n, const at::Tensor& x) const;
+  ModelState& m_;
+  Request& r_;
+  std::vector<c10::IValue> values_;
+  std::vector<char> done_;
+  std::vector<int64_t> aliasEvent_;  // event during which the aliased activation was live; -1 none
+  std::vector<int> counts_;          // calls of each site in this forward
+  std::vector<char> interest_;       // sites with nodes waiting in this trace
+  std::vector<int> pending_;
+  int trace_ = 0;
+  int64_t event_ = 0;
+  int64_t batch_ = 0;
+  int remaining_ = 0;
+  bool stopped_ = false;
+};
+
+// The context of the forward running on this thread, read by the hook op.
+struct ForwardContext {
+  ModelState* model = nullptr;
+  Interpreter* interp = nullptr;
+  int suppress = 0;  // > 0 while a module is applied by the graph (its sites stay quiet)
+};
+ForwardContext*& currentForward();
+
+}  // namespace ts

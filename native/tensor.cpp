@@ -1,0 +1,395 @@
+// The Tensor wrapper (a JS handle on a native tensor), value conversion between JS and
+// libtorch, dtype/device names, and the eager entry points of the op table.
+#include "common.h"
+
+namespace ts {
+
+static const napi_type_tag kTensorTag = {0x7f3a1c5e2b9d4e61ULL, 0x9a0b8c7d6e5f4a3bULL};
+
+std::string errorMessage(const std::exception& e) {
+  if (auto* ce = dynamic_cast<const c10::Error*>(&e)) return ce->what_without_backtrace();
+  return e.what();
+}
+
+std::string shapeString(at::IntArrayRef sizes) {
+  std::ostringstream o;
+  o << "[";
+  for (size_t i = 0; i < sizes.size(); ++i) o << (i ? ", " : "") << sizes[i];
+  o << "]";
+  return o.str();
+}
+
+std::string describe(const c10::IValue& v) {
+  if (v.isTensor()) {
+    const auto& t = v.toTensor();
+    if (!t.defined()) return "an undefined tensor";
+    return "tensor " + shapeString(t.sizes()) + " " + dtypeName(t.scalar_type());
+  }
+  if (v.isInt()) return "int " + std::to_string(v.toInt());
+  if (v.isDouble()) return "number " + std::to_string(v.toDouble());
+  if (v.isBool()) return v.toBool() ? "true" : "false";
+  if (v.isNone()) return "null";
+  if (v.isString()) return "string '" + v.toStringRef() + "'";
+  if (v.isList()) return "a list of " + std::to_string(v.toListRef().size());
+  if (v.isTuple()) return "a tuple of " + std::to_string(v.toTupleRef().elements().size());
+  return v.tagKind();
+}
+
+static const std::vector<std::pair<const char*, c10::ScalarType>>& dtypeTable() {
+  static const std::vector<std::pair<const char*, c10::ScalarType>> t = {
+      {"float32", at::kFloat}, {"float16", at::kHalf}, {"bfloat16", at::kBFloat16},
+      {"float64", at::kDouble}, {"int64", at::kLong},  {"int32", at::kInt},
+      {"int16", at::kShort},    {"int8", at::kChar},   {"uint8", at::kByte},
+      {"bool", at::kBool}};
+  return t;
+}
+
+c10::ScalarType parseDtype(const std::string& name) {
+  for (auto& [n, t] : dtypeTable())
+    if (name == n) return t;
+  if (name == "float") return at::kFloat;
+  if (name == "half") return at::kHalf;
+  if (name == "double") return at::kDouble;
+  if (name == "long") return at::kLong;
+  std::string all;
+  for (auto& [n, t] : dtypeTable()) all += (all.empty() ? "" : ", ") + std::string(n);
+  throw UserError("unknown dtype '" + name + "'; expected one of " + all);
+}
+
+std::string dtypeName(c10::ScalarType t) {
+  for (auto& [n, s] : dtypeTable())
+    if (s == t) return n;
+  return c10::toString(t);
+}
+
+c10::Device parseDevice(const std::string& name) {
+  if (name == "cpu") return c10::Device(c10::kCPU);
+  if (name.rfind("cuda", 0) == 0) {
+    int index = 0;
+    if (name.size() > 4) {
+      if (name[4] != ':' || name.size() == 5 || name.size() > 8 ||
+          name.find_first_not_of("0123456789", 5) != std::string::npos)
+        throw UserError("unknown device '" + name + "'; expected 'cpu', 'cuda' or 'cuda:N'");
+      index = std::stoi(name.substr(5));
+    }
+    if (!torch::cuda::is_available())
+      throw UserError("device '" + name + "' asked for, but CUDA is not available (this libtorch build " +
+                      std::string(at::hasCUDA() ? "has CUDA but sees no GPU" : "is CPU-only") + ")");
+    int n = (int)torch::cuda::device_count();
+    if (index >= n)
+      throw UserError("device '" + name + "' asked for, but only " + std::to_string(n) + " CUDA device(s) exist");
+    return c10::Device(c10::kCUDA, (c10::DeviceIndex)index);
+  }
+  throw UserError("unknown device '" + name + "'; expected 'cpu', 'cuda' or 'cuda:N'");
+}
+
+std::string deviceName(const c10::Device& d) {
+  if (d.is_cpu()) return "cpu";
+  return d.str();
+}
+
+// ---- JS <-> IValue ----------------------------------------------------------------------
+
+c10::IValue jsToIValue(const Napi::Value& v, const std::string& where, int depth) {
+  if (depth > 32) throw UserError(where + ": value nested too deeply");
+  if (v.IsNumber()) {
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) <= 9007199254740992.0)
+      return c10::IValue((int64_t)d);
+    return c10::IValue(d);
+  }
+  if (v.IsBoolean()) return c10::IValue(v.As<Napi::Boolean>().Value());
+  if (v.IsNull() || v.IsUndefined()) return c10::IValue();
+  if (v.IsString()) return c10::IValue(v.As<Napi::String>().Utf8Value());
+  if (v.IsBigInt()) {
+    bool lossless = false;
+    int64_t i = v.As<Napi::BigInt>().Int64Value(&lossless);
+    if (!lossless) throw UserError(where + ": bigint out of int64 range");
+    return c10::IValue(i);
+  }
+  if (v.IsArray()) {
+    auto arr = v.As<Napi::Array>();
+    uint32_t n = arr.Length();
+    if (n > (1u << 20)) throw UserError(where + ": list too long (" + std::to_string(n) + ")");
+    std::vector<c10::IValue> items;
+    items.reserve(n);
+    bool allInt = true, allTensor = n > 0;
+    for (uint32_t i = 0; i < n; ++i) {
+      items.push_back(jsToIValue(arr.Get(i), where, depth + 1));
+      allInt = allInt && items.back().isInt();
+      allTensor = allTensor && items.back().isTensor();
+    }
+    if (allInt) {
+      c10::List<int64_t> l;
+      for (auto& x : items) l.push_back(x.toInt());
+      return c10::IValue(l);
+    }
+    if (allTensor) {
+      c10::List<at::Tensor> l;
+      for (auto& x : items) l.push_back(x.toTensor());
+      return c10::IValue(l);
+    }
+    c10::impl::GenericList l(c10::AnyType::get());
+    for (auto& x : items) l.push_back(std::move(x));
+    return c10::IValue(l);
+  }
+  if (auto* tw = asTensor(v)) return c10::IValue(tw->tensor());
+  throw UserError(where + ": unsupported value (expected a number, boolean, null, string, array or Tensor)");
+}
+
+Napi::Value ivalueToJs(Napi::Env env, const c10::IValue& v) {
+  if (v.isTensor()) return wrapTensor(env, v.toTensor());
+  if (v.isInt()) return Napi::Number::New(env, (double)v.toInt());
+  if (v.isDouble()) return Napi::Number::New(env, v.toDouble());
+  if (v.isBool()) return Napi::Boolean::New(env, v.toBool());
+  if (v.isNone()) return env.Null();
+  if (v.isString()) return Napi::String::New(env, v.toStringRef());
+  if (v.isTuple() || v.isList()) {
+    const auto items = v.isTuple() ? v.toTupleRef().elements().vec() : v.toListRef().vec();
+    auto arr = Napi::Array::New(env, items.size());
+    for (size_t i = 0; i < items.size(); ++i) arr.Set((uint32_t)i, ivalueToJs(env, items[i]));
+    return arr;
+  }
+  throw UserError("cannot return a value of type " + std::string(v.tagKind()) + " to JavaScript");
+}
+
+Napi::Error toJsError(Napi::Env env, const std::exception& e) {
+  auto err = Napi::Error::New(env, errorMessage(e));
+  if (dynamic_cast<const UserError*>(&e)) err.Set("code", Napi::String::New(env, "TORCHSIGHT_INPUT"));
+  return err;
+}
+
+AddonData& addonData(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
+
+// ---- TensorWrap -------------------------------------------------------------------------
+
+Napi::Function TensorWrap::Init(Napi::Env env) {
+  return DefineClass(env, "NativeTensor",
+                     {InstanceAccessor("shape", &TensorWrap::Shape, nullptr),
+                      InstanceAccessor("dtype", &TensorWrap::Dtype, nullptr),
+                      InstanceAccessor("device", &TensorWrap::Device, nullptr),
+                      InstanceAccessor("disposed", &TensorWrap::Disposed, nullptr),
+                      InstanceMethod("item", &TensorWrap::Item),
+                      InstanceMethod("data", &TensorWrap::Data),
+                      InstanceMethod("dispose", &TensorWrap::Dispose)});
+}
+
+TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorWrap>(info) {
+  // Only made from C++ (wrapTensor) with an External marker; user code cannot construct one.
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    Napi::TypeError::New(info.Env(), "NativeTensor cannot be constructed directly; use Tensor.from")
+        .ThrowAsJavaScriptException();
+    return;
+  }
+  info.This().As<Napi::Object>().TypeTag(&kTensorTag);
+}
+
+TensorWrap::~TensorWrap() {
+  // The GC finalizer: the env may be tearing down, so only free native memory.
+  t_ = at::Tensor();
+}
+
+const at::Tensor& TensorWrap::tensor() const {
+  if (!has_) throw UserError("this Tensor was disposed");
+  return t_;
+}
+
+void TensorWrap::set(at::Tensor t, Napi::Env env) {
+  t_ = std::move(t);
+  has_ = true;
+  // Tell V8 about native memory so its GC runs finalizers when handles pile up.
+  if (t_.defined() && t_.device().is_cpu()) {
+    reported_ = (int64_t)t_.storage().nbytes();
+    if (reported_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, reported_);
+  }
+}
+
+void TensorWrap::release(Napi::Env env) {
+  if (!has_) return;
+  t_ = at::Tensor();
+  has_ = false;
+  if (reported_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
+  reported_ = 0;
+}
+
+Napi::Object wrapTensor(Napi::Env env, at::Tensor t) {
+  auto obj = addonData(env).tensorCtor.New({Napi::External<void>::New(env, nullptr)});
+  TensorWrap::Unwrap(obj)->set(std::move(t), env);
+  return obj;
+}
+
+TensorWrap* asTensor(const Napi::Value& v) {
+  if (!v.IsObject()) return nullptr;
+  auto o = v.As<Napi::Object>();
+  if (!o.CheckTypeTag(&kTensorTag)) return nullptr;
+  return TensorWrap::Unwrap(o);
+}
+
+Napi::Value TensorWrap::Shape(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    auto sizes = tensor().sizes();
+    auto arr = Napi::Array::New(info.Env(), sizes.size());
+    for (size_t i = 0; i < sizes.size(); ++i) arr.Set((uint32_t)i, Napi::Number::New(info.Env(), (double)sizes[i]));
+    return arr;
+  });
+}
+
+Napi::Value TensorWrap::Dtype(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return Napi::String::New(info.Env(), dtypeName(tensor().scalar_type()));
+  });
+}
+
+Napi::Value TensorWrap::Device(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return Napi::String::New(info.Env(), deviceName(tensor().device()));
+  });
+}
+
+Napi::Value TensorWrap::Disposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !has_);
+}
+
+Napi::Value TensorWrap::Item(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const auto& t = tensor();
+    if (t.numel() != 1)
+      throw UserError("item() needs a tensor with one element, got shape " + shapeString(t.sizes()));
+    c10::InferenceMode guard;
+    auto s = t.item();
+    if (s.isBoolean()) return Napi::Boolean::New(info.Env(), s.toBool());
+    if (s.isIntegral(false)) return Napi::Number::New(info.Env(), (double)s.toLong());
+    return Napi::Number::New(info.Env(), s.toDouble());
+  });
+}
+
+// A host copy as a typed array of the tensor's dtype (float16/bfloat16 widen to float32:
+// Node 20 has no Float16Array).
+Napi::Value TensorWrap::Data(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    c10::InferenceMode guard;
+    at::Tensor t = tensor();
+    auto st = t.scalar_type();
+    if (st == at::kHalf || st == at::kBFloat16) st = at::kFloat;
+    t = t.to(c10::Device(c10::kCPU), st).contiguous();
+    size_t n = (size_t)t.numel();
+    size_t bytes = n * t.element_size();
+    auto buf = Napi::ArrayBuffer::New(env, bytes);
+    if (bytes) std::memcpy(buf.Data(), t.data_ptr(), bytes);
+    napi_typedarray_type tt;
+    switch (st) {
+      case at::kFloat: tt = napi_float32_array; break;
+      case at::kDouble: tt = napi_float64_array; break;
+      case at::kLong: tt = napi_bigint64_array; break;
+      case at::kInt: tt = napi_int32_array; break;
+      case at::kShort: tt = napi_int16_array; break;
+      case at::kChar: tt = napi_int8_array; break;
+      case at::kByte: case at::kBool: tt = napi_uint8_array; break;
+      default: throw UserError("data(): unsupported dtype " + dtypeName(st));
+    }
+    napi_value out;
+    NAPI_THROW_IF_FAILED(env, napi_create_typedarray(env, tt, n, buf, 0, &out), Napi::Value());
+    return Napi::Value(env, out);
+  });
+}
+
+Napi::Value TensorWrap::Dispose(const Napi::CallbackInfo& info) {
+  release(info.Env());
+  return info.Env().Undefined();
+}
+
+// ---- eager entry points -----------------------------------------------------------------
+
+// tensorFrom(typedArray, shape, dtype, device): copies host data into a new tensor.
+static Napi::Value TensorFrom(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsArray() || !info[2].IsString() ||
+        !info[3].IsString())
+      throw UserError("tensorFrom(data: TypedArray, shape: number[], dtype: string, device: string)");
+    auto ta = info[0].As<Napi::TypedArray>();
+    c10::ScalarType src;
+    switch (ta.TypedArrayType()) {
+      case napi_float32_array: src = at::kFloat; break;
+      case napi_float64_array: src = at::kDouble; break;
+      case napi_bigint64_array: src = at::kLong; break;
+      case napi_int32_array: src = at::kInt; break;
+      case napi_int16_array: src = at::kShort; break;
+      case napi_int8_array: src = at::kChar; break;
+      case napi_uint8_array: src = at::kByte; break;
+      default: throw UserError("Tensor.from: unsupported typed array kind");
+    }
+    auto shapeArr = info[1].As<Napi::Array>();
+    if (shapeArr.Length() > 16) throw UserError("Tensor.from: at most 16 dimensions");
+    std::vector<int64_t> shape;
+    double numel = 1;
+    for (uint32_t i = 0; i < shapeArr.Length(); ++i) {
+      auto d = shapeArr.Get(i);
+      if (!d.IsNumber()) throw UserError("Tensor.from: shape must hold non-negative integers");
+      double x = d.As<Napi::Number>().DoubleValue();
+      if (!(x >= 0) || x != std::floor(x) || x > 9.0e15)
+        throw UserError("Tensor.from: shape must hold non-negative integers, got " + std::to_string(x));
+      shape.push_back((int64_t)x);
+      numel *= x;
+    }
+    size_t n = ta.ElementLength();
+    if (numel != (double)n)
+      throw UserError("Tensor.from: shape " + shapeString(shape) + " needs " + std::to_string((int64_t)numel) +
+                      " values, got " + std::to_string(n));
+    auto dtype = parseDtype(info[2].As<Napi::String>().Utf8Value());
+    auto device = parseDevice(info[3].As<Napi::String>().Utf8Value());
+    c10::InferenceMode guard;
+    auto t = at::empty(shape, at::TensorOptions().dtype(src));
+    if (n) std::memcpy(t.data_ptr(), static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(),
+                       n * t.element_size());
+    if (src == at::kByte && dtype == at::kBool) t = t.ne(0);
+    return wrapTensor(info.Env(), t.to(device, dtype));
+  });
+}
+
+// op(name, args[]): one op of the table, eagerly.
+static Napi::Value Op(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray())
+      throw UserError("op(name: string, args: unknown[])");
+    std::string name = info[0].As<Napi::String>().Utf8Value();
+    const OpDef* op = findOp(name);
+    if (!op) throw UserError("unknown op '" + name + "'");
+    auto arr = info[1].As<Napi::Array>();
+    std::vector<c10::IValue> args;
+    for (uint32_t i = 0; i < arr.Length(); ++i)
+      args.push_back(jsToIValue(arr.Get(i), name + " argument " + std::to_string(i)));
+    c10::InferenceMode guard;
+    return ivalueToJs(info.Env(), runOp(*op, args));
+  });
+}
+
+static Napi::Value Format(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    auto* tw = info.Length() ? asTensor(info[0]) : nullptr;
+    if (!tw) throw UserError("format(tensor)");
+    std::ostringstream o;
+    c10::InferenceMode guard;
+    o << tw->tensor();
+    return Napi::String::New(info.Env(), o.str());
+  });
+}
+
+static Napi::Value OpNames(const Napi::CallbackInfo& info) {
+  auto names = opNames();
+  auto arr = Napi::Array::New(info.Env(), names.size());
+  for (size_t i = 0; i < names.size(); ++i) arr.Set((uint32_t)i, Napi::String::New(info.Env(), names[i]));
+  return arr;
+}
+
+void initTensor(Napi::Env env, Napi::Object exports) {
+  Napi::Function cls = TensorWrap::Init(env);
+  addonData(env).tensorCtor = Napi::Persistent(cls);
+  exports.Set("NativeTensor", cls);
+  exports.Set("tensorFrom", Napi::Function::New(env, TensorFrom));
+  exports.Set("op", Napi::Function::New(env, Op));
+  exports.Set("opNames", Napi::Function::New(env, OpNames));
+  exports.Set("format", Napi::Function::New(env, Format));
+}
+
+}  // namespace ts
