@@ -436,6 +436,9 @@ def main():
             print(f"FAIL {name}")
             traceback.print_exc()
     print(f"{len(tests) - failed}/{len(tests)} passed")
+    if not failed:
+        import shutil
+        shutil.rmtree(TMP, ignore_errors=True)
     return 1 if failed else 0
 
 

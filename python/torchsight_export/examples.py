@@ -166,7 +166,7 @@ class GPT2LMHeadModel(nn.Module):
         self.config = dict(cfg)
         self.transformer = GPT2Model(cfg)
         self.lm_head = nn.Linear(cfg["n_embd"], cfg["vocab_size"], bias=False)
-        _init_weights(self)
+        _init_weights(self, cfg.get("initializer_range", 0.02))
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
 
     def forward(self, input_ids, attention_mask, position_ids):
@@ -175,7 +175,7 @@ class GPT2LMHeadModel(nn.Module):
 
 
 GPT2_DEFAULTS = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=512, n_positions=128,
-                     n_embd=64, n_layer=12, n_head=4, n_inner=None, layer_norm_epsilon=1e-5,
+                     n_embd=64, n_layer=12, initializer_range=0.2, n_head=4, n_inner=None, layer_norm_epsilon=1e-5,
                      activation_function="gelu_new", embd_pdrop=0.1, attn_pdrop=0.1, resid_pdrop=0.1,
                      tie_word_embeddings=True)
 
@@ -295,14 +295,14 @@ class LlamaForCausalLM(nn.Module):
         self.config = dict(cfg)
         self.model = LlamaModel(cfg)
         self.lm_head = nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
-        _init_weights(self)
+        _init_weights(self, cfg.get("initializer_range", 0.02))
 
     def forward(self, input_ids, attention_mask, position_ids):
         h = self.model(input_ids, attention_mask, position_ids)[0]
         return (self.lm_head(h),)
 
 
-LLAMA_DEFAULTS = dict(model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=512, hidden_size=64,
+LLAMA_DEFAULTS = dict(model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=512, initializer_range=0.2, hidden_size=64,
                       intermediate_size=172, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
                       rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=128,
                       hidden_act="silu", tie_word_embeddings=False)
