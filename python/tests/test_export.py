@@ -217,12 +217,12 @@ def test_traced_equals_eager_new_lengths_and_padding():
         with torch.no_grad():
             a, b = eager(*x)[0], traced(*x)[0]
         assert torch.isfinite(a).all() and torch.isfinite(b).all(), "NaN/inf in padded rows"
-        assert torch.allclose(a, b, atol=1e-5), (arch, (a - b).abs().max())
+        assert torch.allclose(a, b, atol=1e-4 * max(1.0, float(a.abs().max()))), (arch, (a - b).abs().max())
         # left padding does not change real positions' logits
         for r, p in enumerate(prompts):
             with torch.no_grad():
                 alone = eager(*oracle.batch_inputs([p]))[0][0]
-            assert torch.allclose(a[r, -len(p):], alone, atol=1e-5), (arch, r)
+            assert torch.allclose(a[r, -len(p):], alone, atol=1e-4 * max(1.0, float(alone.abs().max()))), (arch, r, (a[r, -len(p):] - alone).abs().max())
         # non-degenerate: logits vary across tokens and positions
         assert float(a.std()) > 1e-3
 
