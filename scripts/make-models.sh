@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Exports the seeded example models into models/ with Debian's python3 (torch 1.13).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${TORCHSIGHT_PYTHON:-/usr/bin/python3}"
+export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p models
+for arch in gpt2 llama; do
+  if [ ! -f "models/$arch/torchsight.json" ] || [ -n "${FORCE:-}" ]; then
+    "$PY" -m torchsight_export.examples --arch "$arch" --out "models/$arch"
+  fi
+done

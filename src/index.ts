@@ -1,0 +1,20 @@
+// torchsight: nnsight-style interpretability for Node.js on libtorch.
+export { LanguageModel, Tracer, Session, type LoadOptions, type TraceOptions, type Resolved } from './model.js';
+export { Tensor, type Dtype, type FromOptions, type NestedArray } from './tensor.js';
+export { Tokenizer } from './tokenizer.js';
+export { TraceProxy } from './trace/proxy.js';
+export type { Envoy } from './trace/envoy.js';
+export type { TraceInput } from './inputs.js';
+export type { Manifest, ModuleEntry, Struct } from './manifest.js';
+export { parseIndex, type IndexSpec } from './indexspec.js';
+import { native } from './native.js';
+
+/** libtorch's version, CUDA availability and thread settings. */
+export function runtimeInfo() {
+  return native().info();
+}
+
+/** Sets libtorch's intra-op thread count; returns the count in effect. */
+export function setNumThreads(n: number): number {
+  return native().setNumThreads(n);
+}

@@ -1,0 +1,47 @@
+// numpy/PyTorch index specs ('0', ':, -1', '..., 0:4', 'None', [null, -1]) in the wire form
+// the native side applies: an int selects, "None" adds an axis, "..." is the ellipsis,
+// [start, stop, step] (nulls for defaults) is a slice.
+export type IndexItem = number | 'None' | '...' | [number | null, number | null, number | null];
+export type IndexSpec = string | Array<number | null | string>;
+
+function parseInt10(s: string, spec: string): number {
+  if (!/^[+-]?\d+$/.test(s)) throw new Error(`index '${spec}': '${s}' is not an integer`);
+  return Number(s);
+}
+
+function parseItem(raw: string, spec: string): IndexItem {
+  const s = raw.trim();
+  if (s === '...' ) return '...';
+  if (s === 'None' || s === 'null') return 'None';
+  if (s.includes(':')) {
+    const parts = s.split(':');
+    if (parts.length > 3) throw new Error(`index '${spec}': bad slice '${s}'`);
+    const [a, b, c] = [parts[0], parts[1], parts[2]].map((p) => (p === undefined || p.trim() === '' ? null : parseInt10(p.trim(), spec)));
+    if (c !== null && c <= 0) throw new Error(`index '${spec}': slice step must be positive`);
+    return [a, b, c];
+  }
+  if (s === '') throw new Error(`index '${spec}': empty item`);
+  return parseInt10(s, spec);
+}
+
+export function parseIndex(spec: IndexSpec): IndexItem[] {
+  let items: IndexItem[];
+  if (typeof spec === 'string') {
+    const text = spec.trim();
+    items = text === '' ? [] : text.split(',').map((p) => parseItem(p, spec));
+  } else if (Array.isArray(spec)) {
+    items = spec.map((x) => {
+      if (x === null) return [null, null, null] as IndexItem;
+      if (typeof x === 'number') {
+        if (!Number.isInteger(x)) throw new Error(`index [${spec.join(', ')}]: ${x} is not an integer`);
+        return x;
+      }
+      if (typeof x === 'string') return parseItem(x, x);
+      throw new Error(`index: unsupported item ${String(x)}`);
+    });
+  } else {
+    throw new Error(`index spec must be a string like ':, -1' or an array like [null, -1], got ${typeof spec}`);
+  }
+  if (items.filter((x) => x === '...').length > 1) throw new Error(`index '${String(spec)}': only one '...' allowed`);
+  return items;
+}

@@ -1,0 +1,236 @@
+// LanguageModel: loads a model folder and runs traces and sessions on it.
+import { existsSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { native, type NativeModel, type RunResult, type ApplyRule } from './native.js';
+import { buildTree, formatTree, readManifest, type Manifest, type ModuleNode } from './manifest.js';
+import { Tokenizer } from './tokenizer.js';
+import { toRows, type TraceInput } from './inputs.js';
+import { Graph, captureStack, userLocation } from './trace/graph.js';
+import { makeEnvoy, type Envoy } from './trace/envoy.js';
+import { markSaved, resolveSaved, substitute } from './trace/proxy.js';
+import { Tensor } from './tensor.js';
+
+export interface LoadOptions {
+  /** 'cpu' | 'cuda' | 'cuda:N'; default 'cuda' when available, else 'cpu' */
+  device?: string;
+  /** 'float32' | 'float16' | 'bfloat16'; default as exported */
+  dtype?: 'float32' | 'float16' | 'bfloat16';
+}
+
+export interface TraceOptions {
+  /** @internal records every hook site that fired, in order (for tests and `inspect`) */
+  recordSites?: boolean;
+}
+
+/** Given to trace callbacks: adds invokes, stops the forward early. */
+export class Tracer {
+  /** @internal */
+  constructor(
+    private readonly model: LanguageModel,
+    private readonly graph: Graph,
+  ) {}
+
+  /** Adds `input` as rows of this forward's batch; `fn` sees only those rows. Returns fn's result. */
+  invoke<R>(input: TraceInput, fn: (m: Envoy) => R): R {
+    const seg = this.graph.current;
+    const rows = toRows(input, this.model.tokenizer, this.model.manifest.vocabSize);
+    const index = seg.invokes.length;
+    seg.invokes.push([seg.rows.length, rows.length]);
+    seg.rows.push(...rows);
+    if (typeof fn !== 'function') throw new Error('tracer.invoke(input, fn): fn must be a function');
+    return fn(this.model.envoy(this.graph, index));
+  }
+
+  /** Ends the forward as soon as everything the graph needs has run. */
+  stop(): void {
+    this.graph.current.stop = true;
+  }
+}
+
+/** Given to session callbacks: each trace runs in order inside one request. */
+export class Session {
+  /** @internal */
+  constructor(
+    private readonly model: LanguageModel,
+    private readonly graph: Graph,
+  ) {}
+
+  trace<R>(input: TraceInput | ((tracer: Tracer) => R), fn?: (m: Envoy, tracer: Tracer) => R): R {
+    return this.model.recordTrace(this.graph, input, fn);
+  }
+}
+
+export class LanguageModel {
+  readonly dir: string;
+  readonly manifest: Manifest;
+  readonly tokenizer: Tokenizer;
+  #native: NativeModel | undefined;
+  #tree: { root: ModuleNode; byPath: Map<string, ModuleNode> };
+  #queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(dir: string, manifest: Manifest, tokenizer: Tokenizer, nativeModel: NativeModel) {
+    this.dir = dir;
+    this.manifest = manifest;
+    this.tokenizer = tokenizer;
+    this.#native = nativeModel;
+    this.#tree = buildTree(manifest);
+  }
+
+  /** Loads a model folder written by the exporter (model.pt, tokenizer.json, torchsight.json). */
+  static async load(dir: string, options: LoadOptions = {}): Promise<LanguageModel> {
+    if (typeof dir !== 'string') throw new Error('LanguageModel.load(dir): dir must be a string');
+    const path = resolve(dir);
+    if (!existsSync(path) || !statSync(path).isDirectory()) throw new Error(`${path}: no such model folder`);
+    const manifest = readManifest(path);
+    const modelFile = join(path, 'model.pt');
+    if (!existsSync(modelFile)) throw new Error(`${modelFile}: not found`);
+    const tokFile = join(path, 'tokenizer.json');
+    if (!existsSync(tokFile)) throw new Error(`${tokFile}: not found`);
+    const tokenizer = Tokenizer.fromFile(tokFile);
+    const addon = native();
+    const device = options.device ?? (addon.info().cudaAvailable ? 'cuda' : 'cpu');
+    if (options.dtype !== undefined && !['float32', 'float16', 'bfloat16'].includes(options.dtype))
+      throw new Error(`dtype must be 'float32', 'float16' or 'bfloat16', got '${String(options.dtype)}'`);
+    const nm = await addon.loadModel(modelFile, device, options.dtype ?? '');
+    const apply: Record<string, ApplyRule> = {};
+    for (const m of manifest.modules) if (m.apply && m.apply.kind !== 'none') apply[m.path] = { kind: m.apply.kind, eps: m.apply.eps, fn: m.apply.fn };
+    const cfg = (manifest.config ?? {}) as Record<string, unknown>;
+    const maxPositions = Number(cfg.n_positions ?? cfg.max_position_embeddings ?? 0) || undefined;
+    nm.configure({ vocabSize: manifest.vocabSize, maxPositions, apply });
+    return new LanguageModel(path, manifest, tokenizer, nm);
+  }
+
+  get device(): string {
+    return this.native.device;
+  }
+  get dtype(): string {
+    return this.native.dtype;
+  }
+  get config(): Record<string, unknown> | null {
+    return this.manifest.config;
+  }
+
+  /** @internal */
+  get native(): NativeModel {
+    if (!this.#native) throw new Error('this model was disposed');
+    return this.#native;
+  }
+
+  /** Every module path, as named_modules() gives them (the root excluded). */
+  modulePaths(): string[] {
+    return this.manifest.modules.map((m) => m.path).filter((p) => p !== '');
+  }
+
+  /** The module tree, one module a line, like PyTorch's repr. */
+  toString(): string {
+    return formatTree(this.#tree.root);
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
+
+  /** @internal the root envoy of one invoke */
+  envoy(graph: Graph, invoke: number): Envoy {
+    return makeEnvoy({ graph, invoke, manifest: this.manifest, byPath: this.#tree.byPath }, this.#tree.root);
+  }
+
+  /**
+   * One forward pass with interventions. `fn` runs now and records; the graph runs natively
+   * inside the forward. Resolves to fn's return value with proxies replaced by Tensors.
+   * Also `trace((tracer) => { tracer.invoke(a, fn); tracer.invoke(b, fn2) })` for several invokes.
+   */
+  async trace<R>(input: TraceInput | ((tracer: Tracer) => R), fn?: ((m: Envoy, tracer: Tracer) => R) | TraceOptions, options: TraceOptions = {}): Promise<Resolved<R>> {
+    if (typeof input === 'function' && fn && typeof fn === 'object') options = fn;
+    const graph = new Graph(this.padId);
+    const result = this.recordTrace(graph, input, typeof fn === 'function' ? fn : undefined);
+    return (await this.submit(graph, result, options)).value as Resolved<R>;
+  }
+
+  /** Several traces as one request: proxies flow from one trace to the next natively. */
+  async session<R>(fn: (s: Session) => R): Promise<Resolved<R>> {
+    if (typeof fn !== 'function') throw new Error('model.session(fn): fn must be a function');
+    const graph = new Graph(this.padId);
+    const result = fn(new Session(this, graph));
+    if (result instanceof Promise) throw new Error('model.session(fn): fn must record synchronously (no async/await inside)');
+    if (graph.segments.length === 0) throw new Error('model.session(fn): the session recorded no trace (call s.trace inside it)');
+    return (await this.submit(graph, result, {})).value as Resolved<R>;
+  }
+
+  /** @internal records one trace into `graph` */
+  recordTrace<R>(graph: Graph, input: TraceInput | ((tracer: Tracer) => R), fn?: (m: Envoy, tracer: Tracer) => R): R {
+    graph.beginTrace();
+    const tracer = new Tracer(this, graph);
+    let result: R;
+    try {
+      if (typeof input === 'function') result = (input as (t: Tracer) => R)(tracer);
+      else {
+        if (typeof fn !== 'function') throw new Error('model.trace(input, fn): fn must be a function');
+        result = tracer.invoke(input, (m) => fn(m, tracer));
+      }
+      if (result instanceof Promise) throw new Error('the trace callback must record synchronously (no async/await inside)');
+    } catch (e) {
+      if (e instanceof Error && !/ at \S+:\d+:\d+$/.test(e.message)) e.message += ` (at ${userLocation(e.stack)})`;
+      throw e;
+    }
+    graph.endTrace();
+    return result;
+  }
+
+  /** @internal sends a recorded graph and maps the results back */
+  async submit(graph: Graph, result: unknown, options: TraceOptions): Promise<{ value: unknown; raw: RunResult }> {
+    markSaved(result);
+    graph.sealed = true;
+    const request = { traces: graph.wireTraces(), nodes: graph.nodes, recordSites: !!options.recordSites };
+    const nm = this.native;
+    const run = this.#queue.then(() => nm.run(request));
+    this.#queue = run.catch(() => undefined);
+    let raw: RunResult;
+    try {
+      raw = await run;
+    } catch (e) {
+      const err = new Error(graph.explain((e as Error).message));
+      (err as Error & { code?: string }).code = (e as Error & { code?: string }).code;
+      throw err;
+    }
+    resolveSaved(graph, raw.saved);
+    return { value: substitute(result), raw };
+  }
+
+  /** @internal a plain forward (no interventions): logits and, optionally, the sites that fired */
+  async forwardRaw(input: TraceInput, options: TraceOptions = {}): Promise<{ logits: Tensor; fired?: string[] }> {
+    const graph = new Graph(this.padId);
+    this.recordTrace(graph, input, () => undefined);
+    const { raw } = await this.submit(graph, undefined, options);
+    return { logits: new Tensor(raw.logits!), fired: raw.fired };
+  }
+
+  get padId(): number {
+    const s = this.manifest.specialTokens ?? { pad: null, eos: null, bos: null };
+    return s.pad ?? s.eos ?? 0;
+  }
+
+  /** Frees the model's native memory now (a running forward finishes first). */
+  async dispose(): Promise<void> {
+    const nm = this.#native;
+    if (!nm) return;
+    this.#native = undefined;
+    await this.#queue;
+    nm.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
+
+/** fn's return type with proxies replaced by Tensors. */
+export type Resolved<T> = T extends { save(): unknown; graph: unknown }
+  ? Tensor
+  : T extends Array<infer U>
+    ? Resolved<U>[]
+    : T extends object
+      ? { [K in keyof T]: Resolved<T[K]> }
+      : T;
+
+void captureStack;

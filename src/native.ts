@@ -1,0 +1,101 @@
+// Loads the C++ addon once and types what it exports.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly dtype: string;
+  readonly device: string;
+  readonly disposed: boolean;
+  item(): number | boolean;
+  data(): Float32Array | Float64Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array;
+  dispose(): void;
+}
+
+export interface ApplyRule {
+  kind: string;
+  eps?: number;
+  fn?: string;
+}
+
+export interface WireTrace {
+  batch: number;
+  seq: number;
+  ids: BigInt64Array;
+  mask: BigInt64Array;
+  pos: BigInt64Array;
+  invokes: [number, number][];
+  begin: number;
+  end: number;
+  stop: boolean;
+}
+
+export interface WireNode {
+  id: number;
+  op: string;
+  args: unknown[];
+  site?: string;
+  occ?: number;
+  invoke?: number;
+  loc?: string;
+  save?: boolean;
+}
+
+export interface RunResult {
+  saved: [number, unknown][];
+  logits?: NativeTensor;
+  fired?: string[];
+}
+
+export interface NativeModel {
+  readonly device: string;
+  readonly dtype: string;
+  sites(): string[];
+  configure(options: { vocabSize?: number; maxPositions?: number; apply?: Record<string, ApplyRule> }): void;
+  run(request: { traces: WireTrace[]; nodes: WireNode[]; recordSites?: boolean }): Promise<RunResult>;
+  dispose(): void;
+}
+
+export interface NativeAddon {
+  NativeTensor: new (...args: never[]) => NativeTensor;
+  tensorFrom(data: ArrayBufferView, shape: number[], dtype: string, device: string): NativeTensor;
+  op(name: string, args: unknown[]): unknown;
+  opNames(): string[];
+  loadModel(path: string, device: string, dtype: string): Promise<NativeModel>;
+  info(): { torch: string; cudaAvailable: boolean; cudaDevices: number; threads: number; interopThreads: number; parallelInfo: string };
+  setNumThreads(n: number): number;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+let addon: NativeAddon | undefined;
+
+/** The addon, loaded on first use. TORCHSIGHT_ADDON overrides the path. */
+export function native(): NativeAddon {
+  if (addon) return addon;
+  const root = join(here, '..');
+  const candidates = [
+    process.env.TORCHSIGHT_ADDON,
+    join(root, 'build', 'Release', 'torchsight.node'),
+    join(root, 'build', 'Debug', 'torchsight.node'),
+  ].filter((p): p is string => !!p);
+  const require = createRequire(import.meta.url);
+  const errors: string[] = [];
+  for (const p of candidates) {
+    if (!existsSync(p)) {
+      errors.push(`${p}: not found`);
+      continue;
+    }
+    try {
+      addon = require(p) as NativeAddon;
+      return addon;
+    } catch (e) {
+      errors.push(`${p}: ${(e as Error).message}`);
+    }
+  }
+  throw new Error(
+    `torchsight: the native addon could not be loaded. Tried:\n  ${errors.join('\n  ')}\n` +
+      `Build it with 'npm run build:native' (needs libtorch; see the README).`,
+  );
+}

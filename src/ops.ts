@@ -1,0 +1,167 @@
+// The op methods shared by eager `Tensor` and in-trace proxies. Each entry names the native
+// op and its parameters after `self`, in PyTorch's order; calls accept positional arguments
+// or one trailing options object ({ dim, keepdim }). The native op table does the work.
+import { parseIndex, type IndexSpec } from './indexspec.js';
+
+export type Dim = number | number[];
+
+/** The methods every tensor-like value has; `T` is the value type (Tensor or proxy). */
+export interface TensorOps<T, Other = T | number> {
+  add(other: Other, alpha?: number): T;
+  sub(other: Other, alpha?: number): T;
+  mul(other: Other): T;
+  div(other: Other): T;
+  pow(exponent: Other): T;
+  neg(): T;
+  abs(): T;
+  exp(): T;
+  log(): T;
+  sqrt(): T;
+  matmul(other: T): T;
+  mean(dim?: Dim | { dim?: Dim; keepdim?: boolean }, keepdim?: boolean): T;
+  sum(dim?: Dim | { dim?: Dim; keepdim?: boolean }, keepdim?: boolean): T;
+  max(): T;
+  max(dim: number | { dim: number; keepdim?: boolean }, keepdim?: boolean): { values: T; indices: T };
+  min(): T;
+  min(dim: number | { dim: number; keepdim?: boolean }, keepdim?: boolean): { values: T; indices: T };
+  norm(p?: number | { p?: number; dim?: Dim; keepdim?: boolean }, dim?: Dim, keepdim?: boolean): T;
+  softmax(dim: number | { dim: number }): T;
+  logSoftmax(dim: number | { dim: number }): T;
+  argmax(dim?: number | { dim?: number; keepdim?: boolean }, keepdim?: boolean): T;
+  topk(k: number, dim?: number | { dim?: number; largest?: boolean; sorted?: boolean }, largest?: boolean, sorted?: boolean): { values: T; indices: T };
+  reshape(...shape: Array<number | number[]>): T;
+  view(...shape: Array<number | number[]>): T;
+  transpose(dim0: number, dim1: number): T;
+  permute(...dims: Array<number | number[]>): T;
+  squeeze(dim?: number): T;
+  unsqueeze(dim: number): T;
+  flatten(startDim?: number, endDim?: number): T;
+  index(spec: IndexSpec): T;
+  clone(): T;
+  detach(): T;
+  contiguous(): T;
+  to(dtypeOrDevice: string, dtype?: string): T;
+  float(): T;
+  half(): T;
+  bfloat16(): T;
+  cosineSimilarity(other: T, dim?: number | { dim?: number; eps?: number }, eps?: number): T;
+  copy_(src: T | number): T;
+  add_(other: Other, alpha?: number): T;
+  sub_(other: Other, alpha?: number): T;
+  mul_(other: Other): T;
+  div_(other: Other): T;
+  fill_(value: number): T;
+  zero_(): T;
+}
+
+interface OpSpec {
+  params: string[];
+  /** shape-like varargs: reshape(2, 3) or reshape([2, 3]) */
+  varargs?: boolean;
+  /** result is a (values, indices) pair */
+  pair?: boolean | ((args: unknown[]) => boolean);
+  /** converts arguments after normalisation */
+  prepare?: (args: unknown[]) => unknown[];
+}
+
+export const OP_SPECS: Record<string, OpSpec> = {
+  add: { params: ['other', 'alpha'] },
+  sub: { params: ['other', 'alpha'] },
+  mul: { params: ['other'] },
+  div: { params: ['other'] },
+  pow: { params: ['exponent'] },
+  neg: { params: [] },
+  abs: { params: [] },
+  exp: { params: [] },
+  log: { params: [] },
+  sqrt: { params: [] },
+  matmul: { params: ['other'] },
+  mean: { params: ['dim', 'keepdim'] },
+  sum: { params: ['dim', 'keepdim'] },
+  max: { params: ['dim', 'keepdim'], pair: (a) => typeof a[0] === 'number' },
+  min: { params: ['dim', 'keepdim'], pair: (a) => typeof a[0] === 'number' },
+  norm: { params: ['p', 'dim', 'keepdim'] },
+  softmax: { params: ['dim'] },
+  logSoftmax: { params: ['dim'] },
+  argmax: { params: ['dim', 'keepdim'] },
+  topk: { params: ['k', 'dim', 'largest', 'sorted'], pair: true },
+  reshape: { params: ['shape'], varargs: true },
+  view: { params: ['shape'], varargs: true },
+  transpose: { params: ['dim0', 'dim1'] },
+  permute: { params: ['dims'], varargs: true },
+  squeeze: { params: ['dim'] },
+  unsqueeze: { params: ['dim'] },
+  flatten: { params: ['startDim', 'endDim'] },
+  index: { params: ['spec'], prepare: (a) => [parseIndex(a[0] as IndexSpec)] },
+  clone: { params: [] },
+  detach: { params: [] },
+  contiguous: { params: [] },
+  to: { params: ['dtypeOrDevice', 'dtype'] },
+  float: { params: [] },
+  half: { params: [] },
+  bfloat16: { params: [] },
+  cosineSimilarity: { params: ['other', 'dim', 'eps'] },
+  copy_: { params: ['src'] },
+  add_: { params: ['other', 'alpha'] },
+  sub_: { params: ['other', 'alpha'] },
+  mul_: { params: ['other'] },
+  div_: { params: ['other'] },
+  fill_: { params: ['value'] },
+  zero_: { params: [] },
+};
+
+export const INPLACE_OPS = new Set(['copy_', 'add_', 'sub_', 'mul_', 'div_', 'fill_', 'zero_']);
+
+function isOptions(x: unknown, isValue: (v: unknown) => boolean): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x) && !isValue(x) && !ArrayBuffer.isView(x);
+}
+
+/** Positional arguments (after self) in the native op's order; trailing nulls dropped. */
+export function normalizeArgs(op: string, raw: unknown[], isValue: (v: unknown) => boolean): unknown[] {
+  const spec = OP_SPECS[op];
+  if (!spec) throw new Error(`unknown op '${op}'`);
+  let args: unknown[];
+  if (spec.varargs) {
+    args = [raw.length === 1 && (Array.isArray(raw[0]) || isValue(raw[0])) ? raw[0] : raw];
+  } else {
+    args = [...raw];
+    const last = args[args.length - 1];
+    if (args.length > 0 && isOptions(last, isValue)) {
+      args.pop();
+      for (const [k, v] of Object.entries(last)) {
+        const i = spec.params.indexOf(k);
+        if (i < 0) throw new Error(`${op}: unknown option '${k}' (options: ${spec.params.join(', ') || 'none'})`);
+        if (i < args.length && args[i] !== undefined) throw new Error(`${op}: '${k}' given twice`);
+        while (args.length <= i) args.push(undefined);
+        args[i] = v;
+      }
+    }
+    if (args.length > spec.params.length)
+      throw new Error(`${op}: expected at most ${spec.params.length} argument(s) (${spec.params.join(', ')}), got ${args.length}`);
+  }
+  if (spec.prepare) args = spec.prepare(args);
+  args = args.map((a) => (a === undefined ? null : a));
+  while (args.length && args[args.length - 1] === null) args.pop();
+  return args;
+}
+
+export function returnsPair(op: string, args: unknown[]): boolean {
+  const p = OP_SPECS[op]?.pair;
+  return typeof p === 'function' ? p(args) : !!p;
+}
+
+/**
+ * Installs every op of OP_SPECS on a class prototype. `call(self, op, args)` runs it: the
+ * eager Tensor calls the native op table now, a proxy records a graph node.
+ */
+export function installOps(proto: object, call: (self: any, op: string, args: unknown[]) => unknown): void {
+  for (const op of Object.keys(OP_SPECS)) {
+    Object.defineProperty(proto, op, {
+      value: function (this: unknown, ...args: unknown[]) {
+        return call(this, op, args);
+      },
+      writable: true,
+      configurable: true,
+    });
+  }
+}

@@ -1,0 +1,217 @@
+// `Tensor`: a handle on a native tensor that stays on its device until read. Its op methods
+// call the same native op table the graph interpreter uses.
+import { native, type NativeTensor } from './native.js';
+import { installOps, normalizeArgs, returnsPair, type TensorOps } from './ops.js';
+import { formatTensor } from './format.js';
+
+export type Dtype = 'float32' | 'float16' | 'bfloat16' | 'float64' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
+export type NestedArray = number | boolean | NestedArray[];
+
+export interface FromOptions {
+  shape?: number[];
+  dtype?: Dtype;
+  device?: string;
+}
+
+/** Hooks the tracer installs so static Tensor.cat/stack accept proxies too. */
+export const proxyHooks: {
+  isProxy: (v: unknown) => boolean;
+  record: (op: string, args: unknown[]) => unknown;
+} = { isProxy: () => false, record: () => undefined };
+
+export class Tensor {
+  #handle: NativeTensor | undefined;
+
+  /** @internal wraps a native handle; use Tensor.from to make one */
+  constructor(handle: NativeTensor) {
+    this.#handle = handle;
+  }
+
+  /** @internal the native handle; throws if disposed */
+  get native(): NativeTensor {
+    const h = this.#handle;
+    if (!h || h.disposed) throw new Error('this Tensor was disposed');
+    return h;
+  }
+
+  static from(data: NestedArray | ArrayBufferView, options: FromOptions = {}): Tensor {
+    let flat: ArrayBufferView;
+    let shape: number[];
+    let srcDtype: Dtype;
+    if (ArrayBuffer.isView(data)) {
+      const ta = data as unknown as ArrayLike<number> & ArrayBufferView;
+      flat = data;
+      shape = options.shape ?? [ta.length];
+      srcDtype =
+        data instanceof Float32Array ? 'float32'
+        : data instanceof Float64Array ? 'float64'
+        : data instanceof BigInt64Array ? 'int64'
+        : data instanceof Int32Array ? 'int32'
+        : data instanceof Int16Array ? 'int16'
+        : data instanceof Int8Array ? 'int8'
+        : data instanceof Uint8Array ? 'uint8'
+        : (() => { throw new Error('Tensor.from: unsupported typed array'); })();
+    } else {
+      shape = [];
+      let probe: unknown = data;
+      while (Array.isArray(probe)) {
+        shape.push(probe.length);
+        probe = probe[0];
+      }
+      const values: number[] = [];
+      let bools = true;
+      const walk = (x: unknown, dim: number, path: string) => {
+        if (dim === shape.length) {
+          if (typeof x === 'boolean') values.push(x ? 1 : 0);
+          else if (typeof x === 'number') { values.push(x); bools = false; }
+          else throw new Error(`Tensor.from: element ${path || '[]'} is ${x === null ? 'null' : typeof x}, expected a number`);
+          return;
+        }
+        if (!Array.isArray(x) || x.length !== shape[dim])
+          throw new Error(`Tensor.from: ragged nested array at ${path || 'the top'}: expected ${shape[dim]} items`);
+        x.forEach((y, i) => walk(y, dim + 1, `${path}[${i}]`));
+      };
+      walk(data, 0, '');
+      if (options.shape) {
+        const n = options.shape.reduce((a, b) => a * b, 1);
+        if (n !== values.length) throw new Error(`Tensor.from: shape [${options.shape.join(', ')}] needs ${n} values, got ${values.length}`);
+        shape = options.shape;
+      }
+      const isBool = bools && values.length > 0;
+      flat = isBool ? Uint8Array.from(values) : Float64Array.from(values);
+      srcDtype = isBool ? 'bool' : 'float32';
+    }
+    const dtype = options.dtype ?? srcDtype;
+    return new Tensor(native().tensorFrom(flat, shape, dtype, options.device ?? 'cpu'));
+  }
+
+  /** Concatenates along `dim` (PyTorch's torch.cat). Proxies inside a trace are recorded. */
+  static cat(tensors: Tensor[], dim = 0): Tensor {
+    return staticOp('cat', tensors, dim) as Tensor;
+  }
+
+  /** Stacks along a new `dim` (PyTorch's torch.stack). */
+  static stack(tensors: Tensor[], dim = 0): Tensor {
+    return staticOp('stack', tensors, dim) as Tensor;
+  }
+
+  get shape(): number[] {
+    return this.native.shape;
+  }
+  get dtype(): Dtype {
+    return this.native.dtype as Dtype;
+  }
+  get device(): string {
+    return this.native.device;
+  }
+  get disposed(): boolean {
+    return !this.#handle || this.#handle.disposed;
+  }
+  get ndim(): number {
+    return this.shape.length;
+  }
+  get numel(): number {
+    return this.shape.reduce((a, b) => a * b, 1);
+  }
+
+  size(dim?: number): number | number[] {
+    const s = this.shape;
+    if (dim === undefined) return s;
+    const d = dim < 0 ? dim + s.length : dim;
+    if (d < 0 || d >= s.length) throw new Error(`size(${dim}): dimension out of range for shape [${s.join(', ')}]`);
+    return s[d];
+  }
+
+  item(): number {
+    return this.native.item() as number;
+  }
+
+  /** A host copy as a typed array (float16/bfloat16 widen to Float32Array, int64 is BigInt64Array). */
+  data(): Float32Array | Float64Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array {
+    return this.native.data();
+  }
+
+  /** Nested arrays of numbers (booleans for bool tensors). */
+  toArray(): NestedArray {
+    const shape = this.shape;
+    const flat = this.data();
+    const isBool = this.dtype === 'bool';
+    const at = (i: number) => (isBool ? flat[i] !== 0 : Number(flat[i]));
+    if (shape.length === 0) return at(0) as NestedArray;
+    const build = (dim: number, offset: number, stride: number): NestedArray[] => {
+      const out: NestedArray[] = [];
+      const inner = stride / shape[dim];
+      for (let i = 0; i < shape[dim]; i++)
+        out.push(dim === shape.length - 1 ? (at(offset + i) as NestedArray) : build(dim + 1, offset + i * inner, inner));
+      return out;
+    };
+    const total = shape.reduce((a, b) => a * b, 1);
+    return build(0, 0, total);
+  }
+
+  toString(): string {
+    if (this.disposed) return 'Tensor(disposed)';
+    return formatTensor(this.data(), this.shape, this.dtype, this.device);
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
+  }
+
+  toJSON(): NestedArray {
+    return this.toArray();
+  }
+
+  /** Frees the native memory now; later use throws. */
+  dispose(): void {
+    this.#handle?.dispose();
+    this.#handle = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface Tensor extends TensorOps<Tensor, Tensor | number> {}
+
+const isTensor = (v: unknown): v is Tensor => v instanceof Tensor;
+const isValueLike = (v: unknown) => v instanceof Tensor || proxyHooks.isProxy(v);
+
+/** Tensor arguments become native handles (arrays walked). */
+export function toNativeArg(v: unknown): unknown {
+  if (v instanceof Tensor) return v.native;
+  if (Array.isArray(v)) return v.map(toNativeArg);
+  return v;
+}
+
+/** Native results become Tensors (arrays walked). */
+export function fromNative(v: unknown): unknown {
+  if (v !== null && typeof v === 'object' && v instanceof native().NativeTensor) return new Tensor(v as NativeTensor);
+  if (Array.isArray(v)) return v.map(fromNative);
+  return v;
+}
+
+function eager(self: Tensor, op: string, raw: unknown[]): unknown {
+  if (raw.some((a) => proxyHooks.isProxy(a)))
+    throw new Error(`${op}: a proxy from a trace cannot be used with an eager Tensor outside the trace's callback; use it inside the trace`);
+  const args = normalizeArgs(op, raw, isValueLike);
+  const out = fromNative(native().op(op, [self.native, ...args.map(toNativeArg)]));
+  if (returnsPair(op, args)) {
+    const [values, indices] = out as [Tensor, Tensor];
+    return { values, indices };
+  }
+  return out;
+}
+
+function staticOp(op: 'cat' | 'stack', tensors: unknown[], dim: number): unknown {
+  if (!Array.isArray(tensors) || tensors.length === 0) throw new Error(`Tensor.${op}: expected a non-empty array of tensors`);
+  if (tensors.some((t) => proxyHooks.isProxy(t))) return proxyHooks.record(op, [tensors, dim]);
+  tensors.forEach((t, i) => {
+    if (!isTensor(t)) throw new Error(`Tensor.${op}: item ${i} is not a Tensor`);
+  });
+  return fromNative(native().op(op, [tensors.map(toNativeArg), dim]));
+}
+
+installOps(Tensor.prototype, eager);

@@ -1,0 +1,116 @@
+// Records the intervention graph: nodes of plain data with the user's source location
+// captured cheaply (a structured stack, formatted only when an error needs it).
+import { basename, dirname, join, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { WireNode, WireTrace } from '../native.js';
+import { Tensor } from '../tensor.js';
+import { makeBatch, type Row } from '../inputs.js';
+
+const libDir = join(dirname(fileURLToPath(import.meta.url)), '..') + sep;
+
+/** file:line:col of the first stack frame outside torchsight itself. */
+export function userLocation(stack: string | undefined): string {
+  if (!stack) return 'unknown location';
+  for (const line of stack.split('\n').slice(1)) {
+    const m = /\(?((?:file:\/\/)?[^()\s]+):(\d+):(\d+)\)?\s*$/.exec(line.trim());
+    if (!m) continue;
+    let file = m[1];
+    if (file.startsWith('file://')) file = fileURLToPath(file);
+    if (file.startsWith(libDir) || file.startsWith('node:') || file.includes(`${sep}node_modules${sep}`)) continue;
+    return `${basename(file)}:${m[2]}:${m[3]}`;
+  }
+  return 'unknown location';
+}
+
+/** Captures the current stack without formatting it. */
+export function captureStack(): { stack?: string } {
+  const holder: { stack?: string } = {};
+  Error.captureStackTrace(holder, captureStack);
+  return holder;
+}
+
+const LOC = /\u0001(\d+)\u0001/g;
+
+export interface TraceSegment {
+  rows: Row[];
+  invokes: [number, number][];
+  begin: number;
+  end: number;
+  stop: boolean;
+}
+
+/** One request to the native side: one or more traces (a session) and their nodes. */
+export class Graph {
+  readonly nodes: WireNode[] = [];
+  readonly stacks: { stack?: string }[] = [];
+  readonly segments: TraceSegment[] = [];
+  sealed = false;
+  values = new Map<number, unknown>();
+  /** every proxy recorded, so saved ones get their value after the run */
+  readonly proxies: { id: number; resolve(v: unknown): void }[] = [];
+
+  constructor(readonly padId: number) {}
+
+  get current(): TraceSegment {
+    const s = this.segments[this.segments.length - 1];
+    if (!s) throw new Error('no trace is being recorded');
+    return s;
+  }
+
+  beginTrace(): TraceSegment {
+    const s: TraceSegment = { rows: [], invokes: [], begin: this.nodes.length, end: this.nodes.length, stop: false };
+    this.segments.push(s);
+    return s;
+  }
+
+  endTrace(): void {
+    const s = this.current;
+    s.end = this.nodes.length;
+    if (s.rows.length === 0) throw new Error('a trace needs an input: pass one to trace(), or call tracer.invoke(input, fn)');
+  }
+
+  /** Adds a node; `args` are already in wire form. Returns its id. */
+  add(op: string, args: unknown[], extra: { site?: string; occ?: number; invoke?: number } = {}): number {
+    if (this.sealed) throw new Error(`${op}: this trace has already been sent; record operations inside the trace callback`);
+    const id = this.nodes.length;
+    const node: WireNode = { id, op, args, loc: `\u0001${id}\u0001` };
+    if (extra.site !== undefined) node.site = extra.site;
+    if (extra.occ) node.occ = extra.occ;
+    if (extra.invoke !== undefined) node.invoke = extra.invoke;
+    this.nodes.push(node);
+    this.stacks.push(captureStack());
+    return id;
+  }
+
+  locationOf(id: number): string {
+    return userLocation(this.stacks[id]?.stack);
+  }
+
+  /** Replaces node markers in a native error message with the user's source locations. */
+  explain(message: string): string {
+    return message.replace(LOC, (_, id: string) => this.locationOf(Number(id)));
+  }
+
+  wireTraces(): WireTrace[] {
+    return this.segments.map((s) => {
+      const b = makeBatch(s.rows, this.padId);
+      return { ...b, invokes: s.invokes, begin: s.begin, end: s.end, stop: s.stop };
+    });
+  }
+}
+
+/** Wire form of an argument: proxies become {ref}, Tensors native handles, arrays walked. */
+export function wireArg(graph: Graph, v: unknown, isProxy: (v: unknown) => v is { graph: Graph; id: number }): unknown {
+  if (isProxy(v)) {
+    if (v.graph !== graph)
+      throw new Error('a proxy from another trace was used; pass its .value (a Tensor) after that trace, or use model.session to share values');
+    return { ref: v.id };
+  }
+  if (v instanceof Tensor) return v.native;
+  if (Array.isArray(v)) return v.map((x) => wireArg(graph, x, isProxy));
+  if (v === undefined) return null;
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'string' || v === null) return v;
+  if (typeof v === 'object' && v !== null && typeof (v as { toArgs?: unknown }).toArgs === 'function')
+    return wireArg(graph, (v as { toArgs(): unknown }).toArgs(), isProxy);
+  throw new Error(`unsupported argument ${Object.prototype.toString.call(v)}: expected a number, a Tensor or a proxy`);
+}

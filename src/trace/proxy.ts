@@ -1,0 +1,137 @@
+// Proxies: values inside a trace. Every op on one records a graph node; nothing runs until
+// the trace is sent. After it resolves, saved proxies carry `.value`.
+import { installOps, normalizeArgs, returnsPair, INPLACE_OPS, type TensorOps } from '../ops.js';
+import { Tensor, proxyHooks, fromNative } from '../tensor.js';
+import { Graph, wireArg } from './graph.js';
+
+const NOT_YET = Symbol('not yet');
+
+export class TraceProxy {
+  #value: unknown = NOT_YET;
+
+  /** @internal */
+  constructor(
+    readonly graph: Graph,
+    readonly id: number,
+    readonly invoke: number | undefined,
+  ) {
+    graph.proxies.push(this);
+  }
+
+  /** Keeps this value after the trace: it becomes `.value` (a Tensor). */
+  save(): this {
+    this.graph.nodes[this.id].save = true;
+    return this;
+  }
+
+  /** The saved value, once the trace has resolved. */
+  get value(): any {
+    if (this.#value === NOT_YET) {
+      const saved = this.graph.nodes[this.id].save;
+      throw new Error(
+        saved
+          ? `the value of this proxy (${this.graph.nodes[this.id].op} at ${this.graph.locationOf(this.id)}) is available once the trace has resolved (await it)`
+          : `this proxy (${this.graph.nodes[this.id].op} at ${this.graph.locationOf(this.id)}) was not saved: call .save() on it inside the trace, or return it from the callback`,
+      );
+    }
+    return this.#value;
+  }
+
+  /** @internal */
+  resolve(v: unknown): void {
+    this.#value = v;
+  }
+
+  /** The shape, as a proxy of an int list. */
+  get shape(): TraceProxy {
+    return record(this.graph, this.invoke, 'shape', [this]);
+  }
+
+  size(dim?: number): TraceProxy {
+    return record(this.graph, this.invoke, 'size', dim === undefined ? [this] : [this, dim]);
+  }
+
+  item(): TraceProxy {
+    return record(this.graph, this.invoke, 'item', [this]);
+  }
+
+  /** Element i of a tuple-valued proxy. */
+  at(i: number): TraceProxy {
+    return record(this.graph, this.invoke, 'getitem', [this, i]);
+  }
+
+  toString(): string {
+    return `TraceProxy(${this.graph.nodes[this.id].op} #${this.id})`;
+  }
+
+  get [Symbol.toStringTag](): string {
+    return 'TraceProxy';
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface TraceProxy extends TensorOps<TraceProxy, TraceProxy | Tensor | number> {}
+
+export const isProxy = (v: unknown): v is TraceProxy => v instanceof TraceProxy;
+const isValueLike = (v: unknown) => v instanceof TraceProxy || v instanceof Tensor;
+
+/** Records one op node whose inputs are `args` (proxies, Tensors, constants). */
+export function record(graph: Graph, invoke: number | undefined, op: string, args: unknown[], extra: { site?: string; occ?: number } = {}): TraceProxy {
+  const id = graph.add(op, args.map((a) => wireArg(graph, a, isProxy)), { ...extra, invoke });
+  return new TraceProxy(graph, id, invoke);
+}
+
+function recordOp(self: TraceProxy, op: string, raw: unknown[]): unknown {
+  const args = normalizeArgs(op, raw, isValueLike);
+  const out = record(self.graph, self.invoke, op, [self, ...args]);
+  if (INPLACE_OPS.has(op)) return self; // in place: the same live value, now changed
+  if (returnsPair(op, args)) return { values: out.at(0), indices: out.at(1) };
+  return out;
+}
+
+installOps(TraceProxy.prototype, recordOp);
+
+// Static Tensor.cat/stack with proxies in the list record a node too.
+proxyHooks.isProxy = isProxy;
+proxyHooks.record = (op, args) => {
+  const list = args[0] as unknown[];
+  const p = list.find(isProxy) as TraceProxy;
+  return record(p.graph, p.invoke, op, args);
+};
+
+/** Marks every proxy in a returned value as saved. */
+export function markSaved(v: unknown, seen = new Set<unknown>()): void {
+  if (v === null || typeof v !== 'object' || seen.has(v)) return;
+  seen.add(v);
+  if (isProxy(v)) return void v.save();
+  if (v instanceof Tensor) return;
+  if (Array.isArray(v)) return v.forEach((x) => markSaved(x, seen));
+  if (Object.getPrototypeOf(v) === Object.prototype) Object.values(v).forEach((x) => markSaved(x, seen));
+}
+
+/** The returned value with every proxy replaced by its result. */
+export function substitute(v: unknown, seen = new Map<unknown, unknown>()): unknown {
+  if (v === null || typeof v !== 'object') return v;
+  if (seen.has(v)) return seen.get(v);
+  if (isProxy(v)) return v.value;
+  if (v instanceof Tensor) return v;
+  if (Array.isArray(v)) {
+    const out: unknown[] = [];
+    seen.set(v, out);
+    for (const x of v) out.push(substitute(x, seen));
+    return out;
+  }
+  if (Object.getPrototypeOf(v) === Object.prototype) {
+    const out: Record<string, unknown> = {};
+    seen.set(v, out);
+    for (const [k, x] of Object.entries(v)) out[k] = substitute(x, seen);
+    return out;
+  }
+  return v;
+}
+
+/** Gives every saved proxy of the graph its value from the native results. */
+export function resolveSaved(graph: Graph, saved: [number, unknown][]): void {
+  for (const [id, value] of saved) graph.values.set(id, fromNative(value));
+  for (const p of graph.proxies) if (graph.values.has(p.id)) p.resolve(graph.values.get(p.id));
+}
