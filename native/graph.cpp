@@ -49,7 +49,7 @@ Arg parseArg(const Napi::Value& v, int nodeId, std::vector<int>& deps, const std
     if (!r.IsNumber()) throw UserError(where + ": an object argument must be a Tensor or {ref: nodeId}");
     double d = r.As<Napi::Number>().DoubleValue();
     if (d != std::floor(d) || d < 0 || d >= nodeId)
-      throw UserError(where + ": reference to node " + std::to_string(d) + " must point to an earlier node");
+      throw UserError(where + ": a reference must point to an earlier node, got " + (std::isfinite(d) ? std::to_string((int64_t)d) : std::string("a non-finite number")));
     a.ref = (int)d;
     deps.push_back(a.ref);
     return a;
@@ -447,7 +447,7 @@ void Interpreter::run() {
       if (r_.nodes[i].site >= 0) interest_[r_.nodes[i].site] = 1;
     }
     remaining_ = tr.end - tr.begin;
-    currentForward() = nullptr;
+    currentForward() = &ctx;  // also for applied modules outside the forward (their sites stay quiet)
     runReady((int)ti, false);  // nodes that need no site (ops on tensors passed in)
     bool stopped = false;
     stopped_ = false;
@@ -463,13 +463,11 @@ void Interpreter::run() {
       } catch (const StopForward&) {
         stopped = true;
       } catch (const std::exception& e) {
-        currentForward() = nullptr;
         if (!error.empty()) throw UserError(error);
         if (stopped_) stopped = true;
         else throw UserError("forward failed: " + errorMessage(e));
       }
       if (stopped_) stopped = true;
-      currentForward() = nullptr;
     }
     runReady((int)ti, false);
     for (int i : pending_) {

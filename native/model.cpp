@@ -151,17 +151,29 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return info.Env().Undefined();
     });
   }
+  // Always returns a promise: a request that fails validation rejects like one that fails
+  // inside the forward.
   Napi::Value Run(const Napi::CallbackInfo& info) {
-    return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    auto reject = [&](Napi::Value err) {
+      auto d = Napi::Promise::Deferred::New(env);
+      d.Reject(err);
+      return d.Promise();
+    };
+    try {
       auto& s = state();
-      if (info.Length() < 1 || !info[0].IsObject()) throw UserError("run(request)");
+      if (info.Length() < 1 || !info[0].IsObject()) throw UserError("run(request): request must be an object");
       Request req;
       {
         c10::InferenceMode guard;
         req = parseRequest(info[0].As<Napi::Object>(), s);
       }
-      return queueRun(info.Env(), state_, std::move(req));
-    });
+      return queueRun(env, state_, std::move(req));
+    } catch (const Napi::Error& e) {
+      return reject(e.Value());
+    } catch (const std::exception& e) {
+      return reject(toJsError(env, e).Value());
+    }
   }
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     state_.reset();  // a running forward keeps its own reference until it ends

@@ -33,15 +33,19 @@ export function parseIndex(spec: IndexSpec): IndexItem[] {
     items = spec.map((x) => {
       if (x === null) return [null, null, null] as IndexItem;
       if (typeof x === 'number') {
-        if (!Number.isInteger(x)) throw new Error(`index [${spec.join(', ')}]: ${x} is not an integer`);
+        if (!Number.isInteger(x)) throw new Error(`index ${showSpec(spec)}: ${x} is not an integer`);
         return x;
       }
       if (typeof x === 'string') return parseItem(x, x);
-      throw new Error(`index: unsupported item ${String(x)}`);
+      throw new Error(`index ${showSpec(spec)}: unsupported item ${typeof x === 'object' ? JSON.stringify(x) : String(x)} (expected an integer, null, or a string like '1:3', 'None', '...')`);
     });
   } else {
     throw new Error(`index spec must be a string like ':, -1' or an array like [null, -1], got ${typeof spec}`);
   }
-  if (items.filter((x) => x === '...').length > 1) throw new Error(`index '${String(spec)}': only one '...' allowed`);
+  if (items.filter((x) => x === '...').length > 1) throw new Error(`index ${typeof spec === 'string' ? `'${spec}'` : showSpec(spec)}: only one '...' allowed`);
   return items;
+}
+
+function showSpec(spec: unknown[]): string {
+  return `[${spec.map((x) => (x === null ? 'null' : typeof x === 'string' ? `'${x}'` : String(x))).join(', ')}]`;
 }

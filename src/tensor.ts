@@ -1,7 +1,7 @@
 // `Tensor`: a handle on a native tensor that stays on its device until read. Its op methods
 // call the same native op table the graph interpreter uses.
 import { native, type NativeTensor } from './native.js';
-import { installOps, normalizeArgs, returnsPair, type TensorOps } from './ops.js';
+import { installOps, normalizeArgs, returnsPair, INPLACE_OPS, type TensorOps } from './ops.js';
 import { formatTensor } from './format.js';
 
 export type Dtype = 'float32' | 'float16' | 'bfloat16' | 'float64' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
@@ -197,7 +197,13 @@ function eager(self: Tensor, op: string, raw: unknown[]): unknown {
   if (raw.some((a) => proxyHooks.isProxy(a)))
     throw new Error(`${op}: a proxy from a trace cannot be used with an eager Tensor outside the trace's callback; use it inside the trace`);
   const args = normalizeArgs(op, raw, isValueLike);
-  const out = fromNative(native().op(op, [self.native, ...args.map(toNativeArg)]));
+  const result = native().op(op, [self.native, ...args.map(toNativeArg)]);
+  if (INPLACE_OPS.has(op)) {
+    // PyTorch's `t.add_(x) is t`: the same Tensor, now changed; drop the extra handle now
+    (result as NativeTensor).dispose();
+    return self;
+  }
+  const out = fromNative(result);
   if (returnsPair(op, args)) {
     const [values, indices] = out as [Tensor, Tensor];
     return { values, indices };

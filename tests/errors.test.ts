@@ -1,0 +1,147 @@
+// Bad input: a clear error naming the thing and (inside a trace) the user's own line; the
+// process never dies and the model stays usable.
+import { describe, expect, it, beforeAll, afterAll } from 'vitest';
+import { cpSync, mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, basename } from 'node:path';
+import { LanguageModel, Tensor } from '../src/index.js';
+import { MODELS } from './helpers.js';
+
+/** file:line of the caller, from V8's own stack (independent of torchsight's capture). */
+function here(): string {
+  const line = new Error().stack!.split('\n')[2];
+  const m = /([^/\\(]+):(\d+):\d+\)?$/.exec(line)!;
+  return `${basename(m[1])}:${m[2]}`;
+}
+
+function copyModel(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'torchsight-bad-'));
+  cpSync(MODELS.gpt2, dir, { recursive: true });
+  return dir;
+}
+
+describe('loading bad input', () => {
+  it('a missing folder', async () => {
+    await expect(LanguageModel.load('/nonexistent/model')).rejects.toThrow('/nonexistent/model: no such model folder');
+  });
+
+  it('a model.pt that is not TorchScript', async () => {
+    const dir = copyModel();
+    writeFileSync(join(dir, 'model.pt'), 'this is not a zip archive');
+    await expect(LanguageModel.load(dir, { device: 'cpu' })).rejects.toThrow(/model\.pt: not a loadable TorchScript model/);
+    rmSync(dir, { recursive: true });
+  });
+
+  it('a manifest of another format version, or not JSON', async () => {
+    const dir = copyModel();
+    const file = join(dir, 'torchsight.json');
+    const m = JSON.parse(readFileSync(file, 'utf8'));
+    writeFileSync(file, JSON.stringify({ ...m, version: 99 }));
+    await expect(LanguageModel.load(dir)).rejects.toThrow(/torchsight\.json: manifest format version 99 is not supported/);
+    writeFileSync(file, '{ not json');
+    await expect(LanguageModel.load(dir)).rejects.toThrow(/torchsight\.json: not valid JSON/);
+    rmSync(dir, { recursive: true });
+  });
+
+  it('a missing tokenizer.json', async () => {
+    const dir = copyModel();
+    rmSync(join(dir, 'tokenizer.json'));
+    await expect(LanguageModel.load(dir)).rejects.toThrow(/tokenizer\.json: not found/);
+    rmSync(dir, { recursive: true });
+  });
+
+  it('unknown devices and dtypes', async () => {
+    await expect(LanguageModel.load(MODELS.gpt2, { device: 'tpu' })).rejects.toThrow("unknown device 'tpu'; expected 'cpu', 'cuda' or 'cuda:N'");
+    await expect(LanguageModel.load(MODELS.gpt2, { device: 'cuda:x' })).rejects.toThrow(/unknown device 'cuda:x'/);
+    await expect(LanguageModel.load(MODELS.gpt2, { dtype: 'int8' as never })).rejects.toThrow(/dtype must be/);
+    expect(() => Tensor.from([1], { device: 'tpu' })).toThrow(/unknown device 'tpu'/);
+  });
+});
+
+describe('trace errors', () => {
+  let model: LanguageModel;
+  let ids: number[];
+  beforeAll(async () => {
+    model = await LanguageModel.load(MODELS.gpt2, { device: 'cpu' });
+    ids = model.tokenizer.encode('The Eiffel Tower');
+  });
+  afterAll(async () => {
+    await model.dispose();
+  });
+
+  it('out-of-vocabulary token ids name the id and the position', async () => {
+    await expect(model.trace([1, 2, 100000], (m) => m.output.logits)).rejects.toThrow(
+      'input row 0, position 2: token id 100000 is outside the vocabulary [0, 512)',
+    );
+    await expect(model.trace([[1, 2], [-1]], (m) => m.output.logits)).rejects.toThrow(/row 1, position 0: token id -1/);
+    await expect(model.trace([1.5], (m) => m.output.logits)).rejects.toThrow(/token id 1.5/);
+    // the native side checks too, for graphs that do not come through the tokenizer path
+    await expect(
+      model.native.run({
+        traces: [{ batch: 1, seq: 1, ids: new BigInt64Array([9999n]), mask: new BigInt64Array([1n]), pos: new BigInt64Array([0n]), invokes: [[0, 1]], begin: 0, end: 0, stop: false }],
+        nodes: [],
+      }),
+    ).rejects.toThrow(/token id 9999 at position 0 of row 0 is outside the vocabulary/);
+  });
+
+  it('a shape error inside the forward names the op, the shapes and the line that built it', async () => {
+    const bad = Tensor.from([1, 2, 3]);
+    let loc = '';
+    const p = model.trace(ids, (m) => {
+      m.transformer.h[2].output[0].add_(bad); loc = here();
+      return m.output.logits;
+    });
+    await expect(p).rejects.toThrow(new RegExp(`^add_ at ${loc.replace('.', '\\.')}:\\d+: .*shapes \\[1, ${ids.length}, 64\\] and \\[3\\]`));
+    // the model is usable afterwards and gives the plain result
+    const l = await model.trace(ids, (m) => m.output.logits);
+    expect(l.shape).toEqual([1, ids.length, 512]);
+  });
+
+  it('an in-place change that needs a later value is refused with the line', async () => {
+    let loc = '';
+    const p = model.trace(ids, (m) => {
+      const early = m.transformer.h[1].output[0];
+      early.add_(m.transformer.h[5].output[0]); loc = here();
+    });
+    await expect(p).rejects.toThrow(new RegExp(`add_ at ${loc.replace('.', '\\.')}:\\d+: changes an activation in place after the forward has moved past`));
+  });
+
+  it('a site that never fired is named', async () => {
+    const nm = model.native;
+    const trace = { batch: 1, seq: 2, ids: new BigInt64Array([1n, 2n]), mask: new BigInt64Array([1n, 1n]), pos: new BigInt64Array([0n, 1n]), invokes: [[0, 1]] as [number, number][], begin: 0, end: 1, stop: false };
+    await expect(nm.run({ traces: [trace], nodes: [{ id: 0, op: 'read', args: [], site: 'transformer.h.3:output:0', occ: 2, loc: 'x.ts:1:1', save: true }] })).rejects.toThrow(
+      "read at x.ts:1:1: site 'transformer.h.3:output:0' never fired: it fired 1 time(s), call 2 does not exist",
+    );
+  });
+
+  it('pruned sites, modules that cannot be applied, async callbacks and foreign proxies', async () => {
+    const llama = await LanguageModel.load(MODELS.llama, { device: 'cpu' });
+    await expect(llama.trace(ids, (m) => m.model.rotary_emb.input)).rejects.toThrow(/'model\.rotary_emb:input:0'\) was pruned by the export/);
+    await expect(llama.trace(ids, (m) => m.model.layers[0].self_attn(m.model.layers[0].input))).rejects.toThrow(/module 'model\.layers\.0\.self_attn' \(\w+\) cannot be applied/);
+    await llama.dispose();
+    await expect(model.trace(ids, (async () => 1) as never)).rejects.toThrow(/must record synchronously/);
+    let leaked: any;
+    await model.trace(ids, (m) => { leaked = m.transformer.h[0].output[0]; });
+    await expect(model.trace(ids, (m) => { m.transformer.h[0].output[0].add_(leaked); })).rejects.toThrow(/a proxy from another trace was used/);
+  });
+
+  it('malformed graphs sent to the native entry are rejected, not crashed', async () => {
+    const nm = model.native;
+    const trace = { batch: 1, seq: 1, ids: new BigInt64Array([1n]), mask: new BigInt64Array([1n]), pos: new BigInt64Array([0n]), invokes: [[0, 1]] as [number, number][], begin: 0, end: 1, stop: false };
+    const cases: [unknown, RegExp][] = [
+      [{ id: 0, op: 'nope', args: [] }, /unknown op/],
+      [{ id: 0, op: 'add', args: [{ ref: 0 }, 1] }, /a reference must point to an earlier node/],
+      [{ id: 0, op: 'read', args: [], site: 'no.such:site' }, /site 'no.such:site' does not exist/],
+      [{ id: 0, op: 'add', args: [] }, /expected 2 to 3 arguments/],
+      [{ id: 5, op: 'add', args: [] }, /ids must be 0, 1, 2/],
+      [{ id: 0, op: 'index', args: [Tensor.from([1, 2]).native, [7]] }, /index 7 is out of range/],
+      [{ id: 0, op: 'reshape', args: [Tensor.from([1, 2]).native, [3]] }, /reshape/],
+      [{ id: 0, op: 'apply', args: ['transformer.h.0.attn', 1] }, /Expected a value of type 'Tensor'/],
+      [{ id: 0, op: 'apply', args: ['transformer', 1] }, /cannot be applied/],
+      ['garbage', /must be an object/],
+    ];
+    for (const [node, msg] of cases) await expect(nm.run({ traces: [trace], nodes: [node as never] })).rejects.toThrow(msg);
+    await expect(nm.run({ traces: [], nodes: [] })).rejects.toThrow(/1 to 4096 traces/);
+    await expect(nm.run(null as never)).rejects.toThrow(/run\(request\)/);
+  });
+});
