@@ -6,7 +6,9 @@ export type IndexSpec = string | Array<number | null | string>;
 
 function parseInt10(s: string, spec: string): number {
   if (!/^[+-]?\d+$/.test(s)) throw new Error(`index '${spec}': '${s}' is not an integer`);
-  return Number(s);
+  const n = Number(s);
+  if (!Number.isSafeInteger(n)) throw new Error(`index '${spec}': ${s} is too large`);
+  return n;
 }
 
 function parseItem(raw: string, spec: string): IndexItem {
@@ -16,7 +18,14 @@ function parseItem(raw: string, spec: string): IndexItem {
   if (s.includes(':')) {
     const parts = s.split(':');
     if (parts.length > 3) throw new Error(`index '${spec}': bad slice '${s}'`);
-    const [a, b, c] = [parts[0], parts[1], parts[2]].map((p) => (p === undefined || p.trim() === '' ? null : parseInt10(p.trim(), spec)));
+    // slice bounds clamp like Python's (x[0:10**20] is all of x)
+    const bound = (p: string | undefined) => {
+      if (p === undefined || p.trim() === '') return null;
+      const t = p.trim();
+      if (/^[+-]?\d+$/.test(t) && !Number.isSafeInteger(Number(t))) return t.startsWith('-') ? -Number.MAX_SAFE_INTEGER : Number.MAX_SAFE_INTEGER;
+      return parseInt10(t, spec);
+    };
+    const [a, b, c] = [bound(parts[0]), bound(parts[1]), bound(parts[2])];
     if (c !== null && c <= 0) throw new Error(`index '${spec}': slice step must be positive`);
     return [a, b, c];
   }
@@ -33,7 +42,7 @@ export function parseIndex(spec: IndexSpec): IndexItem[] {
     items = spec.map((x) => {
       if (x === null) return [null, null, null] as IndexItem;
       if (typeof x === 'number') {
-        if (!Number.isInteger(x)) throw new Error(`index ${showSpec(spec)}: ${x} is not an integer`);
+        if (!Number.isSafeInteger(x)) throw new Error(`index ${showSpec(spec)}: ${x} is not an integer`);
         return x;
       }
       if (typeof x === 'string') return parseItem(x, x);

@@ -17,7 +17,7 @@ export interface TensorOps<T, Other = T | number> {
   exp(): T;
   log(): T;
   sqrt(): T;
-  matmul(other: T): T;
+  matmul(other: Exclude<Other, number>): T;
   mean(dim?: Dim | { dim?: Dim; keepdim?: boolean }, keepdim?: boolean): T;
   sum(dim?: Dim | { dim?: Dim; keepdim?: boolean }, keepdim?: boolean): T;
   max(): T;
@@ -44,8 +44,8 @@ export interface TensorOps<T, Other = T | number> {
   float(): T;
   half(): T;
   bfloat16(): T;
-  cosineSimilarity(other: T, dim?: number | { dim?: number; eps?: number }, eps?: number): T;
-  copy_(src: T | number): T;
+  cosineSimilarity(other: Exclude<Other, number>, dim?: number | { dim?: number; eps?: number }, eps?: number): T;
+  copy_(src: Exclude<Other, number>): T;
   add_(other: Other, alpha?: number): T;
   sub_(other: Other, alpha?: number): T;
   mul_(other: Other): T;
@@ -64,9 +64,19 @@ interface OpSpec {
   prepare?: (args: unknown[]) => unknown[];
 }
 
+/** `alpha` is a plain number in PyTorch (the native side would reject anything else unclearly). */
+function numberAlpha(op: string) {
+  return (args: unknown[]): unknown[] => {
+    const alpha = args[1];
+    if (alpha !== undefined && alpha !== null && typeof alpha !== 'number')
+      throw new Error(`${op}: argument 'alpha' must be a number; got ${Array.isArray(alpha) ? 'an array' : typeof alpha}`);
+    return args;
+  };
+}
+
 export const OP_SPECS: Record<string, OpSpec> = {
-  add: { params: ['other', 'alpha'] },
-  sub: { params: ['other', 'alpha'] },
+  add: { params: ['other', 'alpha'], prepare: numberAlpha('add') },
+  sub: { params: ['other', 'alpha'], prepare: numberAlpha('sub') },
   mul: { params: ['other'] },
   div: { params: ['other'] },
   pow: { params: ['exponent'] },
@@ -102,8 +112,8 @@ export const OP_SPECS: Record<string, OpSpec> = {
   bfloat16: { params: [] },
   cosineSimilarity: { params: ['other', 'dim', 'eps'] },
   copy_: { params: ['src'] },
-  add_: { params: ['other', 'alpha'] },
-  sub_: { params: ['other', 'alpha'] },
+  add_: { params: ['other', 'alpha'], prepare: numberAlpha('add_') },
+  sub_: { params: ['other', 'alpha'], prepare: numberAlpha('sub_') },
   mul_: { params: ['other'] },
   div_: { params: ['other'] },
   fill_: { params: ['value'] },

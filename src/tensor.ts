@@ -41,6 +41,7 @@ export class Tensor {
     if (ArrayBuffer.isView(data)) {
       const ta = data as unknown as ArrayLike<number> & ArrayBufferView;
       flat = data;
+      if (options.shape) checkShape(options.shape);
       shape = options.shape ?? [ta.length];
       srcDtype =
         data instanceof Float32Array ? 'float32'
@@ -73,6 +74,7 @@ export class Tensor {
       };
       walk(data, 0, '');
       if (options.shape) {
+        checkShape(options.shape);
         const n = options.shape.reduce((a, b) => a * b, 1);
         if (n !== values.length) throw new Error(`Tensor.from: shape [${options.shape.join(', ')}] needs ${n} values, got ${values.length}`);
         shape = options.shape;
@@ -82,7 +84,15 @@ export class Tensor {
       srcDtype = isBool ? 'bool' : 'float32';
     }
     const dtype = options.dtype ?? srcDtype;
-    return new Tensor(native().tensorFrom(flat, shape, dtype, options.device ?? 'cpu'));
+    const device = options.device ?? 'cpu';
+    if (typeof dtype !== 'string') throw new Error(`Tensor.from: dtype must be a string such as 'float32' or 'int64', got ${typeof dtype}`);
+    if (typeof device !== 'string') throw new Error(`Tensor.from: device must be a string such as 'cpu' or 'cuda:0', got ${typeof device}`);
+    try {
+      return new Tensor(native().tensorFrom(flat, shape, dtype, device));
+    } catch (e) {
+      if (e instanceof Error && !e.message.startsWith('Tensor.from')) e.message = `Tensor.from: ${e.message}`;
+      throw e;
+    }
   }
 
   /** Concatenates along `dim` (PyTorch's torch.cat). Proxies inside a trace are recorded. */
@@ -176,6 +186,11 @@ export class Tensor {
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type
 export interface Tensor extends TensorOps<Tensor, Tensor | number> {}
 
+function checkShape(shape: unknown): void {
+  if (!Array.isArray(shape) || shape.some((d) => typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0))
+    throw new Error(`Tensor.from: shape must be an array of non-negative integers, got ${Array.isArray(shape) ? `[${shape.map(String).join(', ')}]` : typeof shape}`);
+}
+
 const isTensor = (v: unknown): v is Tensor => v instanceof Tensor;
 const isValueLike = (v: unknown) => v instanceof Tensor || proxyHooks.isProxy(v);
 
@@ -197,7 +212,8 @@ function eager(self: Tensor, op: string, raw: unknown[]): unknown {
   if (raw.some((a) => proxyHooks.isProxy(a)))
     throw new Error(`${op}: a proxy from a trace cannot be used with an eager Tensor outside the trace's callback; use it inside the trace`);
   const args = normalizeArgs(op, raw, isValueLike);
-  const result = native().op(op, [self.native, ...args.map(toNativeArg)]);
+  const nativeArgs = [self.native, ...args.map(toNativeArg)];
+  const result = callNative(op, nativeArgs);
   if (INPLACE_OPS.has(op)) {
     // PyTorch's `t.add_(x) is t`: the same Tensor, now changed; drop the extra handle now
     (result as NativeTensor).dispose();
@@ -217,7 +233,17 @@ function staticOp(op: 'cat' | 'stack', tensors: unknown[], dim: number): unknown
   tensors.forEach((t, i) => {
     if (!isTensor(t)) throw new Error(`Tensor.${op}: item ${i} is not a Tensor`);
   });
-  return fromNative(native().op(op, [tensors.map(toNativeArg), dim]));
+  return fromNative(callNative(op, [tensors.map(toNativeArg), dim]));
+}
+
+/** Runs one native op; an error message that does not name the op gets it as a prefix. */
+function callNative(op: string, args: unknown[]): unknown {
+  try {
+    return native().op(op, args);
+  } catch (e) {
+    if (e instanceof Error && !e.message.startsWith(`${op}:`) && !e.message.startsWith(`${op}(`)) e.message = `${op}: ${e.message}`;
+    throw e;
+  }
 }
 
 installOps(Tensor.prototype, eager);

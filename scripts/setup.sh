@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One command from a fresh Debian 12 machine to a working torchsight: system packages,
+# npm packages, the native addon, the TypeScript build, the example models, and the first
+# tutorial. Safe to run again (each step skips what is already done).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(libtorch-dev python3-torch libopenblas0-pthread cmake g++ make ccache)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${APT_PACKAGES[@]}"
+fi
+
+echo "setup: npm packages"
+if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+
+echo "setup: native addon (cmake-js)"
+npm run build:native
+echo "setup: TypeScript"
+npm run build:ts
+echo "setup: example models"
+npm run models
+echo "setup: tutorial 1"
+npm run tutorial

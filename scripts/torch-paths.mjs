@@ -1,0 +1,57 @@
+#!/usr/bin/env node
+// libtorch paths for binding.gyp (node-gyp), found in the same order as CMakeLists.txt:
+// LIBTORCH, TORCH_DIR / CMAKE_PREFIX_PATH, the torch of python3, the system.
+// Usage: node scripts/torch-paths.mjs include|libdir|libs|abi
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { join, resolve } from 'node:path';
+
+function configIn(dir) {
+  for (const c of [dir, join(dir, 'share/cmake/Torch'), join(dir, 'Torch')])
+    if (existsSync(join(c, 'TorchConfig.cmake'))) return c;
+  return undefined;
+}
+
+function find() {
+  const tried = [];
+  const cands = [];
+  if (process.env.LIBTORCH) cands.push(['LIBTORCH', process.env.LIBTORCH]);
+  if (process.env.TORCH_DIR) cands.push(['TORCH_DIR', process.env.TORCH_DIR]);
+  for (const p of (process.env.CMAKE_PREFIX_PATH ?? '').split(':').filter(Boolean)) cands.push(['CMAKE_PREFIX_PATH', p]);
+  for (const py of [process.env.PYTHON ?? 'python3', '/usr/bin/python3']) {
+    try {
+      const p = execFileSync(py, ['-c', 'import torch.utils; print(torch.utils.cmake_prefix_path)'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+      cands.push([`torch of ${py}`, p]);
+    } catch {
+      tried.push(`torch of ${py} (not importable)`);
+    }
+  }
+  for (const base of ['/usr/lib', '/usr/local/lib']) {
+    if (!existsSync(base)) continue;
+    for (const d of readdirSync(base)) cands.push(['system', join(base, d, 'cmake/Torch')]);
+    cands.push(['system', join(base, 'cmake/Torch')]);
+  }
+  for (const [why, dir] of cands) {
+    const cfg = configIn(dir);
+    tried.push(`${why}: ${dir}`);
+    if (cfg) return cfg;
+  }
+  throw new Error(`no libtorch found; tried:\n  ${tried.join('\n  ')}`);
+}
+
+const cfg = find();
+const prefix = resolve(cfg, '../../../..');
+const text = readFileSync(join(cfg, 'TorchConfig.cmake'), 'utf8');
+// Debian's TorchConfig sits in /usr/lib/<triplet>/cmake/Torch with libraries beside it;
+// a libtorch folder or a pip wheel keeps them in <prefix>/lib.
+const libdir = existsSync(join(prefix, 'lib', 'libtorch.so')) ? join(prefix, 'lib') : resolve(cfg, '../..');
+const abi = /_GLIBCXX_USE_CXX11_ABI=(\d)/.exec(text)?.[1] ?? '1';
+const what = process.argv[2];
+if (what === 'include') console.log([join(prefix, 'include'), join(prefix, 'include/torch/csrc/api/include')].join(' '));
+else if (what === 'libdir') console.log(libdir);
+else if (what === 'libs') console.log(['-L' + libdir, '-ltorch', '-ltorch_cpu', '-lc10', ...(existsSync(join(libdir, 'libtorch_cuda.so')) ? ['-ltorch_cuda', '-lc10_cuda'] : [])].join(' '));
+else if (what === 'abi') console.log(abi);
+else {
+  console.error('usage: torch-paths.mjs include|libdir|libs|abi');
+  process.exit(2);
+}
