@@ -36,7 +36,8 @@ function parseItem(raw: string, spec: string): IndexItem {
 export function parseIndex(spec: IndexSpec): IndexItem[] {
   let items: IndexItem[];
   if (typeof spec === 'string') {
-    const text = spec.trim();
+    // one trailing comma is Python's tuple syntax: x[1,] is x[1]
+    const text = spec.trim().replace(/,\s*$/, '');
     items = text === '' ? [] : text.split(',').map((p) => parseItem(p, spec));
   } else if (Array.isArray(spec)) {
     items = spec.map((x) => {
@@ -52,6 +53,8 @@ export function parseIndex(spec: IndexSpec): IndexItem[] {
     throw new Error(`index spec must be a string like ':, -1' or an array like [null, -1], got ${typeof spec}`);
   }
   if (items.filter((x) => x === '...').length > 1) throw new Error(`index ${typeof spec === 'string' ? `'${spec}'` : showSpec(spec)}: only one '...' allowed`);
+  // an empty spec is Python's x[()]: all of x, as a view (ATen refuses an empty index list)
+  if (items.length === 0) return ['...'];
   return items;
 }
 
