@@ -77,6 +77,18 @@ at::Tensor int64Input(const Napi::Object& t, const char* key, int64_t batch, int
 Request parseRequest(const Napi::Object& req, const ModelState& model) {
   Request r;
   r.recordSites = req.Get("recordSites").ToBoolean();
+  auto cancel = req.Get("cancel");
+  if (!cancel.IsUndefined() && !cancel.IsNull()) {
+    if (!cancel.IsTypedArray() || cancel.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+        cancel.As<Napi::TypedArray>().ElementLength() < 1)
+      throw UserError("graph: 'cancel' must be an Int32Array");
+    // napi_get_typedarray_info gives the data pointer for SharedArrayBuffer-backed arrays too
+    // (napi_get_arraybuffer_info refuses a SharedArrayBuffer)
+    void* data = nullptr;
+    napi_status st = napi_get_typedarray_info(req.Env(), cancel, nullptr, nullptr, &data, nullptr, nullptr);
+    if (st != napi_ok || !data) throw UserError("graph: cannot read the 'cancel' flag");
+    r.cancel = static_cast<const int32_t*>(data);
+  }
   auto nodesV = req.Get("nodes");
   auto tracesV = req.Get("traces");
   if (!nodesV.IsArray() || !tracesV.IsArray()) throw UserError("graph: expected {traces: [], nodes: []}");
@@ -395,6 +407,10 @@ void Interpreter::runReady(int ti, bool) {
 
 void Interpreter::fire(int site, c10::IValue& x) {
   event_++;
+  if (r_.cancelled()) {
+    error = "aborted";
+    throw Cancelled();
+  }
   if (r_.recordSites) firedSites.push_back(m_.siteNames[site]);
   int occ = counts_[site]++;
   if (!interest_[site] || !x.isTensor()) return;
@@ -439,6 +455,10 @@ void Interpreter::run() {
     Trace& tr = r_.traces[ti];
     trace_ = (int)ti;
     batch_ = tr.ids.size(0);
+    if (r_.cancelled()) {
+      error = "aborted";
+      throw Cancelled();
+    }
     std::fill(counts_.begin(), counts_.end(), 0);
     std::fill(interest_.begin(), interest_.end(), 0);
     pending_.clear();

@@ -168,7 +168,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         c10::InferenceMode guard;
         req = parseRequest(info[0].As<Napi::Object>(), s);
       }
-      return queueRun(env, state_, std::move(req));
+      return queueRun(env, state_, std::move(req), info[0]);
     } catch (const Napi::Error& e) {
       return reject(e.Value());
     } catch (const std::exception& e) {

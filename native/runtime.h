@@ -63,6 +63,15 @@ struct Request {
   std::vector<Trace> traces;
   std::vector<Node> nodes;
   bool recordSites = false;
+  // Cancellation: an Int32Array on a SharedArrayBuffer that JS sets to 1 (AbortSignal).
+  // Checked at every site, so a running forward stops at the next module.
+  const int32_t* cancel = nullptr;
+  bool cancelled() const { return cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED) != 0; }
+};
+
+// Thrown when the request's cancel flag is set.
+struct Cancelled : std::runtime_error {
+  Cancelled() : std::runtime_error("torchsight: aborted") {}
 };
 
 // Parses and validates a whole request from its JS form (on the JS thread).

@@ -61,7 +61,11 @@ class LoadWorker : public Worker {
 
 class RunWorker : public Worker {
  public:
-  RunWorker(Napi::Env env, std::shared_ptr<ModelState> m, Request r) : Worker(env), m_(std::move(m)), req_(std::move(r)) {}
+  RunWorker(Napi::Env env, std::shared_ptr<ModelState> m, Request r, Napi::Value keep)
+      : Worker(env), m_(std::move(m)), req_(std::move(r)) {
+    // keeps the request's JS buffers (the cancel flag) alive while native code reads them
+    if (keep.IsObject()) keep_ = Napi::Persistent(keep.As<Napi::Object>());
+  }
   void work() override {
     std::lock_guard<std::mutex> lock(m_->mu);
     c10::InferenceMode guard;  // thread-local: set on this worker thread
@@ -98,6 +102,7 @@ class RunWorker : public Worker {
   std::vector<std::pair<int, c10::IValue>> saved_;
   at::Tensor logits_;
   std::vector<std::string> fired_;
+  Napi::ObjectReference keep_;
 };
 
 }  // namespace
@@ -109,8 +114,8 @@ Napi::Value queueLoad(Napi::Env env, std::string path, std::string device, std::
   return p;
 }
 
-Napi::Value queueRun(Napi::Env env, std::shared_ptr<ModelState> model, Request req) {
-  auto* w = new RunWorker(env, std::move(model), std::move(req));
+Napi::Value queueRun(Napi::Env env, std::shared_ptr<ModelState> model, Request req, Napi::Value keep) {
+  auto* w = new RunWorker(env, std::move(model), std::move(req), keep);
   auto p = w->promise();
   w->Queue();
   return p;

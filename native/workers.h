@@ -6,5 +6,5 @@ namespace ts {
 std::shared_ptr<ModelState> loadModelState(const std::string& path, const std::string& device, const std::string& dtype);
 Napi::Object newModelObject(Napi::Env env, std::shared_ptr<ModelState> s);
 Napi::Value queueLoad(Napi::Env env, std::string path, std::string device, std::string dtype);
-Napi::Value queueRun(Napi::Env env, std::shared_ptr<ModelState> model, Request req);
+Napi::Value queueRun(Napi::Env env, std::shared_ptr<ModelState> model, Request req, Napi::Value keep);
 }  // namespace ts

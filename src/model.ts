@@ -18,6 +18,8 @@ export interface LoadOptions {
 }
 
 export interface TraceOptions {
+  /** Cancels the trace: queued work never starts; a running forward stops at the next module. */
+  signal?: AbortSignal;
   /** @internal records every hook site that fired, in order (for tests and `inspect`) */
   recordSites?: boolean;
 }
@@ -148,13 +150,13 @@ export class LanguageModel {
   }
 
   /** Several traces as one request: proxies flow from one trace to the next natively. */
-  async session<R>(fn: (s: Session) => R): Promise<Resolved<R>> {
+  async session<R>(fn: (s: Session) => R, options: TraceOptions = {}): Promise<Resolved<R>> {
     if (typeof fn !== 'function') throw new Error('model.session(fn): fn must be a function');
     const graph = new Graph(this.padId);
     const result = fn(new Session(this, graph));
     if (result instanceof Promise) throw new Error('model.session(fn): fn must record synchronously (no async/await inside)');
     if (graph.segments.length === 0) throw new Error('model.session(fn): the session recorded no trace (call s.trace inside it)');
-    return (await this.submit(graph, result, {})).value as Resolved<R>;
+    return (await this.submit(graph, result, options)).value as Resolved<R>;
   }
 
   /** @internal records one trace into `graph` */
@@ -179,19 +181,31 @@ export class LanguageModel {
 
   /** @internal sends a recorded graph and maps the results back */
   async submit(graph: Graph, result: unknown, options: TraceOptions): Promise<{ value: unknown; raw: RunResult }> {
+    const { signal } = options;
+    signal?.throwIfAborted();
     markSaved(result);
     graph.sealed = true;
-    const request = { traces: graph.wireTraces(), nodes: graph.nodes, recordSites: !!options.recordSites };
+    // the native side polls this flag at every hook site
+    const cancel = signal ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
+    const onAbort = () => Atomics.store(cancel!, 0, 1);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const request = { traces: graph.wireTraces(), nodes: graph.nodes, recordSites: !!options.recordSites, cancel };
     const nm = this.native;
-    const run = this.#queue.then(() => nm.run(request));
+    const run = this.#queue.then(() => {
+      signal?.throwIfAborted();
+      return nm.run(request);
+    });
     this.#queue = run.catch(() => undefined);
     let raw: RunResult;
     try {
       raw = await run;
     } catch (e) {
+      if (signal?.aborted) throw signal.reason;
       const err = new Error(graph.explain((e as Error).message));
       (err as Error & { code?: string }).code = (e as Error & { code?: string }).code;
       throw err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
     }
     resolveSaved(graph, raw.saved);
     return { value: substitute(result), raw };

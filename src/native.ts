@@ -54,7 +54,7 @@ export interface NativeModel {
   readonly dtype: string;
   sites(): string[];
   configure(options: { vocabSize?: number; maxPositions?: number; apply?: Record<string, ApplyRule> }): void;
-  run(request: { traces: WireTrace[]; nodes: WireNode[]; recordSites?: boolean }): Promise<RunResult>;
+  run(request: { traces: WireTrace[]; nodes: WireNode[]; recordSites?: boolean; cancel?: Int32Array }): Promise<RunResult>;
   dispose(): void;
 }
 

@@ -7,8 +7,8 @@ export type Dim = number | number[];
 
 /** The methods every tensor-like value has; `T` is the value type (Tensor or proxy). */
 export interface TensorOps<T, Other = T | number> {
-  add(other: Other, alpha?: number): T;
-  sub(other: Other, alpha?: number): T;
+  add(other: Other, alpha?: number | { alpha?: number }): T;
+  sub(other: Other, alpha?: number | { alpha?: number }): T;
   mul(other: Other): T;
   div(other: Other): T;
   pow(exponent: Other): T;
@@ -46,8 +46,8 @@ export interface TensorOps<T, Other = T | number> {
   bfloat16(): T;
   cosineSimilarity(other: Exclude<Other, number>, dim?: number | { dim?: number; eps?: number }, eps?: number): T;
   copy_(src: Exclude<Other, number>): T;
-  add_(other: Other, alpha?: number): T;
-  sub_(other: Other, alpha?: number): T;
+  add_(other: Other, alpha?: number | { alpha?: number }): T;
+  sub_(other: Other, alpha?: number | { alpha?: number }): T;
   mul_(other: Other): T;
   div_(other: Other): T;
   fill_(value: number): T;
