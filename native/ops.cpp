@@ -23,10 +23,11 @@ at::Tensor tensor(const Args& a, size_t i) {
 
 bool isNumber(const IV& v) { return v.isInt() || v.isDouble() || v.isBool(); }
 
-c10::Scalar scalar(const IV& v) {
+c10::Scalar scalar(const IV& v, size_t index) {
   if (v.isInt()) return c10::Scalar(v.toInt());
   if (v.isDouble()) return c10::Scalar(v.toDouble());
-  return c10::Scalar(v.toBool());
+  if (v.isBool()) return c10::Scalar(v.toBool());
+  throw ArgError{index, "a number"};
 }
 
 int64_t integer(const Args& a, size_t i, c10::optional<int64_t> dflt = c10::nullopt) {
@@ -83,11 +84,12 @@ IV other(const at::Tensor& self, const Args& a, size_t i) {
   return IV(o);
 }
 
-// The value written in place: same device and dtype as the live tensor.
+// The other operand of an in-place op, moved to the live tensor's device. Its dtype is kept:
+// ATen computes in the promoted type and rounds once into self (float32 into float16 works,
+// float into int64 is refused), as PyTorch does.
 at::Tensor inplaceOther(const at::Tensor& self, const Args& a, size_t i) {
   at::Tensor o = tensor(a, i);
-  if (o.device() != self.device() || o.scalar_type() != self.scalar_type())
-    o = o.to(self.device(), self.scalar_type());
+  if (o.device() != self.device()) o = o.to(self.device());
   return o;
 }
 
@@ -95,14 +97,14 @@ void checkDim(const at::Tensor& t, int64_t d, size_t argIndex) {
   int64_t n = std::max<int64_t>(t.dim(), 1);
   if (d < -n || d >= n)
     throw ArgError{argIndex, "a dimension in [" + std::to_string(-n) + ", " + std::to_string(n - 1) +
-                                 "] for a tensor of shape " + shapeString(t.sizes()) + ", got " + std::to_string(d)};
+                                 "] for a tensor of shape " + shapeString(t.sizes())};
 }
 
 IV binary(const Args& a, at::Tensor (*ft)(const at::Tensor&, const at::Tensor&),
           at::Tensor (*fs)(const at::Tensor&, const c10::Scalar&)) {
   auto self = tensor(a, 0);
   IV o = other(self, a, 1);
-  return o.isTensor() ? ft(self, o.toTensor()) : fs(self, scalar(o));
+  return o.isTensor() ? ft(self, o.toTensor()) : fs(self, scalar(o, 1));
 }
 
 #define UNARY(NAME, EXPR) \
@@ -156,14 +158,14 @@ const std::vector<OpDef>& table() {
       {"add", "add(self, other, alpha=1)", 2, 3, false, false, [](Args& a) -> IV {
          auto self = tensor(a, 0);
          IV o = other(self, a, 1);
-         auto alpha = has(a, 2) ? scalar(a[2]) : c10::Scalar(1);
-         return o.isTensor() ? at::add(self, o.toTensor(), alpha) : at::add(self, scalar(o), alpha);
+         auto alpha = has(a, 2) ? scalar(a[2], 2) : c10::Scalar(1);
+         return o.isTensor() ? at::add(self, o.toTensor(), alpha) : at::add(self, scalar(o, 1), alpha);
        }},
       {"sub", "sub(self, other, alpha=1)", 2, 3, false, false, [](Args& a) -> IV {
          auto self = tensor(a, 0);
          IV o = other(self, a, 1);
-         auto alpha = has(a, 2) ? scalar(a[2]) : c10::Scalar(1);
-         return o.isTensor() ? at::sub(self, o.toTensor(), alpha) : at::sub(self, scalar(o), alpha);
+         auto alpha = has(a, 2) ? scalar(a[2], 2) : c10::Scalar(1);
+         return o.isTensor() ? at::sub(self, o.toTensor(), alpha) : at::sub(self, scalar(o, 1), alpha);
        }},
       {"mul", "mul(self, other)", 2, 2, false, false,
        [](Args& a) -> IV { return binary(a, [](const at::Tensor& x, const at::Tensor& y) { return at::mul(x, y); },
@@ -208,7 +210,12 @@ const std::vector<OpDef>& table() {
       {"norm", "norm(self, p=2, dim=None, keepdim=False)", 1, 4, false, false, [](Args& a) -> IV {
          auto t = tensor(a, 0);
          double p = real(a, 1, 2.0);
-         if (!has(a, 2)) return at::norm(t, c10::Scalar(p));
+         if (!has(a, 2)) {
+           if (!flag(a, 3, false)) return at::norm(t, c10::Scalar(p));
+           std::vector<int64_t> all(t.dim());
+           for (int64_t d = 0; d < t.dim(); ++d) all[d] = d;
+           return at::norm(t, c10::optional<c10::Scalar>(c10::Scalar(p)), all, true);
+         }
          auto d = ints(a, 2);
          for (auto x : d) checkDim(t, x, 2);
          return at::norm(t, c10::optional<c10::Scalar>(c10::Scalar(p)), d, flag(a, 3, false));
@@ -241,7 +248,7 @@ const std::vector<OpDef>& table() {
          int64_t d = integer(a, 2, -1);
          checkDim(t, d, 2);
          int64_t n = t.dim() == 0 ? 1 : t.size(d < 0 ? d + t.dim() : d);
-         if (k < 0 || k > n) throw ArgError{1, "k in [0, " + std::to_string(n) + "], got " + std::to_string(k)};
+         if (k < 0 || k > n) throw ArgError{1, "in [0, " + std::to_string(n) + "]"};
          auto r = at::topk(t, k, d, flag(a, 3, true), flag(a, 4, true));
          return c10::ivalue::Tuple::create({IV(std::get<0>(r)), IV(std::get<1>(r))});
        }},
@@ -325,7 +332,7 @@ const std::vector<OpDef>& table() {
        }},
       {"item", "item(self)", 1, 1, false, false, [](Args& a) -> IV {
          auto t = tensor(a, 0);
-         if (t.numel() != 1) throw ArgError{0, "a tensor with one element, got shape " + shapeString(t.sizes())};
+         if (t.numel() != 1) throw ArgError{0, "a tensor with one element"};
          auto s = t.item();
          if (s.isBoolean()) return IV(s.toBool());
          if (s.isIntegral(false)) return IV(s.toLong());
@@ -345,38 +352,38 @@ const std::vector<OpDef>& table() {
       // in place, on the live tensor
       {"copy_", "copy_(self, src)", 2, 2, true, true, [](Args& a) -> IV {
          auto t = tensor(a, 0);
-         auto src = inplaceOther(t, a, 1);
+         auto src = inplaceOther(t, a, 1);  // copy_ casts to self's dtype, as in PyTorch
          if (!src.sizes().equals(t.sizes()) && !at::is_expandable_to(src.sizes(), t.sizes()))
-           throw UserError("shapes " + shapeString(t.sizes()) + " and " + shapeString(src.sizes()) +
+           throw UserError("copy_: shapes " + shapeString(t.sizes()) + " and " + shapeString(src.sizes()) +
                            ": the source cannot be broadcast to the destination");
          return t.copy_(src);
        }},
       {"add_", "add_(self, other, alpha=1)", 2, 3, true, true, [](Args& a) -> IV {
          auto t = tensor(a, 0);
-         auto alpha = has(a, 2) ? scalar(a[2]) : c10::Scalar(1);
-         if (isNumber(a[1])) return t.add_(scalar(a[1]), alpha);
+         auto alpha = has(a, 2) ? scalar(a[2], 2) : c10::Scalar(1);
+         if (isNumber(a[1])) return t.add_(scalar(a[1], 1), alpha);
          return t.add_(inplaceOther(t, a, 1), alpha);
        }},
       {"sub_", "sub_(self, other, alpha=1)", 2, 3, true, true, [](Args& a) -> IV {
          auto t = tensor(a, 0);
-         auto alpha = has(a, 2) ? scalar(a[2]) : c10::Scalar(1);
-         if (isNumber(a[1])) return t.sub_(scalar(a[1]), alpha);
+         auto alpha = has(a, 2) ? scalar(a[2], 2) : c10::Scalar(1);
+         if (isNumber(a[1])) return t.sub_(scalar(a[1], 1), alpha);
          return t.sub_(inplaceOther(t, a, 1), alpha);
        }},
       {"mul_", "mul_(self, other)", 2, 2, true, true, [](Args& a) -> IV {
          auto t = tensor(a, 0);
-         if (isNumber(a[1])) return t.mul_(scalar(a[1]));
+         if (isNumber(a[1])) return t.mul_(scalar(a[1], 1));
          return t.mul_(inplaceOther(t, a, 1));
        }},
       {"div_", "div_(self, other)", 2, 2, true, true, [](Args& a) -> IV {
          auto t = tensor(a, 0);
-         if (isNumber(a[1])) return t.div_(scalar(a[1]));
+         if (isNumber(a[1])) return t.div_(scalar(a[1], 1));
          return t.div_(inplaceOther(t, a, 1));
        }},
       {"fill_", "fill_(self, value)", 2, 2, true, true, [](Args& a) -> IV {
          auto t = tensor(a, 0);
          if (!isNumber(a[1])) throw ArgError{1, "a number"};
-         return t.fill_(scalar(a[1]));
+         return t.fill_(scalar(a[1], 1));
        }},
       {"zero_", "zero_(self)", 1, 1, true, true, [](Args& a) -> IV { return tensor(a, 0).zero_(); }},
   };
