@@ -16,6 +16,14 @@ export interface OracleTensor {
   data: (number | string)[];
 }
 
+/** The oracle's environment: never a sanitizer preloaded for the addon under test. */
+function oracleEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PYTHONPATH: join(ROOT, 'python') };
+  delete env.LD_PRELOAD;
+  delete env.ASAN_OPTIONS;
+  return env;
+}
+
 /**
  * Runs Python `code` against the eager model of `arch` and returns its `result`. In scope:
  * model, torch, batch_inputs(list_of_id_lists), get_module(path), tokenizer, manifest.
@@ -23,7 +31,7 @@ export interface OracleTensor {
 export function oracle<T = any>(arch: Arch | null, code: string): T {
   const r = spawnSync(PYTHON, ['-m', 'torchsight_export.oracle'], {
     input: JSON.stringify({ model: arch ? MODELS[arch] : MODELS.gpt2, code }),
-    env: { ...process.env, PYTHONPATH: join(ROOT, 'python') },
+    env: oracleEnv(),
     encoding: 'utf8',
     maxBuffer: 1 << 28,
   });

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test suite against an AddressSanitizer build of the addon (npm run test:asan).
+# Node itself is not instrumented: libasan is preloaded, every process logs to .cache/asan/,
+# and scripts/asan-report.mjs fails on any invalid access and on any leak whose allocation
+# stack passes through torchsight.node (V8's and libtorch's own process-lifetime allocations
+# are not ours to fix).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+node node_modules/cmake-js/bin/cmake-js compile -O build-asan --CDTORCHSIGHT_ASAN=ON --parallel "$(nproc)" > .cache/asan-build.log 2>&1 \
+  || { tail -30 .cache/asan-build.log; exit 1; }
+bash scripts/make-models.sh  # before the preload: python must not run under the sanitizer
+rm -rf .cache/asan && mkdir -p .cache/asan
+export TORCHSIGHT_ADDON="$PWD/build-asan/Release/torchsight.node"
+export LD_PRELOAD="$(gcc -print-file-name=libasan.so)"
+# slow unwinding: libtorch has no frame pointers, and a leak's stack must reach our frames
+export ASAN_OPTIONS="detect_leaks=1:log_path=$PWD/.cache/asan/asan:halt_on_error=1:detect_odr_violation=0:fast_unwind_on_malloc=0:malloc_context_size=64"
+export LSAN_OPTIONS="exitcode=0"
+set +e
+npx vitest run "$@"
+rc=$?
+unset LD_PRELOAD
+set -e
+node scripts/asan-report.mjs .cache/asan
+exit $rc
