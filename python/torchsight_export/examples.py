@@ -420,14 +420,20 @@ def make_tokenizer(path: str, vocab_size: int = 512) -> dict:
 # CLI
 
 def export_example(arch: str, out: str, seed: int = 0, layers: Optional[int] = None, d_model: Optional[int] = None,
-                   heads: Optional[int] = None, vocab: Optional[int] = None) -> dict:
+                   heads: Optional[int] = None, vocab: Optional[int] = None,
+                   tokenizer_vocab: Optional[int] = None) -> dict:
+    """``tokenizer_vocab`` smaller than the model's vocabulary makes a model with GPT-2's 50257
+    rows from the small built-in corpus: the tokenizer uses the first ids, the rest are never produced."""
     from .export import export_model
     os.makedirs(out, exist_ok=True)
     cfg = make_config(arch, layers, d_model, heads, vocab)
+    tok_vocab = tokenizer_vocab or cfg["vocab_size"]
+    if tok_vocab > cfg["vocab_size"]:
+        raise ValueError(f"tokenizer vocabulary {tok_vocab} exceeds the model's {cfg['vocab_size']}")
     tok_path = os.path.join(out, "tokenizer.json")
-    make_tokenizer(tok_path, cfg["vocab_size"])
+    make_tokenizer(tok_path, tok_vocab)
     model = build_model(arch, cfg, seed)
-    special = cfg["vocab_size"] - 1
+    special = tok_vocab - 1
     manifest = export_model(model, out, tokenizer=tok_path, example_text=EXAMPLE_TEXT,
                             architecture=ARCHS[arch][0].__name__, config=cfg,
                             special_tokens={"bos": special, "eos": special, "pad": special})
@@ -447,9 +453,11 @@ def main(argv=None) -> int:
     p.add_argument("--d-model", type=int, dest="d_model")
     p.add_argument("--heads", type=int)
     p.add_argument("--vocab", type=int)
+    p.add_argument("--tokenizer-vocab", type=int, dest="tokenizer_vocab",
+                   help="a smaller tokenizer than the model's vocabulary (the corpus supports about 1000)")
     a = p.parse_args(argv)
     t0 = time.time()
-    export_example(a.arch, a.out, a.seed, a.layers, a.d_model, a.heads, a.vocab)
+    export_example(a.arch, a.out, a.seed, a.layers, a.d_model, a.heads, a.vocab, a.tokenizer_vocab)
     print(f"{a.out} {time.time() - t0:.2f}s")
     return 0
 

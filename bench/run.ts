@@ -1,0 +1,193 @@
+// npm run bench: torchsight's costs as ratios measured in one run, so a noisy machine cancels
+// out. Writes bench/results.json and docs/benchmarks.md.
+//   BENCH_THREADS (default: all cores), BENCH_ROUNDS (default 7), BENCH_QUICK=1 (tiny model only)
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { LanguageModel, Tensor, setNumThreads, runtimeInfo } from '../src/index.js';
+import { native, type NativeModel, type WireTrace } from '../src/native.js';
+import { makeBatch } from '../src/inputs.js';
+import { Graph } from '../src/trace/graph.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const PY = process.env.TORCHSIGHT_PYTHON ?? '/usr/bin/python3';
+const THREADS = Number(process.env.BENCH_THREADS ?? cpus().length);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
+const QUICK = !!process.env.BENCH_QUICK;
+
+const MODELS = {
+  tiny: { dir: join(ROOT, 'models', 'gpt2'), tokens: 16, iters: 200, what: 'GPT-2 shape, 12 layers, d=64, vocab 512' },
+  gpt2_124m: { dir: join(ROOT, 'bench', 'models', 'gpt2-124m'), tokens: 32, iters: 8, what: 'GPT-2-small shape, 12 layers, d=768, 12 heads, vocab 50257 (124M parameters)' },
+};
+
+function sh(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): string {
+  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', env: { ...process.env, PYTHONPATH: join(ROOT, 'python'), ...env }, maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed:\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
+}
+
+function prepare(): void {
+  sh('bash', ['scripts/make-models.sh']);
+  if (!QUICK && !existsSync(join(MODELS.gpt2_124m.dir, 'torchsight.json'))) {
+    console.log('bench: exporting the 124M GPT-2 shape (once, ~20 s)');
+    sh(PY, ['-m', 'torchsight_export.examples', '--arch', 'gpt2', '--out', MODELS.gpt2_124m.dir, '--layers', '12', '--d-model', '768', '--heads', '12', '--vocab', '50257', '--tokenizer-vocab', '1000']);
+  }
+  for (const m of Object.values(MODELS)) {
+    if (QUICK && m === MODELS.gpt2_124m) continue;
+    if (!existsSync(join(m.dir, 'plain.pt'))) sh(PY, ['bench/python_bench.py', 'plain', m.dir]);
+  }
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+async function time(fn: () => Promise<unknown>, iters: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < iters; i++) {
+    const t0 = performance.now();
+    await fn();
+    out.push(performance.now() - t0);
+  }
+  return out;
+}
+
+function seededIds(n: number, vocab: number, seed: number): number[] {
+  let s = seed;
+  return Array.from({ length: n }, () => {
+    s = (s * 1103515245 + 12345) % 2 ** 31;
+    return s % vocab;
+  });
+}
+
+async function benchModel(name: keyof typeof MODELS) {
+  const spec = MODELS[name];
+  const model = await LanguageModel.load(spec.dir, { device: 'cpu' });
+  const plain: NativeModel = await native().loadModel(join(spec.dir, 'plain.pt'), 'cpu', '');
+  plain.configure({ vocabSize: model.manifest.vocabSize });
+  const ids = seededIds(spec.tokens, model.tokenizer.vocabSize - 1, 7);
+  const trace: WireTrace = { ...makeBatch([{ ids, mask: ids.map(() => 1) }], model.padId), invokes: [[0, 1]], begin: 0, end: 0, stop: false };
+  const d = Number((model.config as { n_embd: number }).n_embd);
+  const patch = Tensor.from(Array.from({ length: d }, (_, i) => Math.cos(i) * 0.01));
+  const intervention = (m: any) => {
+    m.transformer.h[6].output[0].index(':, -1').add_(patch);
+    return m.transformer.h.map((b: any) => b.output[0]);
+  };
+  const fns = {
+    plain: () => plain.run({ traces: [trace], nodes: [] }),
+    idleSites: () => model.native.run({ traces: [trace], nodes: [] }),
+    emptyTrace: () => model.trace(ids, () => undefined),
+    trace12: async () => {
+      const acts = await model.trace(ids, intervention);
+      acts.forEach((a: Tensor) => a.dispose());
+    },
+  };
+  // recording alone (JS side of a trace): no forward
+  const recordOnly = async () => {
+    const g = new Graph(model.padId);
+    model.recordTrace(g, ids, intervention);
+    g.wireTraces();
+  };
+  const samples: Record<string, number[]> = { plain: [], idleSites: [], emptyTrace: [], trace12: [], record: [] };
+  for (const f of Object.values(fns)) await time(f, 3); // warm-up (profiling executor, caches)
+  const iters = Math.max(1, Math.round(spec.iters / ROUNDS));
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const [k, f] of Object.entries(fns)) samples[k].push(...(await time(f, iters)));
+    samples.record.push(...(await time(recordOnly, iters)));
+  }
+  const med = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)]));
+  const py = JSON.parse(sh(PY, ['bench/python_bench.py', 'eager', spec.dir, JSON.stringify({ threads: THREADS, ids, patch: patch.toArray(), rounds: ROUNDS, iters })]));
+  // peak memory of a trace vs a plain forward, each in its own process
+  const mem = (mode: string) => Number(sh(process.execPath, ['--import', 'tsx', 'bench/mem.ts', spec.dir, mode, String(spec.tokens), String(THREADS)]).trim());
+  const peak = { plainKB: mem('plain'), traceKB: mem('trace12') };
+  await model.dispose();
+  plain.dispose();
+  return {
+    model: spec.what,
+    tokens: spec.tokens,
+    samples: Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, v.length])),
+    median_ms: med,
+    python_eager_ms: { plain: py.plain_ms, hooked: py.hooked_ms, threads: py.threads },
+    idle_sites_ratio: med.idleSites / med.plain,
+    trace12_ratio: med.trace12 / med.plain,
+    per_trace_overhead_us: (med.trace12 - med.plain) * 1000,
+    record_us: med.record * 1000,
+    vs_python_eager_ratio: med.trace12 / py.hooked_ms,
+    python_plain_vs_ours_plain: med.plain / py.plain_ms,
+    tokens_per_second: (spec.tokens / med.plain) * 1000,
+    peak_rss_kb: peak,
+  };
+}
+
+async function main() {
+  prepare();
+  const used = setNumThreads(THREADS);
+  const info = runtimeInfo();
+  const results: Record<string, unknown> = {};
+  results.tiny = await benchModel('tiny');
+  if (!QUICK) results.gpt2_124m = await benchModel('gpt2_124m');
+  const big = (results.gpt2_124m ?? results.tiny) as Awaited<ReturnType<typeof benchModel>>;
+  const tiny = results.tiny as Awaited<ReturnType<typeof benchModel>>;
+  const headline = {
+    idle_sites_ratio: { value: big.idle_sites_ratio, target: '<= 1.01', model: big.model },
+    trace12_ratio: { value: big.trace12_ratio, target: '<= 1.03', model: big.model },
+    per_trace_overhead_us: { value: tiny.per_trace_overhead_us, target: '<= 50', model: tiny.model },
+    vs_python_eager_ratio: { value: big.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: big.model },
+    vs_python_eager_ratio_tiny: { value: tiny.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: tiny.model },
+  };
+  const out = {
+    date: new Date().toISOString(),
+    machine: { cpu: cpus()[0]?.model, cores: cpus().length, memoryGB: Math.round(totalmem() / 2 ** 30), device: 'cpu' },
+    libtorch: info.torch,
+    threads: { torch: used, python: big.python_eager_ms.threads, blas: 'OpenBLAS (pthread), its own default' },
+    command: `BENCH_THREADS=${THREADS} BENCH_ROUNDS=${ROUNDS} npm run bench`,
+    ...headline,
+    details: results,
+  };
+  mkdirSync(join(ROOT, 'bench'), { recursive: true });
+  writeFileSync(join(ROOT, 'bench', 'results.json'), JSON.stringify(out, null, 2) + '\n');
+  writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), markdown(out, results));
+  console.log(JSON.stringify(headline, null, 2));
+}
+
+function markdown(out: any, results: Record<string, any>): string {
+  const f = (x: number, d = 3) => x.toFixed(d);
+  const rows = Object.entries(results).map(([k, r]) => `| ${k} | ${r.tokens} | ${f(r.median_ms.plain)} | ${f(r.median_ms.idleSites)} | ${f(r.median_ms.emptyTrace)} | ${f(r.median_ms.trace12)} | ${f(r.python_eager_ms.plain)} | ${f(r.python_eager_ms.hooked)} | ${f(r.record_us, 1)} | ${Math.round(r.tokens_per_second)} | ${Math.round(r.peak_rss_kb.plainKB / 1024)} / ${Math.round(r.peak_rss_kb.traceKB / 1024)} |`);
+  const pass = (v: number, t: number) => (v <= t ? 'met' : 'NOT met');
+  return `# Benchmarks
+
+Measured ${out.date.slice(0, 10)} on ${out.machine.cpu} (${out.machine.cores} cores, ${out.machine.memoryGB} GB), CPU,
+libtorch ${out.libtorch}, ${out.threads.torch} torch thread(s) for both torchsight and Python, ${out.threads.blas}.
+Command: \`${out.command}\` (the numbers below are this run's; \`bench/results.json\` has every figure).
+
+Each figure is a median over interleaved rounds, and each headline is a ratio taken within one
+run, so the machine's noise cancels. Every forward of ours goes through the same path a user's
+does: a promise, an AsyncWorker, the TorchScript forward, and results back as Tensor handles.
+
+| headline | value | target | |
+| --- | --- | --- | --- |
+| idle_sites_ratio (sites, no intervention / no sites; ${out.idle_sites_ratio.model}) | ${f(out.idle_sites_ratio.value)} | <= 1.01 | ${pass(out.idle_sites_ratio.value, 1.01)} |
+| trace12_ratio (12 saves + 1 in-place patch / plain forward; same model) | ${f(out.trace12_ratio.value)} | <= 1.03 | ${pass(out.trace12_ratio.value, 1.03)} |
+| per_trace_overhead_us (tiny model: trace with 12 saves - plain forward) | ${f(out.per_trace_overhead_us.value, 1)} | <= 50 | ${pass(out.per_trace_overhead_us.value, 50)} |
+| vs_python_eager_ratio (ours / eager PyTorch hooks, same intervention; 124M shape) | ${f(out.vs_python_eager_ratio.value)} | <= 1.0 | ${pass(out.vs_python_eager_ratio.value, 1)} |
+| vs_python_eager_ratio on the tiny model | ${f(out.vs_python_eager_ratio_tiny.value)} | <= 1.0 | ${pass(out.vs_python_eager_ratio_tiny.value, 1)} |
+
+Medians in milliseconds (record = the JS side of a trace alone, in microseconds; peak RSS of a
+process doing 20 plain forwards / 20 traces, in MB):
+
+| model | tokens | plain | sites idle | empty trace | trace 12 saves + patch | python eager | python + hooks | record (us) | tokens/s (plain) | peak RSS plain / trace |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+${rows.join('\n')}
+
+Models: tiny = ${results.tiny?.model}; gpt2_124m = ${results.gpt2_124m?.model ?? 'not run (BENCH_QUICK)'}.
+"plain" is the same weights traced without hook sites (\`bench/python_bench.py plain\`), run through
+the same native entry. Python eager runs the eager \`nn.Module\` (Debian's python3, torch 1.13, the
+same OpenBLAS and thread count) under \`torch.inference_mode()\`, with forward hooks that save the 12
+block outputs and add the same vector in place at block 6's last position.
+`;
+}
+
+await main();
