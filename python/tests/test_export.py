@@ -65,7 +65,9 @@ def test_manifest_keys_and_modules():
         d, m, traced, eager = load(arch)
         for f in ("model.pt", "tokenizer.json", "torchsight.json", "eager_state.pt", "eager_model.json"):
             assert os.path.isfile(os.path.join(d, f)), f
-        assert set(m) == MANIFEST_KEYS, set(m) ^ MANIFEST_KEYS
+        assert set(m) - {"step"} == MANIFEST_KEYS, set(m) ^ MANIFEST_KEYS
+        # the example models support a key/value cache: step.pt is exported beside model.pt
+        assert m["step"]["file"] == "step.pt" and set(m["step"]["cache"]) == {"layers", "kvHeads", "headDim"}
         assert m["format"] == "torchsight-model" and m["version"] == 1
         assert m["architecture"] == cls
         assert m["dtype"] == "float32" and m["vocabSize"] == 512

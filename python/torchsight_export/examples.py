@@ -26,12 +26,19 @@ SPECIAL = "<|endoftext|>"
 # --------------------------------------------------------------------------------------------
 # masks and shared pieces (tensor ops only, so the trace generalises to any length and batch)
 
-def causal_padding_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def causal_padding_mask(attention_mask: torch.Tensor, dtype: torch.dtype,
+                        input_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Additive mask ``[batch, 1, q, k]``: 0 where query q may attend key k (k <= q and k not padding),
-    the dtype's min elsewhere. A padded query row may attend itself, so no row is fully masked."""
+    the dtype's min elsewhere. A padded query row may attend itself, so no row is fully masked.
+    With ``input_ids`` (a key/value cache step), the queries are the last ``input_ids.shape[1]``
+    of the ``attention_mask.shape[1]`` keys; their offset is computed with tensor ops only."""
     idx = torch.cumsum(torch.ones_like(attention_mask), dim=-1)  # 1..seq per row
-    q = idx.unsqueeze(-1)  # [b, s, 1]
-    k = idx.unsqueeze(-2)  # [b, 1, s]
+    qidx = idx
+    if input_ids is not None:
+        qrel = torch.cumsum(torch.ones_like(input_ids), dim=-1)  # 1..q per row
+        qidx = qrel + (idx[:, -1:] - qrel[:, -1:])  # shifted so the last query is the last key
+    q = qidx.unsqueeze(-1)  # [b, q, 1]
+    k = idx.unsqueeze(-2)  # [b, 1, k]
     allowed = (k <= q) & (attention_mask.unsqueeze(-2) > 0)
     allowed = allowed | (k == q)
     add = torch.zeros_like(allowed, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
@@ -100,16 +107,19 @@ class GPT2Attention(nn.Module):
         x = x.view(x.size()[:-1] + (self.num_heads, self.head_dim))
         return x.permute(0, 2, 1, 3)
 
-    def forward(self, hidden_states, attention_mask):
+    def forward(self, hidden_states, attention_mask, past_k=None, past_v=None):
         q, k, v = self.c_attn(hidden_states).split(self.embed_dim, dim=2)
         q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)
+        if past_k is not None:  # key/value cache: earlier positions' keys and values come first
+            k = torch.cat([past_k, k], dim=2)
+            v = torch.cat([past_v, v], dim=2)
         scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) / math.sqrt(self.head_dim)
         probs = torch.softmax(scores + attention_mask, dim=-1).to(v.dtype)
         probs = self.attn_dropout(probs)
         out = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
         out = out.view(out.size()[:-2] + (self.embed_dim,))
         out = self.resid_dropout(self.c_proj(out))
-        return (out, None)
+        return (out, None) if past_k is None else (out, (k, v))
 
 
 class GPT2MLP(nn.Module):
@@ -135,11 +145,14 @@ class GPT2Block(nn.Module):
         self.ln_2 = nn.LayerNorm(d, eps=cfg["layer_norm_epsilon"])
         self.mlp = GPT2MLP(cfg)
 
-    def forward(self, hidden_states, attention_mask):
-        attn_out = self.attn(self.ln_1(hidden_states), attention_mask)[0]
-        hidden_states = hidden_states + attn_out
+    def forward(self, hidden_states, attention_mask, past_k=None, past_v=None):
+        if past_k is None:
+            attn = self.attn(self.ln_1(hidden_states), attention_mask)
+        else:
+            attn = self.attn(self.ln_1(hidden_states), attention_mask, past_k, past_v)
+        hidden_states = hidden_states + attn[0]
         hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
-        return (hidden_states,)
+        return (hidden_states,) if past_k is None else (hidden_states, attn[1][0], attn[1][1])
 
 
 class GPT2Model(nn.Module):
@@ -152,12 +165,21 @@ class GPT2Model(nn.Module):
         self.h = nn.ModuleList([GPT2Block(cfg) for _ in range(cfg["n_layer"])])
         self.ln_f = nn.LayerNorm(d, eps=cfg["layer_norm_epsilon"])
 
-    def forward(self, input_ids, attention_mask, position_ids):
+    def forward(self, input_ids, attention_mask, position_ids, past_k=None, past_v=None):
         hidden_states = self.drop(self.wte(input_ids) + self.wpe(position_ids))
-        mask = causal_padding_mask(attention_mask, hidden_states.dtype)
-        for block in self.h:
-            hidden_states = block(hidden_states, mask)[0]
-        return (self.ln_f(hidden_states),)
+        if past_k is None:
+            mask = causal_padding_mask(attention_mask, hidden_states.dtype)
+            for block in self.h:
+                hidden_states = block(hidden_states, mask)[0]
+            return (self.ln_f(hidden_states),)
+        mask = causal_padding_mask(attention_mask, hidden_states.dtype, input_ids)
+        ks, vs = [], []
+        for i, block in enumerate(self.h):
+            out = block(hidden_states, mask, past_k[i], past_v[i])
+            hidden_states = out[0]
+            ks.append(out[1])
+            vs.append(out[2])
+        return (self.ln_f(hidden_states), torch.stack(ks), torch.stack(vs))
 
 
 class GPT2LMHeadModel(nn.Module):
@@ -169,9 +191,19 @@ class GPT2LMHeadModel(nn.Module):
         _init_weights(self, cfg.get("initializer_range", 0.02))
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
 
-    def forward(self, input_ids, attention_mask, position_ids):
-        hidden_states = self.transformer(input_ids, attention_mask, position_ids)[0]
-        return (self.lm_head(hidden_states),)
+    def forward(self, input_ids, attention_mask, position_ids, past_k=None, past_v=None):
+        """With ``past_k``/``past_v`` ([layers, batch, heads, past, head_dim], past may be 0) it is one
+        key/value-cache step and also returns the new cache."""
+        if past_k is None:
+            hidden_states = self.transformer(input_ids, attention_mask, position_ids)[0]
+            return (self.lm_head(hidden_states),)
+        out = self.transformer(input_ids, attention_mask, position_ids, past_k, past_v)
+        return (self.lm_head(out[0]), out[1], out[2])
+
+    def cache_shape(self):
+        """(layers, key/value heads, head_dim) of the key/value cache."""
+        c = self.config
+        return (c["n_layer"], c["n_head"], c["n_embd"] // c["n_head"])
 
 
 GPT2_DEFAULTS = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], vocab_size=512, n_positions=128,
@@ -227,7 +259,7 @@ class LlamaAttention(nn.Module):
     def _heads(self, x, n):
         return x.view(x.size()[:-1] + (n, self.head_dim)).transpose(1, 2)
 
-    def forward(self, hidden_states, attention_mask, cos, sin):
+    def forward(self, hidden_states, attention_mask, cos, sin, past_k=None, past_v=None):
         q = self._heads(self.q_proj(hidden_states), self.num_heads)
         k = self._heads(self.k_proj(hidden_states), self.num_kv)
         v = self._heads(self.v_proj(hidden_states), self.num_kv)
@@ -235,13 +267,17 @@ class LlamaAttention(nn.Module):
         half = self.head_dim // 2
         q = q * cos + _rotate_half(q, half) * sin
         k = k * cos + _rotate_half(k, half) * sin
+        if past_k is not None:  # the cache holds rotated keys of the key/value heads
+            k = torch.cat([past_k, k], dim=2)
+            v = torch.cat([past_v, v], dim=2)
+        present = (k, v)
         rep = self.num_heads // self.num_kv
         k = torch.repeat_interleave(k, rep, dim=1)
         v = torch.repeat_interleave(v, rep, dim=1)
         out = attend(q, k, v, attention_mask, 1.0 / math.sqrt(self.head_dim))
         out = out.transpose(1, 2).contiguous()
         out = out.view(out.size()[:-2] + (self.num_heads * self.head_dim,))
-        return (self.o_proj(out), None)
+        return (self.o_proj(out), None) if past_k is None else (self.o_proj(out), present)
 
 
 class LlamaMLP(nn.Module):
@@ -265,10 +301,14 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = LlamaRMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
         self.post_attention_layernorm = LlamaRMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
 
-    def forward(self, hidden_states, attention_mask, cos, sin):
-        h = hidden_states + self.self_attn(self.input_layernorm(hidden_states), attention_mask, cos, sin)[0]
+    def forward(self, hidden_states, attention_mask, cos, sin, past_k=None, past_v=None):
+        if past_k is None:
+            attn = self.self_attn(self.input_layernorm(hidden_states), attention_mask, cos, sin)
+        else:
+            attn = self.self_attn(self.input_layernorm(hidden_states), attention_mask, cos, sin, past_k, past_v)
+        h = hidden_states + attn[0]
         h = h + self.mlp(self.post_attention_layernorm(h))
-        return (h,)
+        return (h,) if past_k is None else (h, attn[1][0], attn[1][1])
 
 
 class LlamaModel(nn.Module):
@@ -280,13 +320,22 @@ class LlamaModel(nn.Module):
         self.norm = LlamaRMSNorm(d, cfg["rms_norm_eps"])
         self.rotary_emb = LlamaRotaryEmbedding(d // cfg["num_attention_heads"], cfg["rope_theta"])
 
-    def forward(self, input_ids, attention_mask, position_ids):
+    def forward(self, input_ids, attention_mask, position_ids, past_k=None, past_v=None):
         h = self.embed_tokens(input_ids)
-        mask = causal_padding_mask(attention_mask, h.dtype)
         cos, sin = self.rotary_emb(h, position_ids)
-        for layer in self.layers:
-            h = layer(h, mask, cos, sin)[0]
-        return (self.norm(h),)
+        if past_k is None:
+            mask = causal_padding_mask(attention_mask, h.dtype)
+            for layer in self.layers:
+                h = layer(h, mask, cos, sin)[0]
+            return (self.norm(h),)
+        mask = causal_padding_mask(attention_mask, h.dtype, input_ids)
+        ks, vs = [], []
+        for i, layer in enumerate(self.layers):
+            out = layer(h, mask, cos, sin, past_k[i], past_v[i])
+            h = out[0]
+            ks.append(out[1])
+            vs.append(out[2])
+        return (self.norm(h), torch.stack(ks), torch.stack(vs))
 
 
 class LlamaForCausalLM(nn.Module):
@@ -297,9 +346,16 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
         _init_weights(self, cfg.get("initializer_range", 0.02))
 
-    def forward(self, input_ids, attention_mask, position_ids):
-        h = self.model(input_ids, attention_mask, position_ids)[0]
-        return (self.lm_head(h),)
+    def forward(self, input_ids, attention_mask, position_ids, past_k=None, past_v=None):
+        if past_k is None:
+            h = self.model(input_ids, attention_mask, position_ids)[0]
+            return (self.lm_head(h),)
+        out = self.model(input_ids, attention_mask, position_ids, past_k, past_v)
+        return (self.lm_head(out[0]), out[1], out[2])
+
+    def cache_shape(self):
+        c = self.config
+        return (c["num_hidden_layers"], c["num_key_value_heads"], c["hidden_size"] // c["num_attention_heads"])
 
 
 LLAMA_DEFAULTS = dict(model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=512, initializer_range=0.2, hidden_size=64,

@@ -498,10 +498,12 @@ def _install_forward_shim(model):
 def export_model(model: torch.nn.Module, outdir: str, tokenizer=None, example_text: str = DEFAULT_EXAMPLE_TEXT,
                  dtype=None, architecture: Optional[str] = None, config=None,
                  special_tokens: Optional[Dict[str, Optional[int]]] = None,
-                 example_ids: Optional[Sequence[int]] = None) -> dict:
+                 example_ids: Optional[Sequence[int]] = None, cache: bool = True) -> dict:
     """Trace ``model`` with hook sites on every module and write ``outdir`` (model.pt, tokenizer.json,
     torchsight.json). Returns the manifest. Raises ExportVerificationError when the traced module
-    does not reproduce the eager model at two other sequence lengths and on a left-padded batch."""
+    does not reproduce the eager model at two other sequence lengths and on a left-padded batch.
+    With ``cache`` (the default) and a model that supports a key/value cache (``cache_shape()`` and
+    ``past_k``/``past_v`` arguments), also writes ``step.pt`` for fast generation (see export_step)."""
     ensure_hook_op()
     os.makedirs(outdir, exist_ok=True)
     tdtype = _dtype_of(dtype)
@@ -611,6 +613,11 @@ def export_model(model: torch.nn.Module, outdir: str, tokenizer=None, example_te
             "sites": list(rec.fired),
         }
         traced.save(os.path.join(outdir, "model.pt"))
+        step_file = os.path.join(outdir, "step.pt")
+        if os.path.exists(step_file):
+            os.remove(step_file)
+        if cache and hasattr(model, "cache_shape"):
+            manifest["step"] = export_step(model, outdir, example_ids, tdtype, pad_id)
         with open(os.path.join(outdir, "torchsight.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=1)
         return manifest
@@ -628,3 +635,87 @@ def export_model(model: torch.nn.Module, outdir: str, tokenizer=None, example_te
         if moved:
             model.to(device=orig_device, dtype=orig_dtype)
         model.train(was_training)
+
+
+# --------------------------------------------------------------------------------------------
+# key/value cache: step.pt
+
+def export_step(model: torch.nn.Module, outdir: str, example_ids: Sequence[int], dtype=None,
+                pad_id: int = 0) -> dict:
+    """Export ``step.pt``: the same model traced as one key/value-cache step,
+    ``forward(input_ids, attention_mask, position_ids, past_k, past_v) -> (logits, present_k, present_v)``
+    with caches ``[layers, batch, kv_heads, past, head_dim]`` (past may be 0: the prefill). It carries
+    the same hook sites as model.pt. Its parameters are stored as 1-element placeholders: the loader
+    binds them to model.pt's tensors, so the weights exist once on disk and in memory.
+
+    The model must accept ``past_k``/``past_v`` and have ``cache_shape() -> (layers, kv_heads, head_dim)``.
+    Verified: the prefill against the eager model, and greedy decoding of a left-padded batch for
+    several steps against eager full recomputation. Returns the manifest's ``step`` entry."""
+    ensure_hook_op()
+    tdtype = _dtype_of(dtype)
+    layers, heads, head_dim = model.cache_shape()
+
+    def empty(batch):
+        return torch.zeros(layers, batch, heads, 0, head_dim, dtype=tdtype)
+
+    ids = list(example_ids)
+    split = max(1, len(ids) - 2)
+    handles = []
+    try:
+        model.eval()
+        rec = Recorder()
+        handles = mark(model, rec)
+        with torch.no_grad():
+            pre_ids, pre_mask, pre_pos = padded_batch([ids[:split]], pad_id)
+            _, pk, pv = model(pre_ids, pre_mask, pre_pos, empty(1), empty(1))
+            full_ids, full_mask, full_pos = padded_batch([ids], pad_id)
+            step_inputs = (full_ids[:, split:], full_mask, full_pos[:, split:], pk, pv)
+            traced = torch.jit.trace(model, step_inputs, check_trace=False, strict=False)
+    finally:
+        for h in handles:
+            h.remove()
+
+    def check(name, got, want):
+        diff = _max_diff(want, got)
+        # cached attention sums in another order than full recomputation: in 16-bit types the
+        # rounding differs by a few ulps of the logits' scale
+        tol = _tol(tdtype, want) * (1 if tdtype == torch.float32 else 3)
+        if not diff <= tol:
+            raise ExportVerificationError(f"step export check failed on case '{name}': cached step vs eager logits "
+                                          f"max abs diff {diff:.6g} > tolerance {tol:.3g}")
+
+    def verify(step_module):
+        with torch.no_grad():
+            prompts = [ids + ids[:3], ids[: max(1, len(ids) - 3)]]
+            b_ids, b_mask, b_pos = padded_batch(prompts, pad_id)
+            logits, k, v = step_module(b_ids, b_mask, b_pos, empty(2), empty(2))
+            sel = b_mask.bool()
+            check("prefill of a left-padded batch", logits[sel], _logits_of(model(b_ids, b_mask, b_pos))[sel])
+            nxt = logits[:, -1].argmax(-1)
+            cur_ids, cur_mask = b_ids, b_mask
+            for step in range(4):
+                cur_ids = torch.cat([cur_ids, nxt[:, None]], 1)
+                cur_mask = torch.cat([cur_mask, torch.ones_like(cur_mask[:, :1])], 1)
+                pos = (cur_mask.cumsum(-1) - 1).clamp(min=0)
+                want = _logits_of(model(cur_ids, cur_mask, pos))[:, -1]
+                logits, k, v = step_module(nxt[:, None], cur_mask, pos[:, -1:], k, v)
+                check(f"decode step {step + 1} with the cache", logits[:, -1], want)
+                nxt = want.argmax(-1)
+
+    verify(traced)
+    # weights: 1-element placeholders (expanded views) that the loader rebinds to model.pt's tensors
+    real = {}
+    for path, sub in traced.named_modules():
+        for name, p in list(sub.named_parameters(recurse=False)):
+            real[(path, name)] = p
+            setattr(sub, name, torch.nn.Parameter(torch.zeros(1, dtype=p.dtype).expand(p.shape), requires_grad=False))
+    path = os.path.join(outdir, "step.pt")
+    traced.save(path)
+    # the saved file, rebound the way the loader does it, must still decode correctly
+    loaded = torch.jit.load(path)
+    subs = dict(loaded.named_modules())
+    for (mpath, name), p in real.items():
+        setattr(subs[mpath], name, p)
+    verify(loaded)
+    return {"file": "step.pt", "cache": {"layers": layers, "kvHeads": heads, "headDim": head_dim},
+            "weights": "model.pt"}
