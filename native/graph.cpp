@@ -2,6 +2,7 @@
 // forward. Nodes are data (an op name, constant or referenced arguments, a site), so a graph
 // can come from anywhere without running anyone's code.
 #include "runtime.h"
+#include <ATen/CPUGeneratorImpl.h>
 
 namespace ts {
 namespace {
@@ -184,6 +185,17 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
     if (n.invoke >= 0 && n.invoke >= (int)tr.invokes.size())
       throw UserError(where + ": invoke " + std::to_string(n.invoke) + " does not exist in its trace");
     n.save = o.Get("save").ToBoolean();
+    auto stepsV = o.Get("steps");
+    if (!stepsV.IsUndefined() && !stepsV.IsNull()) {
+      auto sv = jsToIValue(stepsV, where);
+      if (!sv.isIntList() || sv.toIntVector().size() != 2)
+        throw UserError(where + ": 'steps' must be [begin, end] (end -1 for every step)");
+      auto v = sv.toIntVector();
+      if (v[0] < 0 || v[0] > (1 << 20) || v[1] < -1 || v[1] > (1 << 20) || (v[1] >= 0 && v[1] <= v[0]))
+        throw UserError(where + ": 'steps' must be [begin, end] with 0 <= begin < end, or end -1");
+      n.stepBegin = (int)v[0];
+      n.stepEnd = (int)v[1];
+    }
     auto siteV = o.Get("site");
     if (n.kind == NodeKind::Read || n.kind == NodeKind::Write) {
       if (!siteV.IsString()) throw UserError(where + ": needs a 'site'");
@@ -221,6 +233,7 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
 
 Interpreter::Interpreter(ModelState& m, Request& r) : m_(m), r_(r) {
   values_.resize(r.nodes.size());
+  steps_.resize(r.nodes.size());
   done_.assign(r.nodes.size(), 0);
   aliasEvent_.assign(r.nodes.size(), -1);
 }
@@ -441,79 +454,203 @@ void Interpreter::fire(int site, c10::IValue& x) {
   }
 }
 
+bool Interpreter::active(const Node& n, int step) const {
+  return step >= n.stepBegin && (n.stepEnd < 0 || step < n.stepEnd);
+}
+
+// One forward of trace `ti` at generation step `step` (0 for a plain trace): the nodes active
+// at that step run at their sites; returns the forward's output (None when stopped early).
+c10::IValue Interpreter::forwardStep(int ti, int step, torch::jit::Module& module, std::vector<c10::IValue> inputs) {
+  Trace& tr = r_.traces[ti];
+  trace_ = ti;
+  batch_ = inputs[0].toTensor().size(0);
+  if (r_.cancelled()) {
+    error = "aborted";
+    throw Cancelled();
+  }
+  std::fill(counts_.begin(), counts_.end(), 0);
+  std::fill(interest_.begin(), interest_.end(), 0);
+  pending_.clear();
+  remaining_ = 0;
+  for (int i = tr.begin; i < tr.end; ++i) {
+    Node& n = r_.nodes[i];
+    if (!active(n, step)) continue;
+    if (step > n.stepBegin) {  // a node of several steps runs anew at each
+      done_[i] = 0;
+      values_[i] = c10::IValue();
+      aliasEvent_[i] = -1;
+    }
+    pending_.push_back(i);
+    remaining_++;
+    if (n.site >= 0) interest_[n.site] = 1;
+  }
+  runReady(ti, false);  // nodes that need no site (ops on tensors passed in)
+  bool stopped = false;
+  stopped_ = false;
+  c10::IValue out;
+  if (remaining_ > 0 || !tr.stop) {
+    try {
+      out = module.forward(inputs);
+    } catch (const StopForward&) {
+      stopped = true;
+    } catch (const std::exception& e) {
+      if (!error.empty()) throw UserError(error);
+      if (stopped_) stopped = true;
+      else throw UserError("forward failed: " + errorMessage(e));
+    }
+    if (stopped_) stopped = true;
+  } else {
+    stopped = true;
+  }
+  runReady(ti, false);
+  for (int i : pending_) {
+    const Node& n = r_.nodes[i];
+    bool depsDone = true;
+    for (int d : n.deps) depsDone = depsDone && done_[d];
+    if (!depsDone) continue;  // an earlier node is the cause
+    if (n.site >= 0) {
+      int c = counts_[n.site];
+      std::string why = stopped ? "the trace stopped before it"
+                        : c == 0 ? "the module never ran (or its value was unused and pruned by the export)"
+                                 : "it fired " + std::to_string(c) + " time(s), call " + std::to_string(n.occ) + " does not exist";
+      fail(n, "site '" + m_.siteNames[n.site] + "' never fired" + (step ? " at step " + std::to_string(step) : "") + ": " + why);
+    }
+    fail(n, "could not run");
+  }
+  for (int i = tr.begin; i < tr.end; ++i) {
+    const Node& n = r_.nodes[i];
+    if (active(n, step) && n.save && n.multiStep()) steps_[i].push_back(values_[i]);
+    // activations of this forward are plain tensors from now on
+    aliasEvent_[i] = -1;
+  }
+  return out;
+}
+
+static at::Tensor firstTensor(const c10::IValue& out) {
+  if (out.isTuple() && !out.toTupleRef().elements().empty() && out.toTupleRef().elements()[0].isTensor())
+    return out.toTupleRef().elements()[0].toTensor();
+  if (out.isTensor()) return out.toTensor();
+  return at::Tensor();
+}
+
+struct ContextScope {
+  ForwardContext ctx;
+  ForwardContext* prev;
+  ContextScope(ModelState& m, Interpreter* interp) : prev(currentForward()) {
+    ctx.model = &m;
+    ctx.interp = interp;
+    currentForward() = &ctx;  // also for applied modules outside the forward (their sites stay quiet)
+  }
+  ~ContextScope() { currentForward() = prev; }
+};
+
 void Interpreter::run() {
   counts_.assign(m_.siteNames.size(), 0);
   interest_.assign(m_.siteNames.size(), 0);
-  ForwardContext ctx;
-  ctx.model = &m_;
-  ctx.interp = this;
-  struct Restore {
-    ForwardContext* prev;
-    ~Restore() { currentForward() = prev; }
-  } restore{currentForward()};
+  ContextScope scope(m_, this);
   for (size_t ti = 0; ti < r_.traces.size(); ++ti) {
     Trace& tr = r_.traces[ti];
-    trace_ = (int)ti;
-    batch_ = tr.ids.size(0);
-    if (r_.cancelled()) {
-      error = "aborted";
-      throw Cancelled();
-    }
-    std::fill(counts_.begin(), counts_.end(), 0);
-    std::fill(interest_.begin(), interest_.end(), 0);
-    pending_.clear();
-    for (int i = tr.begin; i < tr.end; ++i) {
-      pending_.push_back(i);
-      if (r_.nodes[i].site >= 0) interest_[r_.nodes[i].site] = 1;
-    }
-    remaining_ = tr.end - tr.begin;
-    currentForward() = &ctx;  // also for applied modules outside the forward (their sites stay quiet)
-    runReady((int)ti, false);  // nodes that need no site (ops on tensors passed in)
-    bool stopped = false;
-    stopped_ = false;
-    if (remaining_ > 0 || !tr.stop) {
-      currentForward() = &ctx;
-      try {
-        auto dev = m_.device;
-        auto out = m_.module.forward({tr.ids.to(dev), tr.mask.to(dev), tr.pos.to(dev)});
-        if (out.isTuple() && !out.toTupleRef().elements().empty() && out.toTupleRef().elements()[0].isTensor())
-          logits = out.toTupleRef().elements()[0].toTensor();
-        else if (out.isTensor())
-          logits = out.toTensor();
-      } catch (const StopForward&) {
-        stopped = true;
-      } catch (const std::exception& e) {
-        if (!error.empty()) throw UserError(error);
-        if (stopped_) stopped = true;
-        else throw UserError("forward failed: " + errorMessage(e));
+    auto dev = m_.device;
+    logits = firstTensor(forwardStep((int)ti, 0, m_.module, {tr.ids.to(dev), tr.mask.to(dev), tr.pos.to(dev)}));
+  }
+}
+
+// ---- generation ---------------------------------------------------------------------------
+
+static at::Tensor sampleNext(const at::Tensor& last, const GenOptions& o, at::Generator& gen) {
+  at::Tensor l = last.to(at::kCPU, at::kFloat);
+  if (o.temperature <= 0) return l.argmax(-1);
+  l = l / o.temperature;
+  const double inf = std::numeric_limits<double>::infinity();
+  int64_t vocab = l.size(-1);
+  if (o.topK > 0 && o.topK < vocab) {
+    auto kth = std::get<0>(l.topk(o.topK, -1)).select(-1, o.topK - 1).unsqueeze(-1);
+    l = l.masked_fill(l < kth, -inf);
+  }
+  if (o.topP > 0 && o.topP < 1) {
+    auto sorted = l.sort(-1, true);
+    auto values = std::get<0>(sorted), index = std::get<1>(sorted);
+    auto probs = values.softmax(-1);
+    auto before = probs.cumsum(-1) - probs;  // mass of the tokens ranked above: keep while < p
+    values = values.masked_fill(before >= o.topP, -inf);
+    l = at::full_like(l, -inf).scatter(-1, index, values);
+  }
+  return at::multinomial(l.softmax(-1), 1, false, gen).squeeze(-1);
+}
+
+void Interpreter::generate(const GenOptions& o, const std::function<void(int, const std::vector<int64_t>&)>& onStep) {
+  counts_.assign(m_.siteNames.size(), 0);
+  interest_.assign(m_.siteNames.size(), 0);
+  ContextScope scope(m_, this);
+  Trace& tr = r_.traces[0];
+  auto dev = m_.device;
+  const int64_t B = tr.ids.size(0);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+  bool cache = o.useCache && m_.hasStep;
+  usedCache = cache;
+  at::Tensor ids = tr.ids.to(dev), mask = tr.mask.to(dev), pos = tr.pos.to(dev);
+  at::Tensor pastK, pastV;
+  if (cache) {
+    auto opts = at::TensorOptions().device(dev).dtype(m_.dtype);
+    pastK = at::zeros({m_.cacheLayers, B, m_.cacheHeads, 0, m_.cacheHeadDim}, opts);
+    pastV = at::zeros({m_.cacheLayers, B, m_.cacheHeads, 0, m_.cacheHeadDim}, opts);
+  }
+  at::Tensor cur = ids, curPos = pos;
+  std::vector<char> finished(B, 0);
+  tokens.assign(B, {});
+  for (int step = 0; step < o.maxNewTokens; ++step) {
+    if (r_.cancel && __atomic_load_n(r_.cancel, __ATOMIC_RELAXED) == 2) break;  // a stop string was seen
+    c10::IValue out = cache ? forwardStep(0, step, m_.step, {cur, mask, curPos, pastK, pastV})
+                            : forwardStep(0, step, m_.module, {cur, mask, curPos});
+    if (out.isNone()) throw UserError("generate: the forward stopped early (tracer.stop() has no meaning in generation)");
+    at::Tensor all = firstTensor(out);
+    if (step == 0) logits = all;
+    at::Tensor next = sampleNext(all.select(1, all.size(1) - 1), o, gen);  // [B] on the CPU
+    auto acc = next.accessor<int64_t, 1>();
+    std::vector<int64_t> emitted(B, -1);
+    bool allDone = true;
+    for (int64_t b = 0; b < B; ++b) {
+      if (finished[b]) {
+        next[b] = o.padId;
+        continue;
       }
-      if (stopped_) stopped = true;
+      int64_t t = acc[b];
+      tokens[b].push_back(t);
+      emitted[b] = t;
+      if (std::find(o.stopIds.begin(), o.stopIds.end(), t) != o.stopIds.end()) finished[b] = 1;
+      allDone = allDone && finished[b];
     }
-    runReady((int)ti, false);
-    for (int i : pending_) {
-      const Node& n = r_.nodes[i];
-      bool depsDone = true;
-      for (int d : n.deps) depsDone = depsDone && done_[d];
-      if (!depsDone) continue;  // an earlier node is the cause
-      const std::string& s = m_.siteNames[n.site >= 0 ? n.site : 0];
-      if (n.site >= 0) {
-        int c = counts_[n.site];
-        std::string why = stopped ? "the trace stopped before it"
-                          : c == 0 ? "the module never ran (or its value was unused and pruned by the export)"
-                                   : "it fired " + std::to_string(c) + " time(s), call " + std::to_string(n.occ) + " does not exist";
-        fail(n, "site '" + s + "' never fired: " + why);
-      }
-      fail(n, "could not run");
+    stepsRun = step + 1;
+    if (onStep) onStep(step, emitted);
+    if (allDone) break;
+    at::Tensor nextDev = next.to(dev).unsqueeze(1);
+    mask = at::cat({mask, at::ones({B, 1}, mask.options())}, 1);
+    at::Tensor newPos = (mask.sum(-1, true) - 1).clamp_min(0);
+    if (cache) {
+      const auto& el = out.toTupleRef().elements();
+      pastK = el.at(1).toTensor();
+      pastV = el.at(2).toTensor();
+      cur = nextDev;
+      curPos = newPos;
+    } else {
+      cur = at::cat({cur, nextDev}, 1);
+      curPos = (mask.cumsum(-1) - 1).clamp_min(0);
     }
-    // Activations of this trace are plain tensors from now on.
-    for (int i = tr.begin; i < tr.end; ++i) aliasEvent_[i] = -1;
   }
 }
 
 std::vector<std::pair<int, c10::IValue>> Interpreter::saved() const {
   std::vector<std::pair<int, c10::IValue>> out;
-  for (const auto& n : r_.nodes)
-    if (n.save && done_[n.id]) out.emplace_back(n.id, values_[n.id]);
+  for (const auto& n : r_.nodes) {
+    if (!n.save) continue;
+    if (n.multiStep()) {  // one value per step it ran at
+      c10::impl::GenericList l(c10::AnyType::get());
+      for (const auto& v : steps_[n.id]) l.push_back(v);
+      out.emplace_back(n.id, c10::IValue(l));
+    } else if (done_[n.id]) {
+      out.emplace_back(n.id, values_[n.id]);
+    }
+  }
   return out;
 }
 

@@ -60,10 +60,33 @@ static void collectSites(ModelState& s) {
   };
   for (const auto& mod : s.module.modules())
     for (const auto& method : mod.get_methods()) walk(method.graph()->block());
+  if (s.hasStep)
+    for (const auto& mod : s.step.modules())
+      for (const auto& method : mod.get_methods()) walk(method.graph()->block());
+}
+
+// Binds every parameter of `step` (placeholders in step.pt) to the tensor of the same path in
+// `main`, so the cache graph shares the model's weights instead of holding a copy.
+static void bindWeights(torch::jit::Module& step, const torch::jit::Module& main, const std::string& file) {
+  std::unordered_map<std::string, torch::jit::Module> mains;
+  for (const auto& nm : main.named_modules()) mains.emplace(nm.name, nm.value);
+  for (auto nm : step.named_modules()) {
+    auto it = mains.find(nm.name);
+    for (const auto& p : nm.value.named_parameters(/*recurse=*/false)) {
+      if (it == mains.end() || !it->second.hasattr(p.name) || !it->second.attr(p.name).isTensor())
+        throw UserError(file + ": parameter '" + (nm.name.empty() ? "" : nm.name + ".") + p.name +
+                        "' has no counterpart in model.pt (re-export both files together)");
+      auto w = it->second.attr(p.name).toTensor();
+      if (!w.sizes().equals(p.value.sizes()))
+        throw UserError(file + ": parameter '" + nm.name + "." + p.name + "' has shape " + shapeString(p.value.sizes()) +
+                        " but model.pt's is " + shapeString(w.sizes()));
+      nm.value.setattr(p.name, w);
+    }
+  }
 }
 
 std::shared_ptr<ModelState> loadModelState(const std::string& path, const std::string& device,
-                                           const std::string& dtype) {
+                                           const std::string& dtype, const std::string& stepPath) {
   auto s = std::make_shared<ModelState>();
   s->device = parseDevice(device);
   try {
@@ -83,8 +106,49 @@ std::shared_ptr<ModelState> loadModelState(const std::string& path, const std::s
       break;
     }
   }
+  if (!stepPath.empty()) {
+    try {
+      s->step = torch::jit::load(stepPath, s->device);
+    } catch (const std::exception& e) {
+      std::string msg = errorMessage(e);
+      throw UserError(stepPath + ": not a loadable TorchScript model (" + msg.substr(0, msg.find('\n')) + ")");
+    }
+    s->step.eval();
+    if (!dtype.empty()) s->step.to(s->dtype);
+    bindWeights(s->step, s->module, stepPath);
+    s->hasStep = true;
+  }
   collectSites(*s);
   return s;
+}
+
+static GenOptions parseGenOptions(const Napi::Object& o) {
+  GenOptions g;
+  auto num = [&](const char* k, double lo, double hi, double dflt) -> double {
+    auto v = o.Get(k);
+    if (v.IsUndefined() || v.IsNull()) return dflt;
+    if (!v.IsNumber()) throw UserError(std::string("generate: ") + k + " must be a number");
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= lo && d <= hi))
+      throw UserError(std::string("generate: ") + k + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(d));
+    return d;
+  };
+  g.maxNewTokens = (int)num("maxNewTokens", 0, 1 << 20, 20);
+  g.temperature = num("temperature", 0, 1e6, 0);
+  g.topK = (int64_t)num("topK", 0, 1e9, 0);
+  g.topP = num("topP", 0, 1, 1);
+  g.seed = (uint64_t)num("seed", 0, 9007199254740991.0, 0);
+  g.padId = (int64_t)num("padId", 0, 1e12, 0);
+  g.useCache = !o.Get("useCache").IsBoolean() || o.Get("useCache").As<Napi::Boolean>().Value();
+  auto stops = o.Get("stopIds");
+  if (stops.IsArray()) {
+    auto a = stops.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length() && i < 4096; ++i) {
+      if (!a.Get(i).IsNumber()) throw UserError("generate: stopIds must be token ids");
+      g.stopIds.push_back(a.Get(i).As<Napi::Number>().Int64Value());
+    }
+  }
+  return g;
 }
 
 // ---- the JS class ---------------------------------------------------------------------
@@ -94,7 +158,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod("sites", &ModelWrap::Sites), InstanceMethod("configure", &ModelWrap::Configure),
-                        InstanceMethod("run", &ModelWrap::Run), InstanceMethod("dispose", &ModelWrap::Dispose),
+                        InstanceMethod("run", &ModelWrap::Run), InstanceMethod("generate", &ModelWrap::Generate),
+                        InstanceMethod("dispose", &ModelWrap::Dispose),
+                        InstanceAccessor("hasCache", &ModelWrap::HasCache, nullptr),
                         InstanceAccessor("device", &ModelWrap::Device, nullptr),
                         InstanceAccessor("dtype", &ModelWrap::Dtype, nullptr)});
   }
@@ -129,6 +195,19 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       std::lock_guard<std::mutex> lock(s.mu);
       if (o.Get("vocabSize").IsNumber()) s.vocabSize = o.Get("vocabSize").As<Napi::Number>().Int64Value();
       if (o.Get("maxPositions").IsNumber()) s.maxPositions = o.Get("maxPositions").As<Napi::Number>().Int64Value();
+      auto cache = o.Get("cache");
+      if (cache.IsObject()) {
+        auto c = cache.As<Napi::Object>();
+        auto dim = [&](const char* k) -> int64_t {
+          auto v = c.Get(k);
+          if (!v.IsNumber() || v.As<Napi::Number>().Int64Value() < 1 || v.As<Napi::Number>().Int64Value() > (1 << 20))
+            throw UserError(std::string("configure: cache.") + k + " must be a positive integer");
+          return v.As<Napi::Number>().Int64Value();
+        };
+        s.cacheLayers = dim("layers");
+        s.cacheHeads = dim("kvHeads");
+        s.cacheHeadDim = dim("headDim");
+      }
       auto apply = o.Get("apply");
       if (apply.IsObject()) {
         auto ao = apply.As<Napi::Object>();
@@ -175,6 +254,37 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return reject(toJsError(env, e).Value());
     }
   }
+  // generate(request, options, onStep?): request as for run() with one trace (the prompt).
+  Napi::Value Generate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    try {
+      auto& s = state();
+      if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject())
+        throw UserError("generate(request, options, onStep?)");
+      Request req;
+      {
+        c10::InferenceMode guard;
+        req = parseRequest(info[0].As<Napi::Object>(), s);
+      }
+      if (req.traces.size() != 1) throw UserError("generate: the request must hold exactly one trace (the prompt)");
+      GenOptions o = parseGenOptions(info[1].As<Napi::Object>());
+      if (s.hasStep && (s.cacheLayers == 0)) o.useCache = false;
+      Napi::Function onStep;
+      if (info.Length() > 2 && info[2].IsFunction()) onStep = info[2].As<Napi::Function>();
+      return queueGenerate(env, state_, std::move(req), o, onStep, info[0]);
+    } catch (const Napi::Error& e) {
+      auto d = Napi::Promise::Deferred::New(env);
+      d.Reject(e.Value());
+      return d.Promise();
+    } catch (const std::exception& e) {
+      auto d = Napi::Promise::Deferred::New(env);
+      d.Reject(toJsError(env, e).Value());
+      return d.Promise();
+    }
+  }
+  Napi::Value HasCache(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value { return Napi::Boolean::New(info.Env(), state().hasStep); });
+  }
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     state_.reset();  // a running forward keeps its own reference until it ends
     return info.Env().Undefined();
@@ -197,9 +307,10 @@ Napi::Object newModelObject(Napi::Env env, std::shared_ptr<ModelState> s) {
 static Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsString())
-      throw UserError("loadModel(path: string, device: string, dtype: string)");
+      throw UserError("loadModel(path: string, device: string, dtype: string, stepPath?: string)");
+    std::string step = info.Length() > 3 && info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "";
     return queueLoad(info.Env(), info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::String>().Utf8Value(),
-                     info[2].As<Napi::String>().Utf8Value());
+                     info[2].As<Napi::String>().Utf8Value(), step);
   });
 }
 

@@ -21,6 +21,10 @@ struct ModelState {
   std::unordered_map<std::string, ApplyRule> applyRules;
   int64_t vocabSize = INT64_MAX;     // token ids are checked against these before the forward
   int64_t maxPositions = INT64_MAX;
+  // the key/value-cache step graph (step.pt), weights bound to module's; see export_step
+  bool hasStep = false;
+  torch::jit::Module step;
+  int64_t cacheLayers = 0, cacheHeads = 0, cacheHeadDim = 0;
   std::mutex mu;  // one forward at a time per model
   // The submodule at a dotted path; throws UserError when missing.
   torch::jit::Module submodule(const std::string& path) const;
@@ -49,6 +53,8 @@ struct Node {
   int trace = 0;
   std::string loc;
   bool save = false;
+  int stepBegin = 0, stepEnd = 1;  // generation steps it applies at; end -1: every step
+  bool multiStep() const { return stepEnd != stepBegin + 1; }
   std::vector<int> deps;  // referenced node ids
 };
 
@@ -66,7 +72,8 @@ struct Request {
   // Cancellation: an Int32Array on a SharedArrayBuffer that JS sets to 1 (AbortSignal).
   // Checked at every site, so a running forward stops at the next module.
   const int32_t* cancel = nullptr;
-  bool cancelled() const { return cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED) != 0; }
+  // 1: abort (throws at the next site); 2: stop generating after this step (a stop string was seen)
+  bool cancelled() const { return cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED) == 1; }
 };
 
 // Thrown when the request's cancel flag is set.
@@ -82,11 +89,28 @@ struct StopForward : std::exception {
   const char* what() const noexcept override { return "torchsight: forward stopped"; }
 };
 
+struct GenOptions {
+  int maxNewTokens = 20;
+  double temperature = 0;  // 0: greedy
+  int64_t topK = 0;
+  double topP = 1;
+  uint64_t seed = 0;
+  std::vector<int64_t> stopIds;  // eos and the caller's stop ids
+  int64_t padId = 0;
+  bool useCache = true;
+};
+
 // Runs a request: one forward per trace with the graph's nodes executed at their sites.
 class Interpreter {
  public:
   Interpreter(ModelState& m, Request& r);
   void run();  // on the worker thread, model lock held
+  // Generation from trace 0's prompt: one forward per step (the cache step graph when there
+  // is one), nodes running at the steps they are scoped to. onStep gets each step's tokens.
+  void generate(const GenOptions& o, const std::function<void(int, const std::vector<int64_t>&)>& onStep);
+  std::vector<std::vector<int64_t>> tokens;  // generated, per row
+  int stepsRun = 0;
+  bool usedCache = false;
   // Called by the hook op.
   void fire(int site, c10::IValue& x);
   std::vector<std::pair<int, c10::IValue>> saved() const;
@@ -96,6 +120,8 @@ class Interpreter {
 
  private:
   void runReady(int traceIndex, bool inForward);
+  bool active(const Node& n, int step) const;
+  c10::IValue forwardStep(int ti, int step, torch::jit::Module& module, std::vector<c10::IValue> inputs);
   c10::IValue resolve(const Arg& a) const;
   void exec(Node& n, c10::IValue* live);
   [[noreturn]] void fail(const Node& n, const std::string& msg);
@@ -104,6 +130,7 @@ class Interpreter {
   ModelState& m_;
   Request& r_;
   std::vector<c10::IValue> values_;
+  std::vector<std::vector<c10::IValue>> steps_;  // per-step values of nodes saved over several steps
   std::vector<char> done_;
   std::vector<int64_t> aliasEvent_;  // event during which the aliased activation was live; -1 none
   std::vector<int> counts_;          // calls of each site in this forward

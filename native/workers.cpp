@@ -49,13 +49,13 @@ class Worker : public Napi::AsyncWorker {
 
 class LoadWorker : public Worker {
  public:
-  LoadWorker(Napi::Env env, std::string path, std::string device, std::string dtype)
-      : Worker(env), path_(std::move(path)), device_(std::move(device)), dtype_(std::move(dtype)) {}
-  void work() override { state_ = loadModelState(path_, device_, dtype_); }
+  LoadWorker(Napi::Env env, std::string path, std::string device, std::string dtype, std::string step)
+      : Worker(env), path_(std::move(path)), device_(std::move(device)), dtype_(std::move(dtype)), step_(std::move(step)) {}
+  void work() override { state_ = loadModelState(path_, device_, dtype_, step_); }
   Napi::Value result(Napi::Env env) override { return newModelObject(env, std::move(state_)); }
 
  private:
-  std::string path_, device_, dtype_;
+  std::string path_, device_, dtype_, step_;
   std::shared_ptr<ModelState> state_;
 };
 
@@ -105,10 +105,94 @@ class RunWorker : public Worker {
   Napi::ObjectReference keep_;
 };
 
+// Generation: the whole loop runs here; each step's tokens go to JS through a thread-safe
+// function (streaming, stop strings) without waiting for it.
+class GenWorker : public Worker {
+ public:
+  GenWorker(Napi::Env env, std::shared_ptr<ModelState> m, Request r, GenOptions o, Napi::Function onStep, Napi::Value keep)
+      : Worker(env), m_(std::move(m)), req_(std::move(r)), o_(std::move(o)) {
+    if (keep.IsObject()) keep_ = Napi::Persistent(keep.As<Napi::Object>());
+    if (!onStep.IsEmpty()) {
+      tsfn_ = Napi::ThreadSafeFunction::New(env, onStep, "torchsight-generate", 0, 1);
+      hasTsfn_ = true;
+    }
+  }
+  ~GenWorker() override {
+    if (hasTsfn_) tsfn_.Release();
+  }
+  void work() override {
+    std::lock_guard<std::mutex> lock(m_->mu);
+    c10::InferenceMode guard;
+    Interpreter interp(*m_, req_);
+    auto emit = [this](int step, const std::vector<int64_t>& toks) {
+      if (!hasTsfn_) return;
+      auto* data = new std::pair<int, std::vector<int64_t>>(step, toks);
+      auto st = tsfn_.NonBlockingCall(data, [](Napi::Env env, Napi::Function cb, std::pair<int, std::vector<int64_t>>* d) {
+        auto arr = Napi::Array::New(env, d->second.size());
+        for (size_t i = 0; i < d->second.size(); ++i) arr.Set((uint32_t)i, Napi::Number::New(env, (double)d->second[i]));
+        int step = d->first;
+        delete d;
+        cb.Call({arr, Napi::Number::New(env, step)});
+      });
+      if (st != napi_ok) delete data;
+    };
+    interp.generate(o_, emit);
+    saved_ = interp.saved();
+    tokens_ = interp.tokens;
+    logits_ = interp.logits;
+    steps_ = interp.stepsRun;
+    usedCache_ = interp.usedCache;
+  }
+  Napi::Value result(Napi::Env env) override {
+    auto out = Napi::Object::New(env);
+    auto saved = Napi::Array::New(env, saved_.size());
+    for (size_t i = 0; i < saved_.size(); ++i) {
+      auto pair = Napi::Array::New(env, 2);
+      pair.Set(0u, Napi::Number::New(env, saved_[i].first));
+      pair.Set(1u, ivalueToJs(env, saved_[i].second));
+      saved.Set((uint32_t)i, pair);
+    }
+    out.Set("saved", saved);
+    auto toks = Napi::Array::New(env, tokens_.size());
+    for (size_t b = 0; b < tokens_.size(); ++b) {
+      auto row = Napi::Array::New(env, tokens_[b].size());
+      for (size_t i = 0; i < tokens_[b].size(); ++i) row.Set((uint32_t)i, Napi::Number::New(env, (double)tokens_[b][i]));
+      toks.Set((uint32_t)b, row);
+    }
+    out.Set("tokens", toks);
+    out.Set("steps", steps_);
+    out.Set("usedCache", usedCache_);
+    saved_.clear();
+    req_ = Request();
+    return out;
+  }
+
+ private:
+  std::shared_ptr<ModelState> m_;
+  Request req_;
+  GenOptions o_;
+  Napi::ThreadSafeFunction tsfn_;
+  bool hasTsfn_ = false;
+  Napi::ObjectReference keep_;
+  std::vector<std::pair<int, c10::IValue>> saved_;
+  std::vector<std::vector<int64_t>> tokens_;
+  at::Tensor logits_;
+  int steps_ = 0;
+  bool usedCache_ = false;
+};
+
 }  // namespace
 
-Napi::Value queueLoad(Napi::Env env, std::string path, std::string device, std::string dtype) {
-  auto* w = new LoadWorker(env, std::move(path), std::move(device), std::move(dtype));
+Napi::Value queueGenerate(Napi::Env env, std::shared_ptr<ModelState> model, Request req, GenOptions o,
+                          Napi::Function onStep, Napi::Value keep) {
+  auto* w = new GenWorker(env, std::move(model), std::move(req), std::move(o), onStep, keep);
+  auto p = w->promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value queueLoad(Napi::Env env, std::string path, std::string device, std::string dtype, std::string stepPath) {
+  auto* w = new LoadWorker(env, std::move(path), std::move(device), std::move(dtype), std::move(stepPath));
   auto p = w->promise();
   w->Queue();
   return p;

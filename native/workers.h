@@ -3,8 +3,11 @@
 #include "runtime.h"
 
 namespace ts {
-std::shared_ptr<ModelState> loadModelState(const std::string& path, const std::string& device, const std::string& dtype);
+std::shared_ptr<ModelState> loadModelState(const std::string& path, const std::string& device, const std::string& dtype,
+                                           const std::string& stepPath);
 Napi::Object newModelObject(Napi::Env env, std::shared_ptr<ModelState> s);
-Napi::Value queueLoad(Napi::Env env, std::string path, std::string device, std::string dtype);
+Napi::Value queueLoad(Napi::Env env, std::string path, std::string device, std::string dtype, std::string stepPath);
+Napi::Value queueGenerate(Napi::Env env, std::shared_ptr<ModelState> model, Request req, GenOptions o,
+                          Napi::Function onStep, Napi::Value keep);
 Napi::Value queueRun(Napi::Env env, std::shared_ptr<ModelState> model, Request req, Napi::Value keep);
 }  // namespace ts

@@ -34,6 +34,8 @@ export interface Manifest {
   exportedWith?: Record<string, string>;
   modules: ModuleEntry[];
   sites: string[];
+  /** the key/value-cache step graph, when the export has one */
+  step?: { file: string; cache: { layers: number; kvHeads: number; headDim: number }; weights: string };
 }
 
 export function readManifest(dir: string): Manifest {

@@ -9,6 +9,7 @@ import { Graph, captureStack, userLocation } from './trace/graph.js';
 import { makeEnvoy, type Envoy } from './trace/envoy.js';
 import { markSaved, resolveSaved, substitute } from './trace/proxy.js';
 import { Tensor } from './tensor.js';
+import { GenerationScope, cutAtStop, normalizeStops, validateGenerateOptions, type GenerateOptions, type TokenEvent } from './generate.js';
 
 export interface LoadOptions {
   /** 'cpu' | 'cuda' | 'cuda:N'; default 'cuda' when available, else 'cpu' */
@@ -69,6 +70,7 @@ export class LanguageModel {
   #native: NativeModel | undefined;
   #tree: { root: ModuleNode; byPath: Map<string, ModuleNode> };
   #queue: Promise<unknown> = Promise.resolve();
+  #warnedNoCache = false;
 
   private constructor(dir: string, manifest: Manifest, tokenizer: Tokenizer, nativeModel: NativeModel) {
     this.dir = dir;
@@ -93,12 +95,14 @@ export class LanguageModel {
     const device = options.device ?? (addon.info().cudaAvailable ? 'cuda' : 'cpu');
     if (options.dtype !== undefined && !['float32', 'float16', 'bfloat16'].includes(options.dtype))
       throw new Error(`dtype must be 'float32', 'float16' or 'bfloat16', got '${String(options.dtype)}'`);
-    const nm = await addon.loadModel(modelFile, device, options.dtype ?? '');
+    const stepFile = manifest.step ? join(path, manifest.step.file) : '';
+    if (stepFile && !existsSync(stepFile)) throw new Error(`${stepFile}: not found (torchsight.json names it as the key/value-cache graph)`);
+    const nm = await addon.loadModel(modelFile, device, options.dtype ?? '', stepFile);
     const apply: Record<string, ApplyRule> = {};
     for (const m of manifest.modules) if (m.apply && m.apply.kind !== 'none') apply[m.path] = { kind: m.apply.kind, eps: m.apply.eps, fn: m.apply.fn };
     const cfg = (manifest.config ?? {}) as Record<string, unknown>;
     const maxPositions = Number(cfg.n_positions ?? cfg.max_position_embeddings ?? 0) || undefined;
-    nm.configure({ vocabSize: manifest.vocabSize, maxPositions, apply });
+    nm.configure({ vocabSize: manifest.vocabSize, maxPositions, apply, cache: manifest.step?.cache });
     return new LanguageModel(path, manifest, tokenizer, nm);
   }
 
@@ -211,6 +215,122 @@ export class LanguageModel {
     return { value: substitute(result), raw };
   }
 
+  /**
+   * Generates up to `maxNewTokens` tokens, greedy unless `temperature` > 0. `fn(m, gen)`
+   * records interventions: its body applies at step 0 (the prompt), `gen.all(fn)` at every
+   * step, `gen.iter([a, b], fn)` at steps a..b-1. Resolves to `{ tokens, text }` plus fn's
+   * return value with proxies replaced (values saved over several steps are arrays).
+   */
+  async generate<R extends object | void = void>(
+    input: TraceInput,
+    options: GenerateOptions = {},
+    fn?: (m: Envoy, gen: GenerationScope) => R,
+  ): Promise<GenerateResult & (R extends object ? Resolved<R> : object)> {
+    validateGenerateOptions(options);
+    const { signal } = options;
+    signal?.throwIfAborted();
+    const maxNewTokens = options.maxNewTokens ?? 20;
+    const nm = this.native;
+    const stops = normalizeStops(this, options.stop);
+    const graph = new Graph(this.padId);
+    const single = typeof input === 'string' || (Array.isArray(input) && input.every((x) => typeof x === 'number'));
+    const result = this.recordTrace(graph, input, (m) => (fn ? fn(m, new GenerationScope(graph, m, maxNewTokens)) : undefined));
+    const seg = graph.segments[0];
+    const longest = Math.max(...seg.rows.map((r) => r.ids.length));
+    const cfg = (this.manifest.config ?? {}) as Record<string, unknown>;
+    const maxPos = Number(cfg.n_positions ?? cfg.max_position_embeddings ?? 0);
+    if (maxPos && longest + maxNewTokens > maxPos)
+      throw new Error(`generate: the prompt (${longest} tokens) plus maxNewTokens (${maxNewTokens}) exceeds the model's ${maxPos} positions`);
+    const useCache = options.useCache ?? true;
+    if (useCache && !nm.hasCache && !this.#warnedNoCache) {
+      this.#warnedNoCache = true;
+      process.emitWarning(`${this.dir} has no key/value-cache graph (step.pt): generate() recomputes the whole sequence at every step, which is slower`, 'TorchsightWarning');
+    }
+    markSaved(result);
+    graph.sealed = true;
+    const cancel = new Int32Array(new SharedArrayBuffer(4)); // 1: abort, 2: stop (a stop string was seen)
+    const onAbort = () => Atomics.store(cancel, 0, 1);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const rows = seg.rows.length;
+    const sofar: number[][] = Array.from({ length: rows }, () => []);
+    const done = new Array<boolean>(rows).fill(false);
+    const onStep = (tokens: number[], step: number) => {
+      tokens.forEach((t, b) => t >= 0 && !done[b] && sofar[b].push(t));
+      const text = sofar.map((r) => this.tokenizer.decode(r));
+      if (stops.strings.length) {
+        text.forEach((t, b) => {
+          if (tokens[b] < 0 || stops.strings.some((s) => t.includes(s))) done[b] = true;
+        });
+        if (done.every(Boolean)) Atomics.compareExchange(cancel, 0, 0, 2);
+      }
+      options.onToken?.({ step, tokens, text });
+    };
+    const request = { traces: graph.wireTraces(), nodes: graph.nodes, cancel };
+    const genOptions = {
+      maxNewTokens,
+      temperature: options.temperature ?? 0,
+      topK: options.topK ?? 0,
+      topP: options.topP ?? 1,
+      seed: options.seed ?? Math.floor(Math.random() * 2 ** 32),
+      stopIds: stops.ids,
+      padId: this.padId,
+      useCache,
+    };
+    const needEvents = !!options.onToken || stops.strings.length > 0;
+    const run = this.#queue.then(() => {
+      signal?.throwIfAborted();
+      return nm.generate(request, genOptions, needEvents ? onStep : undefined);
+    });
+    this.#queue = run.catch(() => undefined);
+    let raw: Awaited<ReturnType<NativeModel['generate']>>;
+    try {
+      raw = await run;
+    } catch (e) {
+      if (signal?.aborted) throw signal.reason;
+      const err = new Error(graph.explain((e as Error).message));
+      (err as Error & { code?: string }).code = (e as Error & { code?: string }).code;
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+    resolveSaved(graph, raw.saved);
+    const tokens = raw.tokens.map((r) => cutAtStop(this, r, stops.strings));
+    const text = tokens.map((r) => this.tokenizer.decode(r));
+    const extra = (substitute(result) ?? {}) as object;
+    return {
+      ...extra,
+      tokens: single ? tokens[0] : tokens,
+      text: single ? text[0] : text,
+      steps: raw.steps,
+      usedCache: raw.usedCache,
+    } as GenerateResult & (R extends object ? Resolved<R> : object);
+  }
+
+  /** generate() as an async iterator of token events; `result` resolves like generate(). */
+  stream<R extends object | void = void>(input: TraceInput, options: GenerateOptions = {}, fn?: (m: Envoy, gen: GenerationScope) => R) {
+    const queue: TokenEvent[] = [];
+    let wake: (() => void) | undefined;
+    let finished = false;
+    let failure: unknown;
+    const result = this.generate(input, { ...options, onToken: (e) => { queue.push(e); options.onToken?.(e); wake?.(); } }, fn);
+    // token events may arrive after the promise settles: end once the last step's event is in
+    let expected = Infinity;
+    result.then((r) => { expected = r.steps; finished = true; wake?.(); }, (e) => { failure = e; finished = true; wake?.(); });
+    let seen = 0;
+    const iterator = async function* (): AsyncGenerator<TokenEvent> {
+      for (;;) {
+        while (queue.length) {
+          seen++;
+          yield queue.shift()!;
+        }
+        if (finished && (failure !== undefined || seen >= expected)) break;
+        await new Promise<void>((r) => (wake = r));
+      }
+      if (failure !== undefined) throw failure;
+    };
+    return Object.assign(iterator(), { result });
+  }
+
   /** @internal a plain forward (no interventions): logits and, optionally, the sites that fired */
   async forwardRaw(input: TraceInput, options: TraceOptions = {}): Promise<{ logits: Tensor; fired?: string[] }> {
     const graph = new Graph(this.padId);
@@ -236,6 +356,17 @@ export class LanguageModel {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
+}
+
+export interface GenerateResult {
+  /** the generated token ids (an array per row for a batch) */
+  tokens: any;
+  /** the generated text (an array per row for a batch) */
+  text: any;
+  /** forward passes run */
+  steps: number;
+  /** whether the key/value cache was used */
+  usedCache: boolean;
 }
 
 /** fn's return type with proxies replaced by Tensors. */

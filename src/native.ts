@@ -41,6 +41,7 @@ export interface WireNode {
   invoke?: number;
   loc?: string;
   save?: boolean;
+  steps?: [number, number];
 }
 
 export interface RunResult {
@@ -53,8 +54,14 @@ export interface NativeModel {
   readonly device: string;
   readonly dtype: string;
   sites(): string[];
-  configure(options: { vocabSize?: number; maxPositions?: number; apply?: Record<string, ApplyRule> }): void;
+  configure(options: { vocabSize?: number; maxPositions?: number; apply?: Record<string, ApplyRule>; cache?: { layers: number; kvHeads: number; headDim: number } }): void;
   run(request: { traces: WireTrace[]; nodes: WireNode[]; recordSites?: boolean; cancel?: Int32Array }): Promise<RunResult>;
+  readonly hasCache: boolean;
+  generate(
+    request: { traces: WireTrace[]; nodes: WireNode[]; cancel?: Int32Array },
+    options: { maxNewTokens: number; temperature: number; topK: number; topP: number; seed: number; stopIds: number[]; padId: number; useCache: boolean },
+    onStep?: (tokens: number[], step: number) => void,
+  ): Promise<{ saved: [number, unknown][]; tokens: number[][]; steps: number; usedCache: boolean }>;
   dispose(): void;
 }
 
@@ -63,7 +70,7 @@ export interface NativeAddon {
   tensorFrom(data: ArrayBufferView, shape: number[], dtype: string, device: string): NativeTensor;
   op(name: string, args: unknown[]): unknown;
   opNames(): string[];
-  loadModel(path: string, device: string, dtype: string): Promise<NativeModel>;
+  loadModel(path: string, device: string, dtype: string, stepPath?: string): Promise<NativeModel>;
   info(): { torch: string; cudaAvailable: boolean; cudaDevices: number; threads: number; interopThreads: number; parallelInfo: string };
   setNumThreads(n: number): number;
 }

@@ -45,6 +45,8 @@ export class Graph {
   readonly stacks: { stack?: string }[] = [];
   readonly segments: TraceSegment[] = [];
   sealed = false;
+  /** generation steps the nodes being recorded apply at ([begin, end), end -1: every step) */
+  steps: [number, number] | undefined;
   values = new Map<number, unknown>();
   /** every proxy recorded, so saved ones get their value after the run */
   readonly proxies: { id: number; resolve(v: unknown): void }[] = [];
@@ -77,6 +79,7 @@ export class Graph {
     if (extra.site !== undefined) node.site = extra.site;
     if (extra.occ) node.occ = extra.occ;
     if (extra.invoke !== undefined) node.invoke = extra.invoke;
+    if (this.steps) node.steps = this.steps;
     this.nodes.push(node);
     this.stacks.push(captureStack());
     return id;
