@@ -1,7 +1,7 @@
 // A child process of the benchmark: 20 plain forwards or 20 traces, then its peak RSS in KB.
-import { LanguageModel, Tensor, setNumThreads } from '../src/index.js';
-import { native } from '../src/native.js';
-import { makeBatch } from '../src/inputs.js';
+import { LanguageModel, Tensor, setNumThreads } from '../dist/index.js';
+import { native } from '../dist/native.js';
+import { makeBatch } from '../dist/inputs.js';
 import { join } from 'node:path';
 
 const [dir, mode, tokens, threads] = process.argv.slice(2);

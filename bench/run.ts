@@ -6,14 +6,16 @@ import { existsSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { LanguageModel, Tensor, setNumThreads, runtimeInfo } from '../src/index.js';
-import { native, type NativeModel, type WireTrace } from '../src/native.js';
-import { makeBatch } from '../src/inputs.js';
-import { Graph } from '../src/trace/graph.js';
+import { LanguageModel, Tensor, setNumThreads, runtimeInfo } from '../dist/index.js';
+import { native, type NativeModel, type WireTrace } from '../dist/native.js';
+import { makeBatch } from '../dist/inputs.js';
+import { Graph } from '../dist/trace/graph.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const PY = process.env.TORCHSIGHT_PYTHON ?? '/usr/bin/python3';
-const THREADS = Number(process.env.BENCH_THREADS ?? cpus().length);
+// torch intra-op threads; OpenBLAS keeps its default (all cores). On the 2-core machine here
+// torch=1 with BLAS=2 was fastest (124M: 61 ms vs 66 ms with torch=2; tiny: 0.99 vs 1.36 ms).
+const THREADS = Number(process.env.BENCH_THREADS ?? 1);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
 const QUICK = !!process.env.BENCH_QUICK;
 
@@ -103,9 +105,43 @@ async function benchModel(name: keyof typeof MODELS) {
   // peak memory of a trace vs a plain forward, each in its own process
   const mem = (mode: string) => Number(sh(process.execPath, ['--import', 'tsx', 'bench/mem.ts', spec.dir, mode, String(spec.tokens), String(THREADS)]).trim());
   const peak = { plainKB: mem('plain'), traceKB: mem('trace12') };
+  // generation: tokens per second with and without the cache, and steered vs plain
+  const genPrompt = ids.slice(0, 8);
+  const newTokens = name === 'tiny' ? 48 : 24;
+  const steerVec = Tensor.from(Array.from({ length: d }, (_, i) => Math.sin(i) * 0.05));
+  const genFns = {
+    cached: () => model.generate(genPrompt, { maxNewTokens: newTokens, stop: [] }),
+    uncached: () => model.generate(genPrompt, { maxNewTokens: newTokens, useCache: false }),
+    steered: () =>
+      model.generate(genPrompt, { maxNewTokens: newTokens }, (m, gen) => {
+        gen.all((m) => {
+          m.transformer.h[6].output[0].add_(steerVec);
+        });
+      }),
+  };
+  const genSamples: Record<string, number[]> = { cached: [], uncached: [], steered: [] };
+  const genIters = name === 'tiny' ? 3 : 1;
+  for (const f of Object.values(genFns)) await f();
+  for (let r = 0; r < Math.min(ROUNDS, 5); r++)
+    for (const [k, f] of Object.entries(genFns)) {
+      for (let i = 0; i < genIters; i++) {
+        const t0 = performance.now();
+        const out = await f();
+        const dt = performance.now() - t0;
+        genSamples[k].push((out.tokens as number[]).length / (dt / 1000));
+      }
+    }
+  const tps = Object.fromEntries(Object.entries(genSamples).map(([k, v]) => [k, median(v)]));
   await model.dispose();
   plain.dispose();
   return {
+    generation: {
+      prompt_tokens: genPrompt.length,
+      new_tokens: newTokens,
+      tokens_per_second: tps,
+      cache_speedup: tps.cached / tps.uncached,
+      steered_over_plain_time_ratio: tps.cached / tps.steered,
+    },
     model: spec.what,
     tokens: spec.tokens,
     samples: Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, v.length])),
@@ -137,6 +173,8 @@ async function main() {
     per_trace_overhead_us: { value: tiny.per_trace_overhead_us, target: '<= 50', model: tiny.model },
     vs_python_eager_ratio: { value: big.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: big.model },
     vs_python_eager_ratio_tiny: { value: tiny.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: tiny.model },
+    generation_steered_ratio: { value: big.generation.steered_over_plain_time_ratio, target: '<= 1.05 (steered / plain time per token)', model: big.model },
+    generation_tokens_per_second: { cached: big.generation.tokens_per_second.cached, uncached: big.generation.tokens_per_second.uncached, model: big.model },
   };
   const out = {
     date: new Date().toISOString(),
@@ -174,6 +212,13 @@ does: a promise, an AsyncWorker, the TorchScript forward, and results back as Te
 | per_trace_overhead_us (tiny model: trace with 12 saves - plain forward) | ${f(out.per_trace_overhead_us.value, 1)} | <= 50 | ${pass(out.per_trace_overhead_us.value, 50)} |
 | vs_python_eager_ratio (ours / eager PyTorch hooks, same intervention; 124M shape) | ${f(out.vs_python_eager_ratio.value)} | <= 1.0 | ${pass(out.vs_python_eager_ratio.value, 1)} |
 | vs_python_eager_ratio on the tiny model | ${f(out.vs_python_eager_ratio_tiny.value)} | <= 1.0 | ${pass(out.vs_python_eager_ratio_tiny.value, 1)} |
+| generation: steered / plain time per token (a vector added at every step; key/value cache) | ${f(out.generation_steered_ratio.value)} | <= 1.05 | ${pass(out.generation_steered_ratio.value, 1.05)} |
+
+Generation, tokens per second (greedy, ${Object.values(results)[0].generation.prompt_tokens}-token prompt; median over rounds):
+
+| model | new tokens | with the cache | without (full recompute) | cache speed-up | steered, with the cache |
+| --- | --- | --- | --- | --- | --- |
+${Object.entries(results).map(([k, r]) => `| ${k} | ${r.generation.new_tokens} | ${f(r.generation.tokens_per_second.cached, 1)} | ${f(r.generation.tokens_per_second.uncached, 1)} | x${f(r.generation.cache_speedup, 2)} | ${f(r.generation.tokens_per_second.steered, 1)} |`).join('\n')}
 
 Medians in milliseconds (record = the JS side of a trace alone, in microseconds; peak RSS of a
 process doing 20 plain forwards / 20 traces, in MB):

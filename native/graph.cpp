@@ -9,13 +9,26 @@ namespace {
 
 constexpr size_t kMaxNodes = 1 << 20;
 
+// Property names created once per request: Get("name") makes a new JS string every call.
+struct Keys {
+  Napi::String loc, op, id, args, invoke, save, steps, site, occ, ref;
+  explicit Keys(Napi::Env env)
+      : loc(Napi::String::New(env, "loc")), op(Napi::String::New(env, "op")), id(Napi::String::New(env, "id")),
+        args(Napi::String::New(env, "args")), invoke(Napi::String::New(env, "invoke")), save(Napi::String::New(env, "save")),
+        steps(Napi::String::New(env, "steps")), site(Napi::String::New(env, "site")), occ(Napi::String::New(env, "occ")),
+        ref(Napi::String::New(env, "ref")) {}
+};
+thread_local const Keys* tlKeys = nullptr;
+
+
 std::string nodeWhere(int id, const std::string& op, const std::string& loc) {
   return "node " + std::to_string(id) + " (" + (op.empty() ? "?" : op) + (loc.empty() ? "" : " at " + loc) + ")";
 }
 
 // Reads an integer property; absent -> dflt.
-int64_t intProp(const Napi::Object& o, const char* key, int64_t dflt, int64_t lo, int64_t hi, const std::string& where) {
-  auto v = o.Get(key);
+int64_t intProp(const Napi::Object& o, const Napi::Value& keyValue, const char* key, int64_t dflt, int64_t lo, int64_t hi,
+                const std::string& where) {
+  auto v = o.Get(keyValue);
   if (v.IsUndefined() || v.IsNull()) return dflt;
   if (!v.IsNumber()) throw UserError(where + ": '" + key + "' must be an integer");
   double d = v.As<Napi::Number>().DoubleValue();
@@ -46,7 +59,7 @@ Arg parseArg(const Napi::Value& v, int nodeId, std::vector<int>& deps, const std
   }
   if (v.IsObject() && !asTensor(v)) {
     auto o = v.As<Napi::Object>();
-    auto r = o.Get("ref");
+    auto r = tlKeys ? o.Get(tlKeys->ref) : o.Get("ref");
     if (!r.IsNumber()) throw UserError(where + ": an object argument must be a Tensor or {ref: nodeId}");
     double d = r.As<Napi::Number>().DoubleValue();
     if (d != std::floor(d) || d < 0 || d >= nodeId)
@@ -77,6 +90,11 @@ at::Tensor int64Input(const Napi::Object& t, const char* key, int64_t batch, int
 
 Request parseRequest(const Napi::Object& req, const ModelState& model) {
   Request r;
+  Keys keys(req.Env());
+  struct KeysScope {
+    KeysScope(const Keys* k) { tlKeys = k; }
+    ~KeysScope() { tlKeys = nullptr; }
+  } keysScope(&keys);
   r.recordSites = req.Get("recordSites").ToBoolean();
   auto cancel = req.Get("cancel");
   if (!cancel.IsUndefined() && !cancel.IsNull()) {
@@ -105,8 +123,8 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
     if (!tv.IsObject()) throw UserError(where + ": must be an object");
     auto t = tv.As<Napi::Object>();
     Trace tr;
-    int64_t batch = intProp(t, "batch", -1, 1, 1 << 16, where);
-    int64_t seq = intProp(t, "seq", -1, 1, 1 << 20, where);
+    int64_t batch = intProp(t, Napi::String::New(t.Env(), "batch"), "batch", -1, 1, 1 << 16, where);
+    int64_t seq = intProp(t, Napi::String::New(t.Env(), "seq"), "seq", -1, 1, 1 << 20, where);
     if (batch < 0 || seq < 0) throw UserError(where + ": 'batch' and 'seq' are required");
     if (batch * seq > (int64_t)1 << 26) throw UserError(where + ": input too large");
     tr.ids = int64Input(t, "ids", batch, seq, where);
@@ -138,8 +156,8 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
         next += c.toInt();
       }
     }
-    tr.begin = (int)intProp(t, "begin", -1, 0, kMaxNodes, where);
-    tr.end = (int)intProp(t, "end", -1, 0, kMaxNodes, where);
+    tr.begin = (int)intProp(t, Napi::String::New(t.Env(), "begin"), "begin", -1, 0, kMaxNodes, where);
+    tr.end = (int)intProp(t, Napi::String::New(t.Env(), "end"), "end", -1, 0, kMaxNodes, where);
     if (tr.begin != expectBegin || tr.end < tr.begin || tr.end > (int)nodes.Length())
       throw UserError(where + ": node range [" + std::to_string(tr.begin) + ", " + std::to_string(tr.end) +
                       ") must follow the previous trace's and lie within the graph");
@@ -158,20 +176,20 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
     auto nv = nodes.Get(i);
     if (!nv.IsObject() || nv.IsArray()) throw UserError(nodeWhere((int)i, "", "") + ": must be an object");
     auto o = nv.As<Napi::Object>();
-    auto locV = o.Get("loc");
+    auto locV = o.Get(keys.loc);
     if (locV.IsString()) n.loc = locV.As<Napi::String>().Utf8Value().substr(0, 1024);
-    auto opV = o.Get("op");
+    auto opV = o.Get(keys.op);
     if (!opV.IsString()) throw UserError(nodeWhere((int)i, "", n.loc) + ": 'op' must be a string");
     n.op = opV.As<Napi::String>().Utf8Value();
     std::string where = nodeWhere((int)i, n.op.substr(0, 64), n.loc);
-    n.id = (int)intProp(o, "id", -1, 0, kMaxNodes, where);
+    n.id = (int)intProp(o, keys.id, "id", -1, 0, kMaxNodes, where);
     if (n.id != (int)i) throw UserError(where + ": ids must be 0, 1, 2, ... in order");
     if (n.op == "read") n.kind = NodeKind::Read;
     else if (n.op == "write") n.kind = NodeKind::Write;
     else if (n.op == "apply") n.kind = NodeKind::Apply;
     else if ((n.def = findOp(n.op))) n.kind = NodeKind::Op;
     else throw UserError(where + ": unknown op");
-    auto argsV = o.Get("args");
+    auto argsV = o.Get(keys.args);
     if (!argsV.IsUndefined()) {
       if (!argsV.IsArray()) throw UserError(where + ": 'args' must be an array");
       auto aa = argsV.As<Napi::Array>();
@@ -180,12 +198,12 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
     }
     for (int d : n.deps)
       if (r.nodes[d].trace > n.trace) throw UserError(where + ": refers to a node of a later trace");
-    n.invoke = (int)intProp(o, "invoke", -1, -1, 4096, where);
+    n.invoke = (int)intProp(o, keys.invoke, "invoke", -1, -1, 4096, where);
     const Trace& tr = r.traces[n.trace];
     if (n.invoke >= 0 && n.invoke >= (int)tr.invokes.size())
       throw UserError(where + ": invoke " + std::to_string(n.invoke) + " does not exist in its trace");
-    n.save = o.Get("save").ToBoolean();
-    auto stepsV = o.Get("steps");
+    n.save = o.Get(keys.save).ToBoolean();
+    auto stepsV = o.Get(keys.steps);
     if (!stepsV.IsUndefined() && !stepsV.IsNull()) {
       auto sv = jsToIValue(stepsV, where);
       if (!sv.isIntList() || sv.toIntVector().size() != 2)
@@ -196,14 +214,14 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
       n.stepBegin = (int)v[0];
       n.stepEnd = (int)v[1];
     }
-    auto siteV = o.Get("site");
+    auto siteV = o.Get(keys.site);
     if (n.kind == NodeKind::Read || n.kind == NodeKind::Write) {
       if (!siteV.IsString()) throw UserError(where + ": needs a 'site'");
       auto s = siteV.As<Napi::String>().Utf8Value();
       auto it = model.siteIds.find(s);
       if (it == model.siteIds.end()) throw UserError(where + ": site '" + s.substr(0, 200) + "' does not exist in this model");
       n.site = it->second;
-      n.occ = (int)intProp(o, "occ", 0, 0, 1 << 20, where);
+      n.occ = (int)intProp(o, keys.occ, "occ", 0, 0, 1 << 20, where);
       if (n.kind == NodeKind::Read && !n.args.empty()) throw UserError(where + ": read takes no arguments");
       if (n.kind == NodeKind::Write && n.args.size() != 1) throw UserError(where + ": write takes one value");
     } else if (!siteV.IsUndefined() && !siteV.IsNull()) {

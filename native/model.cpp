@@ -21,9 +21,20 @@ static void hookOp(torch::jit::Stack& stack) {
   }
   c10::IValue site = std::move(stack.back());
   stack.pop_back();
-  const auto& ids = ctx->model->siteIds;
-  auto it = ids.find(site.toStringRef());
-  if (it != ids.end()) ctx->interp->fire(it->second, stack.back());
+  // Site names are graph constants: the same string object every call, so its address is a
+  // cheaper key than its text (one forward at a time per model: the cache needs no lock).
+  const std::string& name = site.toStringRef();
+  auto& byAddr = ctx->model->siteByAddress;
+  auto hit = byAddr.find(&name);
+  int id;
+  if (hit != byAddr.end()) {
+    id = hit->second;
+  } else {
+    auto it = ctx->model->siteIds.find(name);
+    id = it == ctx->model->siteIds.end() ? -1 : it->second;
+    if (byAddr.size() < 1u << 16) byAddr.emplace(&name, id);
+  }
+  if (id >= 0) ctx->interp->fire(id, stack.back());
 }
 
 static torch::jit::RegisterOperators registerHook({torch::jit::Operator(

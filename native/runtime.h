@@ -18,6 +18,7 @@ struct ModelState {
   c10::ScalarType dtype = at::kFloat;
   std::unordered_map<std::string, int> siteIds;  // interned at load
   std::vector<std::string> siteNames;
+  std::unordered_map<const std::string*, int> siteByAddress;  // hook op's cache, filled as sites fire
   std::unordered_map<std::string, ApplyRule> applyRules;
   int64_t vocabSize = INT64_MAX;     // token ids are checked against these before the forward
   int64_t maxPositions = INT64_MAX;

@@ -148,8 +148,12 @@ export class LanguageModel {
    */
   async trace<R>(input: TraceInput | ((tracer: Tracer) => R), fn?: ((m: Envoy, tracer: Tracer) => R) | TraceOptions, options: TraceOptions = {}): Promise<Resolved<R>> {
     if (typeof input === 'function' && fn && typeof fn === 'object') options = fn;
-    const graph = new Graph(this.padId);
-    const result = this.recordTrace(graph, input, typeof fn === 'function' ? fn : undefined);
+    const record = (capture?: boolean) => {
+      const g = new Graph(this.padId, capture);
+      return { g, result: this.recordTrace(g, input, typeof fn === 'function' ? fn : undefined) };
+    };
+    const { g: graph, result } = record();
+    graph.rerecord = () => record(true).g;
     return (await this.submit(graph, result, options)).value as Resolved<R>;
   }
 
@@ -157,6 +161,11 @@ export class LanguageModel {
   async session<R>(fn: (s: Session) => R, options: TraceOptions = {}): Promise<Resolved<R>> {
     if (typeof fn !== 'function') throw new Error('model.session(fn): fn must be a function');
     const graph = new Graph(this.padId);
+    graph.rerecord = () => {
+      const g = new Graph(this.padId, true);
+      fn(new Session(this, g));
+      return g;
+    };
     const result = fn(new Session(this, graph));
     if (result instanceof Promise) throw new Error('model.session(fn): fn must record synchronously (no async/await inside)');
     if (graph.segments.length === 0) throw new Error('model.session(fn): the session recorded no trace (call s.trace inside it)');
@@ -232,9 +241,13 @@ export class LanguageModel {
     const maxNewTokens = options.maxNewTokens ?? 20;
     const nm = this.native;
     const stops = normalizeStops(this, options.stop);
-    const graph = new Graph(this.padId);
     const single = typeof input === 'string' || (Array.isArray(input) && input.every((x) => typeof x === 'number'));
-    const result = this.recordTrace(graph, input, (m) => (fn ? fn(m, new GenerationScope(graph, m, maxNewTokens)) : undefined));
+    const record = (capture?: boolean) => {
+      const g = new Graph(this.padId, capture);
+      return { g, result: this.recordTrace(g, input, (m) => (fn ? fn(m, new GenerationScope(g, m, maxNewTokens)) : undefined)) };
+    };
+    const { g: graph, result } = record();
+    graph.rerecord = () => record(true).g;
     const seg = graph.segments[0];
     const longest = Math.max(...seg.rows.map((r) => r.ids.length));
     const cfg = (this.manifest.config ?? {}) as Record<string, unknown>;
