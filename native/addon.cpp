@@ -1,6 +1,7 @@
 // Module entry: registers the classes and the process-wide functions.
 #include "common.h"
 #include <torch/version.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 
 namespace ts {
 
@@ -28,6 +29,12 @@ static Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new AddonData());
+  // TORCHSIGHT_JIT_PROFILING=0 runs TorchScript with the simple executor (no profiling runs).
+  const char* prof = std::getenv("TORCHSIGHT_JIT_PROFILING");
+  if (prof && std::string(prof) == "0") {
+    torch::jit::getProfilingMode() = false;
+    torch::jit::getExecutorMode() = false;
+  }
   initTensor(env, exports);
   initModel(env, exports);
   exports.Set("info", Napi::Function::New(env, Info));

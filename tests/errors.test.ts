@@ -145,3 +145,26 @@ describe('trace errors', () => {
     await expect(nm.run(null as never)).rejects.toThrow(/run\(request\)/);
   });
 });
+
+describe('out of memory', () => {
+  it('an allocation no machine can make fails cleanly, eagerly and inside the forward at layer 5', async () => {
+    // [2^23, 1] x [1, 2^23] needs 2^46 floats (256 TB): more than the address space, refused at once
+    const n = 2 ** 23;
+    const a = Tensor.from(new Float32Array(n), { shape: [n, 1] });
+    const b = Tensor.from(new Float32Array(n), { shape: [1, n] });
+    expect(() => a.matmul(b)).toThrow(/matmul: .*(alloc|memory)/i);
+    const model = await LanguageModel.load(MODELS.gpt2, { device: 'cpu' });
+    const ids = model.tokenizer.encode('The Eiffel Tower');
+    const before = await model.trace(ids, (m) => m.output.logits);
+    await expect(
+      model.trace(ids, (m) => {
+        const h = m.transformer.h[5].output[0];
+        const column = h.index('0, 0, 0:1').mul(0).add(a); // [2^23, 1], computed when layer 5 runs
+        h.index(':, -1').add_(column.matmul(b).sum());
+      }),
+    ).rejects.toThrow(/(alloc|memory)/i);
+    const after = await model.trace(ids, (m) => m.output.logits);
+    expect(Array.from(after.data() as Float32Array)).toEqual(Array.from(before.data() as Float32Array));
+    await model.dispose();
+  });
+});
