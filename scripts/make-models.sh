@@ -6,7 +6,7 @@ PY="${TORCHSIGHT_PYTHON:-/usr/bin/python3}"
 export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p models
 for arch in gpt2 llama; do
-  if [ ! -f "models/$arch/torchsight.json" ] || [ -n "${FORCE:-}" ]; then
+  if [ ! -f "models/$arch/torchsight.json" ] || [ ! -f "models/$arch/step.pt" ] || [ -n "${FORCE:-}" ]; then
     "$PY" -m torchsight_export.examples --arch "$arch" --out "models/$arch"
   fi
 done

@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url';
 const pythonDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'python');
 const usage = `usage:
   torchsight export <hf-model-id-or-path> <outdir> [--dtype float32|float16|bfloat16] [--example-text TEXT]
-  torchsight info
+  torchsight doctor                 libtorch, CUDA, the addon, BLAS and threads
+  torchsight inspect <model-dir> [text]   the module tree with the shapes of one forward
 environment: TORCHSIGHT_PYTHON picks the Python (default: python3)`;
 
 async function main(argv: string[]): Promise<number> {
@@ -29,10 +30,23 @@ async function main(argv: string[]): Promise<number> {
     }
     return r.status ?? 1;
   }
-  if (cmd === 'info') {
-    const { runtimeInfo } = await import('./index.js');
-    const info = runtimeInfo();
-    console.log(`libtorch ${info.torch}; CUDA ${info.cudaAvailable ? `available (${info.cudaDevices} device(s))` : 'not available'}; threads ${info.threads}`);
+  if (cmd === 'doctor' || cmd === 'info') {
+    try {
+      const { doctor, formatDoctor } = await import('./doctor.js');
+      console.log(formatDoctor(doctor()));
+      return 0;
+    } catch (e) {
+      console.error(`torchsight doctor: ${(e as Error).message}`);
+      return 1;
+    }
+  }
+  if (cmd === 'inspect') {
+    if (!rest[0]) {
+      console.error(usage);
+      return 2;
+    }
+    const { inspect } = await import('./doctor.js');
+    console.log(await inspect(rest[0], rest.slice(1).join(' ') || undefined));
     return 0;
   }
   console.error(usage);

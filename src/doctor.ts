@@ -1,0 +1,99 @@
+// `torchsight doctor` and `torchsight inspect`: what the runtime found, and a model's module
+// tree with the shapes of one example forward.
+import { readFileSync } from 'node:fs';
+import { LanguageModel } from './model.js';
+import { native } from './native.js';
+import type { ModuleEntry, Struct } from './manifest.js';
+import { Graph } from './trace/graph.js';
+
+export interface DoctorReport {
+  addon: string;
+  libtorch: string;
+  cuda: { available: boolean; devices: number };
+  blas: string;
+  threads: { torch: number; interop: number; openblasEnv?: string; ompEnv?: string };
+  node: string;
+}
+
+/** The BLAS library mapped into this process (Linux): OpenBLAS, MKL, or the slow reference BLAS. */
+function blasInUse(): string {
+  try {
+    const maps = readFileSync('/proc/self/maps', 'utf8');
+    const libs = new Set(maps.split('\n').map((l) => l.split(/\s+/)[5]).filter((p) => p && /blas|mkl|lapack/i.test(p)));
+    const names = [...libs].map((p) => p.split('/').pop()!);
+    if (names.some((n) => /openblas/i.test(n))) return `OpenBLAS (${[...libs].find((p) => /openblas/i.test(p))})`;
+    if (names.some((n) => /mkl/i.test(n))) return 'MKL';
+    if (names.some((n) => /^libblas/.test(n))) return `reference BLAS (${[...libs].join(', ')}): slow; install libopenblas0-pthread`;
+    return names.length ? names.join(', ') : 'none mapped yet';
+  } catch {
+    return 'unknown (no /proc/self/maps)';
+  }
+}
+
+export function doctor(): DoctorReport {
+  const addon = native();
+  const info = addon.info();
+  return {
+    addon: 'loaded',
+    libtorch: info.torch,
+    cuda: { available: info.cudaAvailable, devices: info.cudaDevices },
+    blas: blasInUse(),
+    threads: { torch: info.threads, interop: info.interopThreads, openblasEnv: process.env.OPENBLAS_NUM_THREADS, ompEnv: process.env.OMP_NUM_THREADS },
+    node: process.version,
+  };
+}
+
+export function formatDoctor(r: DoctorReport): string {
+  return [
+    `addon      ${r.addon}`,
+    `libtorch   ${r.libtorch}`,
+    `CUDA       ${r.cuda.available ? `available, ${r.cuda.devices} device(s)` : 'not available (CPU only)'}`,
+    `BLAS       ${r.blas}`,
+    `threads    torch intra-op ${r.threads.torch}, inter-op ${r.threads.interop}; OPENBLAS_NUM_THREADS=${r.threads.openblasEnv ?? '(unset)'}, OMP_NUM_THREADS=${r.threads.ompEnv ?? '(unset)'}`,
+    `node       ${r.node}`,
+  ].join('\n');
+}
+
+/** The module tree with each module's output shapes from one forward of `text`. */
+export async function inspect(dir: string, text = 'The Eiffel Tower is in the city of', options: { device?: string } = {}): Promise<string> {
+  const model = await LanguageModel.load(dir, { device: options.device ?? 'cpu' });
+  try {
+    const graph = new Graph(model.padId);
+    graph.beginTrace();
+    const seg = graph.current;
+    const ids = model.tokenizer.encode(text);
+    seg.rows.push({ ids, mask: ids.map(() => 1) });
+    seg.invokes.push([0, 1]);
+    const reads = new Map<string, number>();
+    const leaves = (s: Struct | null | undefined, out: string[] = []): string[] => {
+      if (s?.kind === 'tensor' && s.site && !s.pruned) out.push(s.site);
+      if (s?.kind === 'tuple') s.items.forEach((x) => leaves(x, out));
+      return out;
+    };
+    for (const m of model.manifest.modules)
+      for (const site of leaves(m.output)) {
+        const r = graph.add('read', [], { site, invoke: 0 });
+        const shape = graph.add('shape', [{ ref: r }], { invoke: 0 });
+        graph.nodes[shape].save = true;
+        reads.set(site, shape);
+      }
+    graph.endTrace();
+    const raw = await model.native.run({ traces: graph.wireTraces(), nodes: graph.nodes });
+    const shapes = new Map(raw.saved.map(([id, v]) => [id, v as number[]]));
+    const describe = (s: Struct | null | undefined): string => {
+      if (!s) return 'never runs';
+      if (s.kind === 'tensor') return s.site && reads.has(s.site) ? `[${shapes.get(reads.get(s.site)!)?.join(', ')}]` : s.pruned ? '(pruned)' : 'tensor';
+      if (s.kind === 'tuple') return `(${s.items.map(describe).join(', ')})`;
+      return s.kind === 'none' ? 'None' : s.type ?? s.kind;
+    };
+    const lines = [`${model.manifest.architecture} from ${dir}: ${ids.length} tokens of ${JSON.stringify(text)}`];
+    for (const m of model.manifest.modules as ModuleEntry[]) {
+      const depth = m.path === '' ? 0 : m.path.split('.').length;
+      const name = m.path === '' ? '(model)' : m.path.slice(m.path.lastIndexOf('.') + 1);
+      lines.push(`${'  '.repeat(depth)}${name}: ${m.type} -> ${describe(m.output)}`);
+    }
+    return lines.join('\n');
+  } finally {
+    await model.dispose();
+  }
+}
