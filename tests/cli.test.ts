@@ -32,8 +32,12 @@ def walk(o):
     if isinstance(o, torch.Tensor): return list(o.shape)
     if isinstance(o, tuple): return [walk(x) for x in o]
     return None
+def record(n):
+    def hook(mod, i, o):
+        shapes.setdefault(n, walk(o))  # returns None: the output stays as it is
+    return hook
 for n, m in model.named_modules():
-    m.register_forward_hook(lambda mod, i, o, n=n: shapes.setdefault(n, walk(o)))
+    m.register_forward_hook(record(n))
 model(*batch_inputs([tokenizer.encode(${JSON.stringify(text)})]))
 result = shapes`);
     const lines = out.split('\n');
