@@ -234,7 +234,7 @@ Models: tiny = ${results.tiny?.model}; gpt2_124m = ${results.gpt2_124m?.model ??
 the same native entry. Python eager runs the eager \`nn.Module\` (Debian's python3, torch 1.13, the
 same OpenBLAS and thread count) under \`torch.inference_mode()\`, with forward hooks that save the 12
 block outputs and add the same vector in place at block 6's last position.
-`;
+${readFileSync(join(ROOT, 'bench', 'notes.md'), 'utf8')}`;
 }
 
 await main();
