@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libtorch-dev python3-torch libopenblas0-pthread cmake g++ make ccache)
+APT_PACKAGES=(libtorch-dev python3-torch libopenblas0-pthread cmake g++ make ccache chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
