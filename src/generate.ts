@@ -1,7 +1,7 @@
 // Generation with interventions at every step: the loop runs natively (one forward a step, the
 // key/value-cache graph when the export has one); gen.all / gen.iter scope nodes to steps.
 import type { LanguageModel } from './model.js';
-import type { Envoy } from './trace/envoy.js';
+import type { EnvoyOf } from './trace/types.js';
 import type { Graph } from './trace/graph.js';
 
 export interface GenerateOptions {
@@ -32,16 +32,16 @@ export interface TokenEvent {
 }
 
 /** The second argument of generate's callback: scopes interventions to steps. */
-export class GenerationScope {
+export class GenerationScope<T = unknown> {
   /** @internal */
   constructor(
     private readonly graph: Graph,
-    private readonly m: Envoy,
+    private readonly m: EnvoyOf<T>,
     private readonly maxNewTokens: number,
   ) {}
 
   /** Records `fn` once; its interventions apply at every step. Saved values become arrays (one per step). */
-  all(fn: (m: Envoy) => unknown): void {
+  all(fn: (m: EnvoyOf<T>) => unknown): void {
     this.scoped([0, -1], () => fn(this.m));
   }
 
@@ -49,7 +49,7 @@ export class GenerationScope {
    * Records `fn` once per step of `range` ([begin, end), or one step), each with that step's
    * number: `gen.iter([0, 3], (m, step) => ...)` applies at steps 0, 1 and 2.
    */
-  iter(range: number | [number, number], fn: (m: Envoy, step: number) => unknown): unknown[] {
+  iter(range: number | [number, number], fn: (m: EnvoyOf<T>, step: number) => unknown): unknown[] {
     const [begin, end] = typeof range === 'number' ? [range, range + 1] : range;
     if (!Number.isInteger(begin) || begin < 0 || !(end > begin))
       throw new Error(`gen.iter: range must be a step or [begin, end) with 0 <= begin < end, got ${JSON.stringify(range)}`);

@@ -5,6 +5,7 @@ export { Tensor, type Dtype, type FromOptions, type NestedArray } from './tensor
 export { Tokenizer } from './tokenizer.js';
 export { TraceProxy } from './trace/proxy.js';
 export type { Envoy } from './trace/envoy.js';
+export type { EnvoyOf, ModuleEnvoy, ListEnvoy, TupleValue, ValueOf, WriteOf, ApplyOf, ModuleDesc, ValueDesc, TensorWrite } from './trace/types.js';
 export type { TraceInput } from './inputs.js';
 export type { Manifest, ModuleEntry, Struct } from './manifest.js';
 export { parseIndex, type IndexSpec } from './indexspec.js';

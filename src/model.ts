@@ -7,7 +7,8 @@ import { Tokenizer } from './tokenizer.js';
 import { toRows, type TraceInput } from './inputs.js';
 import { Graph, captureStack, userLocation } from './trace/graph.js';
 import { makeEnvoy, type Envoy } from './trace/envoy.js';
-import { markSaved, resolveSaved, substitute } from './trace/proxy.js';
+import type { EnvoyOf } from './trace/types.js';
+import { markSaved, materialize, resolveSaved, substitute } from './trace/proxy.js';
 import { Tensor } from './tensor.js';
 import { GenerationScope, cutAtStop, normalizeStops, validateGenerateOptions, type GenerateOptions, type TokenEvent } from './generate.js';
 
@@ -26,15 +27,15 @@ export interface TraceOptions {
 }
 
 /** Given to trace callbacks: adds invokes, stops the forward early. */
-export class Tracer {
+export class Tracer<T = unknown> {
   /** @internal */
   constructor(
-    private readonly model: LanguageModel,
+    private readonly model: LanguageModel<T>,
     private readonly graph: Graph,
   ) {}
 
   /** Adds `input` as rows of this forward's batch; `fn` sees only those rows. Returns fn's result. */
-  invoke<R>(input: TraceInput, fn: (m: Envoy) => R): R {
+  invoke<R>(input: TraceInput, fn: (m: EnvoyOf<T>) => R): R {
     const seg = this.graph.current;
     const rows = toRows(input, this.model.tokenizer, this.model.manifest.vocabSize);
     const index = seg.invokes.length;
@@ -51,19 +52,23 @@ export class Tracer {
 }
 
 /** Given to session callbacks: each trace runs in order inside one request. */
-export class Session {
+export class Session<T = unknown> {
   /** @internal */
   constructor(
-    private readonly model: LanguageModel,
+    private readonly model: LanguageModel<T>,
     private readonly graph: Graph,
   ) {}
 
-  trace<R>(input: TraceInput | ((tracer: Tracer) => R), fn?: (m: Envoy, tracer: Tracer) => R): R {
-    return this.model.recordTrace(this.graph, input, fn);
+  trace<R>(input: TraceInput | ((tracer: Tracer<T>) => R), fn?: (m: EnvoyOf<T>, tracer: Tracer<T>) => R): R {
+    return this.model.recordTrace<R>(this.graph, input, fn);
   }
 }
 
-export class LanguageModel {
+/**
+ * A loaded model. `T` describes its module tree (the exporter's model.d.ts) and types the envoys
+ * of trace callbacks: `LanguageModel.load<GPT2LMHeadModel>(dir)`. Without it envoys are `any`.
+ */
+export class LanguageModel<T = unknown> {
   readonly dir: string;
   readonly manifest: Manifest;
   readonly tokenizer: Tokenizer;
@@ -81,7 +86,7 @@ export class LanguageModel {
   }
 
   /** Loads a model folder written by the exporter (model.pt, tokenizer.json, torchsight.json). */
-  static async load(dir: string, options: LoadOptions = {}): Promise<LanguageModel> {
+  static async load<T = unknown>(dir: string, options: LoadOptions = {}): Promise<LanguageModel<T>> {
     if (typeof dir !== 'string') throw new Error('LanguageModel.load(dir): dir must be a string');
     const path = resolve(dir);
     if (!existsSync(path) || !statSync(path).isDirectory()) throw new Error(`${path}: no such model folder`);
@@ -103,7 +108,7 @@ export class LanguageModel {
     const cfg = (manifest.config ?? {}) as Record<string, unknown>;
     const maxPositions = Number(cfg.n_positions ?? cfg.max_position_embeddings ?? 0) || undefined;
     nm.configure({ vocabSize: manifest.vocabSize, maxPositions, apply, cache: manifest.step?.cache });
-    return new LanguageModel(path, manifest, tokenizer, nm);
+    return new LanguageModel<T>(path, manifest, tokenizer, nm);
   }
 
   get device(): string {
@@ -146,7 +151,7 @@ export class LanguageModel {
    * inside the forward. Resolves to fn's return value with proxies replaced by Tensors.
    * Also `trace((tracer) => { tracer.invoke(a, fn); tracer.invoke(b, fn2) })` for several invokes.
    */
-  async trace<R>(input: TraceInput | ((tracer: Tracer) => R), fn?: ((m: Envoy, tracer: Tracer) => R) | TraceOptions, options: TraceOptions = {}): Promise<Resolved<R>> {
+  async trace<R>(input: TraceInput | ((tracer: Tracer<T>) => R), fn?: ((m: EnvoyOf<T>, tracer: Tracer<T>) => R) | TraceOptions, options: TraceOptions = {}): Promise<Resolved<R>> {
     if (typeof input === 'function' && fn && typeof fn === 'object') options = fn;
     const record = (capture?: boolean) => {
       const g = new Graph(this.padId, capture);
@@ -158,7 +163,7 @@ export class LanguageModel {
   }
 
   /** Several traces as one request: proxies flow from one trace to the next natively. */
-  async session<R>(fn: (s: Session) => R, options: TraceOptions = {}): Promise<Resolved<R>> {
+  async session<R>(fn: (s: Session<T>) => R, options: TraceOptions = {}): Promise<Resolved<R>> {
     if (typeof fn !== 'function') throw new Error('model.session(fn): fn must be a function');
     const graph = new Graph(this.padId);
     graph.rerecord = () => {
@@ -173,12 +178,12 @@ export class LanguageModel {
   }
 
   /** @internal records one trace into `graph` */
-  recordTrace<R>(graph: Graph, input: TraceInput | ((tracer: Tracer) => R), fn?: (m: Envoy, tracer: Tracer) => R): R {
+  recordTrace<R>(graph: Graph, input: TraceInput | ((tracer: Tracer<T>) => R), fn?: (m: EnvoyOf<T>, tracer: Tracer<T>) => R): R {
     graph.beginTrace();
-    const tracer = new Tracer(this, graph);
+    const tracer = new Tracer<T>(this, graph);
     let result: R;
     try {
-      if (typeof input === 'function') result = (input as (t: Tracer) => R)(tracer);
+      if (typeof input === 'function') result = (input as (t: Tracer<T>) => R)(tracer);
       else {
         if (typeof fn !== 'function') throw new Error('model.trace(input, fn): fn must be a function');
         result = tracer.invoke(input, (m) => fn(m, tracer));
@@ -188,6 +193,7 @@ export class LanguageModel {
       if (e instanceof Error && !/ at \S+:\d+:\d+$/.test(e.message)) e.message += ` (at ${userLocation(e.stack)})`;
       throw e;
     }
+    materialize(result); // a returned tuple output reads its items now, inside this trace
     graph.endTrace();
     return result;
   }
@@ -233,7 +239,7 @@ export class LanguageModel {
   async generate<R extends object | void = void>(
     input: TraceInput,
     options: GenerateOptions = {},
-    fn?: (m: Envoy, gen: GenerationScope) => R,
+    fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R,
   ): Promise<GenerateResult & (R extends object ? Resolved<R> : object)> {
     validateGenerateOptions(options);
     const { signal } = options;
@@ -244,7 +250,7 @@ export class LanguageModel {
     const single = typeof input === 'string' || (Array.isArray(input) && input.every((x) => typeof x === 'number'));
     const record = (capture?: boolean) => {
       const g = new Graph(this.padId, capture);
-      return { g, result: this.recordTrace(g, input, (m) => (fn ? fn(m, new GenerationScope(g, m, maxNewTokens)) : undefined)) };
+      return { g, result: this.recordTrace(g, input, (m) => (fn ? fn(m, new GenerationScope<T>(g, m, maxNewTokens)) : undefined)) };
     };
     const { g: graph, result } = record();
     graph.rerecord = () => record(true).g;
@@ -320,7 +326,7 @@ export class LanguageModel {
   }
 
   /** generate() as an async iterator of token events; `result` resolves like generate(). */
-  stream<R extends object | void = void>(input: TraceInput, options: GenerateOptions = {}, fn?: (m: Envoy, gen: GenerationScope) => R) {
+  stream<R extends object | void = void>(input: TraceInput, options: GenerateOptions = {}, fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R) {
     const queue: TokenEvent[] = [];
     let wake: (() => void) | undefined;
     let finished = false;
@@ -385,7 +391,7 @@ export interface GenerateResult {
 /** fn's return type with proxies replaced by Tensors. */
 export type Resolved<T> = T extends { save(): unknown; graph: unknown }
   ? Tensor
-  : T extends Array<infer U>
+  : T extends ReadonlyArray<infer U>
     ? Resolved<U>[]
     : T extends object
       ? { [K in keyof T]: Resolved<T[K]> }

@@ -182,3 +182,17 @@ result = {'again': b(*acts['in'])[0], 'mlp': b.mlp(acts['ln2'])}`);
     expect(raw.logits).toBeUndefined();
   });
 });
+
+describe('returned tuple outputs', () => {
+  it('a whole tuple output returned without reading its items comes back as an array', async () => {
+    const r = await model.trace(ids, (m) => ({ block: m.transformer.h[2].output, attn: m.transformer.h[2].attn.output }));
+    expect(r.block.length).toBe(1);
+    expect((r.block[0] as Tensor).shape).toEqual([1, ids.length, 64]);
+    expect(r.attn[1]).toBeNull(); // the attention's second output is None in eager PyTorch too
+    const ref = oracle('gpt2', `acts = {}
+model.transformer.h[2].register_forward_hook(lambda mod, i, o: acts.__setitem__('b', o[0]))
+model(*batch_inputs([${py(ids)}]))
+result = acts['b']`);
+    expectClose(r.block[0] as Tensor, ref);
+  });
+});

@@ -424,6 +424,44 @@ def test_examples_cli():
     print(f"  examples CLI (small gpt2): {time.time() - t0:.1f}s")
 
 
+def test_model_dts():
+    # export_model writes model.d.ts: the module tree as TypeScript types (src/trace/types.ts reads them)
+    from torchsight_export.dts import dts_text
+    for arch, root, list_path, block in (("gpt2", "GPT2LMHeadModel", "h", "GPT2Block"),
+                                         ("llama", "LlamaForCausalLM", "layers", "LlamaDecoderLayer")):
+        d = model_dir(arch)
+        with open(os.path.join(d, "torchsight.json")) as f:
+            m = json.load(f)
+        with open(os.path.join(d, "model.d.ts")) as f:
+            text = f.read()
+        assert text == dts_text(m), arch
+        assert f"export interface {root} {{" in text, text[:400]
+        assert f"type: '{root}';" in text and "outputNames: ['logits'];" in text
+        layers = sum(1 for e in m["modules"] if e["type"] == block)
+        assert f"    {list_path}: ModuleList;" in text
+        assert f"  list: {block};\n  length: {layers};" in text, text
+        assert f"export interface {block} {{" in text and text.count(f"export interface {block} ") == 1
+        assert "    mlp: " in text and "lm_head: Linear;" in text
+        # every module class appears, and every named child
+        for e in m["modules"]:
+            assert f"type: '{e['type']}';" in text, e["type"]
+            name = e["path"].rsplit(".", 1)[-1]
+            if e["path"] and not name.isdigit():
+                assert f"    {name}: " in text, e["path"]
+    # lists whose children differ are tuples; odd names are quoted; None/pruned/other have words
+    t = lambda: {"kind": "tensor", "site": "s"}
+    mods = [{"path": "", "type": "Net", "inputs": [t()], "output": {"kind": "tuple", "items": [t(), {"kind": "none"}]}},
+            {"path": "seq", "type": "Sequential", "inputs": [t()], "output": t()},
+            {"path": "seq.0", "type": "Linear", "inputs": [t()], "output": t()},
+            {"path": "seq.1", "type": "ReLU", "inputs": [t()], "output": {"kind": "tensor", "site": "x", "pruned": True}},
+            {"path": "d", "type": "ModuleDict", "inputs": [], "output": None},
+            {"path": "d.a-b", "type": "any", "inputs": [{"kind": "other"}], "output": t()}]
+    text = dts_text({"architecture": "Net", "outputNames": ["logits"], "modules": mods})
+    assert "children: [Linear, ReLU];" in text and "output: ['tensor', 'none'];" in text
+    assert "output: 'pruned';" in text and "inputs: ['other'];" in text and "output: null;" in text
+    assert "'a-b': anyModule;" in text and "export interface anyModule {" in text
+
+
 def main():
     tests = [(k, v) for k, v in globals().items() if k.startswith("test_") and callable(v)]
     failed = 0

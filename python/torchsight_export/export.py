@@ -620,6 +620,8 @@ def export_model(model: torch.nn.Module, outdir: str, tokenizer=None, example_te
             manifest["step"] = export_step(model, outdir, example_ids, tdtype, pad_id)
         with open(os.path.join(outdir, "torchsight.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=1)
+        from .dts import write_dts  # the module tree as TypeScript types: LanguageModel.load<Arch>(dir)
+        write_dts(manifest, os.path.join(outdir, "model.d.ts"))
         return manifest
     finally:
         for h in handles:

@@ -99,6 +99,17 @@ proxyHooks.record = (op, args) => {
   return record(p.graph, p.invoke, op, args);
 };
 
+/**
+ * Touches every value in a returned value, so tuple views (which read their items on first
+ * access) record their reads while the trace is still open.
+ */
+export function materialize(v: unknown, seen = new Set<unknown>()): void {
+  if (v === null || typeof v !== 'object' || seen.has(v) || isProxy(v) || v instanceof Tensor) return;
+  seen.add(v);
+  if (Array.isArray(v)) return v.forEach((x) => materialize(x, seen));
+  if (Object.getPrototypeOf(v) === Object.prototype) Object.values(v).forEach((x) => materialize(x, seen));
+}
+
 /** Marks every proxy in a returned value as saved. */
 export function markSaved(v: unknown, seen = new Set<unknown>()): void {
   if (v === null || typeof v !== 'object' || seen.has(v)) return;
