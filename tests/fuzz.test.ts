@@ -10,7 +10,7 @@ import { native } from '../src/native.js';
 
 const ITERS = Number(process.env.FUZZ_ITERS ?? 1500);
 const SEED = Number(process.env.FUZZ_SEED ?? 20261125);
-const CASE_TIMEOUT_MS = 10_000;
+const CASE_TIMEOUT_MS = Number(process.env.FUZZ_CASE_TIMEOUT_MS ?? 10_000);
 
 function rng(seed: number) {
   let s = seed >>> 0 || 1;

@@ -72,7 +72,7 @@ describe('concurrency', () => {
       [0, 1, 2].map(
         () =>
           new Promise<number[][]>((resolve, reject) => {
-            const w = new Worker(code, { eval: true, workerData: { addon: join(ROOT, 'build/Release/torchsight.node'), model: MODELS.gpt2, ids } });
+            const w = new Worker(code, { eval: true, workerData: { addon: process.env.TORCHSIGHT_ADDON ?? join(ROOT, 'build/Release/torchsight.node'), model: MODELS.gpt2, ids } });
             w.once('message', (msg) => (msg.error ? reject(new Error(msg.error)) : resolve(msg)));
             w.once('error', reject);
           }),
