@@ -5,6 +5,18 @@
 namespace ts {
 namespace {
 
+// Saved values as [[nodeId, value], ...] (tensors become Tensor handles on their device).
+Napi::Array savedToJs(Napi::Env env, const std::vector<std::pair<int, c10::IValue>>& saved) {
+  auto arr = Napi::Array::New(env, saved.size());
+  for (size_t i = 0; i < saved.size(); ++i) {
+    auto pair = Napi::Array::New(env, 2);
+    pair.Set(0u, Napi::Number::New(env, saved[i].first));
+    pair.Set(1u, ivalueToJs(env, saved[i].second));
+    arr.Set((uint32_t)i, pair);
+  }
+  return arr;
+}
+
 class Worker : public Napi::AsyncWorker {
  public:
   explicit Worker(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
@@ -77,14 +89,7 @@ class RunWorker : public Worker {
   }
   Napi::Value result(Napi::Env env) override {
     auto out = Napi::Object::New(env);
-    auto saved = Napi::Array::New(env, saved_.size());
-    for (size_t i = 0; i < saved_.size(); ++i) {
-      auto pair = Napi::Array::New(env, 2);
-      pair.Set(0u, Napi::Number::New(env, saved_[i].first));
-      pair.Set(1u, ivalueToJs(env, saved_[i].second));
-      saved.Set((uint32_t)i, pair);
-    }
-    out.Set("saved", saved);
+    out.Set("saved", savedToJs(env, saved_));
     if (logits_.defined()) out.Set("logits", wrapTensor(env, logits_));
     if (req_.recordSites) {
       auto fired = Napi::Array::New(env, fired_.size());
@@ -145,14 +150,7 @@ class GenWorker : public Worker {
   }
   Napi::Value result(Napi::Env env) override {
     auto out = Napi::Object::New(env);
-    auto saved = Napi::Array::New(env, saved_.size());
-    for (size_t i = 0; i < saved_.size(); ++i) {
-      auto pair = Napi::Array::New(env, 2);
-      pair.Set(0u, Napi::Number::New(env, saved_[i].first));
-      pair.Set(1u, ivalueToJs(env, saved_[i].second));
-      saved.Set((uint32_t)i, pair);
-    }
-    out.Set("saved", saved);
+    out.Set("saved", savedToJs(env, saved_));
     auto toks = Napi::Array::New(env, tokens_.size());
     for (size_t b = 0; b < tokens_.size(); ++b) {
       auto row = Napi::Array::New(env, tokens_[b].size());

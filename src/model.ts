@@ -198,26 +198,21 @@ export class LanguageModel<T = unknown> {
     return result;
   }
 
-  /** @internal sends a recorded graph and maps the results back */
-  async submit(graph: Graph, result: unknown, options: TraceOptions): Promise<{ value: unknown; raw: RunResult }> {
-    const { signal } = options;
-    signal?.throwIfAborted();
-    markSaved(result);
-    graph.sealed = true;
-    // the native side polls this flag at every hook site
-    const cancel = signal ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
-    const onAbort = () => Atomics.store(cancel!, 0, 1);
+  /**
+   * Runs native work after the model's earlier requests (one forward at a time per model):
+   * an aborted signal rejects with its reason (and sets the native cancel flag), and native
+   * errors get the user's source locations.
+   */
+  async #enqueue<T>(graph: Graph, signal: AbortSignal | undefined, cancel: Int32Array | undefined, start: () => Promise<T>): Promise<T> {
+    const onAbort = () => cancel && Atomics.store(cancel, 0, 1);
     signal?.addEventListener('abort', onAbort, { once: true });
-    const request = { traces: graph.wireTraces(), nodes: graph.nodes, recordSites: !!options.recordSites, cancel };
-    const nm = this.native;
     const run = this.#queue.then(() => {
       signal?.throwIfAborted();
-      return nm.run(request);
+      return start();
     });
     this.#queue = run.catch(() => undefined);
-    let raw: RunResult;
     try {
-      raw = await run;
+      return await run;
     } catch (e) {
       if (signal?.aborted) throw signal.reason;
       const err = new Error(graph.explain((e as Error).message));
@@ -226,6 +221,19 @@ export class LanguageModel<T = unknown> {
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
+  }
+
+  /** @internal sends a recorded graph and maps the results back */
+  async submit(graph: Graph, result: unknown, options: TraceOptions): Promise<{ value: unknown; raw: RunResult }> {
+    const { signal } = options;
+    signal?.throwIfAborted();
+    markSaved(result);
+    graph.sealed = true;
+    // the native side polls this flag at every hook site
+    const cancel = signal ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
+    const request = { traces: graph.wireTraces(), nodes: graph.nodes, recordSites: !!options.recordSites, cancel };
+    const nm = this.native;
+    const raw: RunResult = await this.#enqueue(graph, signal, cancel, () => nm.run(request));
     resolveSaved(graph, raw.saved);
     return { value: substitute(result), raw };
   }
@@ -268,8 +276,6 @@ export class LanguageModel<T = unknown> {
     markSaved(result);
     graph.sealed = true;
     const cancel = new Int32Array(new SharedArrayBuffer(4)); // 1: abort, 2: stop (a stop string was seen)
-    const onAbort = () => Atomics.store(cancel, 0, 1);
-    signal?.addEventListener('abort', onAbort, { once: true });
     const rows = seg.rows.length;
     const sofar: number[][] = Array.from({ length: rows }, () => []);
     const done = new Array<boolean>(rows).fill(false);
@@ -296,22 +302,7 @@ export class LanguageModel<T = unknown> {
       useCache,
     };
     const needEvents = !!options.onToken || stops.strings.length > 0;
-    const run = this.#queue.then(() => {
-      signal?.throwIfAborted();
-      return nm.generate(request, genOptions, needEvents ? onStep : undefined);
-    });
-    this.#queue = run.catch(() => undefined);
-    let raw: Awaited<ReturnType<NativeModel['generate']>>;
-    try {
-      raw = await run;
-    } catch (e) {
-      if (signal?.aborted) throw signal.reason;
-      const err = new Error(graph.explain((e as Error).message));
-      (err as Error & { code?: string }).code = (e as Error & { code?: string }).code;
-      throw err;
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
-    }
+    const raw = await this.#enqueue(graph, signal, cancel, () => nm.generate(request, genOptions, needEvents ? onStep : undefined));
     resolveSaved(graph, raw.saved);
     const tokens = raw.tokens.map((r) => cutAtStop(this, r, stops.strings));
     const text = tokens.map((r) => this.tokenizer.decode(r));
