@@ -16,12 +16,20 @@ export interface OracleTensor {
   data: (number | string)[];
 }
 
-/** The oracle's environment: never a sanitizer preloaded for the addon under test. */
-function oracleEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, PYTHONPATH: join(ROOT, 'python') };
+/**
+ * The environment of a child process (python3, Chromium): never the sanitizer that
+ * `npm run test:asan` preloads for the addon under test.
+ */
+export function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
   delete env.LD_PRELOAD;
   delete env.ASAN_OPTIONS;
+  delete env.LSAN_OPTIONS;
   return env;
+}
+
+function oracleEnv(): NodeJS.ProcessEnv {
+  return childEnv({ PYTHONPATH: join(ROOT, 'python') });
 }
 
 /**

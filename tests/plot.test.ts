@@ -3,6 +3,7 @@
 // pixels, read back with the small PNG decoder below).
 import { describe, expect, it, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
+import { childEnv } from './helpers.js';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -442,15 +443,6 @@ describe('rendered in headless Chromium', () => {
   });
 
   /** Renders `svg` as an HTML page in a W x H window and decodes the screenshot. */
-  // Chromium never runs under the sanitizer preloaded for the addon (npm run test:asan)
-  function browserEnv(): NodeJS.ProcessEnv {
-    const env = { ...process.env };
-    delete env.LD_PRELOAD;
-    delete env.ASAN_OPTIONS;
-    delete env.LSAN_OPTIONS;
-    return env;
-  }
-
   function render(name: string, svg: string, W: number, H: number): Png {
     if (!existsSync(CHROMIUM))
       throw new Error(`headless Chromium not found at ${CHROMIUM}: run \`npm run setup\` (it installs the Debian package chromium), or set CHROMIUM to a Chromium binary`);
@@ -476,7 +468,7 @@ describe('rendered in headless Chromium', () => {
         `--window-size=${W},${H}`,
         pathToFileURL(page).href,
       ],
-      { encoding: 'utf8', timeout: 30_000, env: browserEnv() },
+      { encoding: 'utf8', timeout: 30_000, env: childEnv() },
     );
     if (r.error || !existsSync(shot))
       throw new Error(`chromium did not write a screenshot (status ${r.status}${r.error ? `, ${r.error.message}` : ''}):\n${(r.stderr ?? '').slice(-2000)}`);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Tensor } from '../src/index.js';
-import { MODELS, PYTHON, ROOT } from './helpers.js';
+import { MODELS, PYTHON, ROOT, childEnv } from './helpers.js';
 import { run } from './fixtures/typed/ok.js';
 
 const FIXTURES = join(ROOT, 'tests', 'fixtures', 'typed');
@@ -19,7 +19,7 @@ let diagnostics: Map<string, string[]>;
 /** Writes model.d.ts for `manifest` into `dir` with the exporter's write_dts. */
 function writeDts(manifest: string, out: string, name: string): void {
   const code = 'import json, sys\nfrom torchsight_export.dts import write_dts\nwrite_dts(json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3])';
-  const r = spawnSync(PYTHON, ['-c', code, manifest, out, name], { env: { ...process.env, PYTHONPATH: join(ROOT, 'python') }, encoding: 'utf8' });
+  const r = spawnSync(PYTHON, ['-c', code, manifest, out, name], { env: childEnv({ PYTHONPATH: join(ROOT, 'python') }), encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`write_dts failed:\n${r.stdout}\n${r.stderr}`);
 }
 
