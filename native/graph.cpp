@@ -423,7 +423,8 @@ void Interpreter::exec(Node& n, c10::IValue* live) {
   remaining_--;
 }
 
-void Interpreter::runReady(int ti, bool) {
+// Runs every pending node that needs no site and whose inputs are ready.
+void Interpreter::runReady() {
   std::vector<int> still;
   for (int i : pending_) {
     Node& n = r_.nodes[i];
@@ -433,7 +434,6 @@ void Interpreter::runReady(int ti, bool) {
     else still.push_back(i);
   }
   pending_.swap(still);
-  (void)ti;
 }
 
 void Interpreter::fire(int site, c10::IValue& x) {
@@ -502,7 +502,7 @@ c10::IValue Interpreter::forwardStep(int ti, int step, torch::jit::Module& modul
     remaining_++;
     if (n.site >= 0) interest_[n.site] = 1;
   }
-  runReady(ti, false);  // nodes that need no site (ops on tensors passed in)
+  runReady();  // nodes that need no site (ops on tensors passed in)
   bool stopped = false;
   stopped_ = false;
   c10::IValue out;
@@ -520,7 +520,7 @@ c10::IValue Interpreter::forwardStep(int ti, int step, torch::jit::Module& modul
   } else {
     stopped = true;
   }
-  runReady(ti, false);
+  runReady();
   for (int i : pending_) {
     const Node& n = r_.nodes[i];
     bool depsDone = true;

@@ -120,7 +120,7 @@ class Interpreter {
   std::string error;                       // the real error when a forward threw
 
  private:
-  void runReady(int traceIndex, bool inForward);
+  void runReady();
   bool active(const Node& n, int step) const;
   c10::IValue forwardStep(int ti, int step, torch::jit::Module& module, std::vector<c10::IValue> inputs);
   c10::IValue resolve(const Arg& a) const;

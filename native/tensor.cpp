@@ -364,17 +364,6 @@ static Napi::Value Op(const Napi::CallbackInfo& info) {
   });
 }
 
-static Napi::Value Format(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    auto* tw = info.Length() ? asTensor(info[0]) : nullptr;
-    if (!tw) throw UserError("format(tensor)");
-    std::ostringstream o;
-    c10::InferenceMode guard;
-    o << tw->tensor();
-    return Napi::String::New(info.Env(), o.str());
-  });
-}
-
 static Napi::Value OpNames(const Napi::CallbackInfo& info) {
   auto names = opNames();
   auto arr = Napi::Array::New(info.Env(), names.size());
@@ -389,7 +378,6 @@ void initTensor(Napi::Env env, Napi::Object exports) {
   exports.Set("tensorFrom", Napi::Function::New(env, TensorFrom));
   exports.Set("op", Napi::Function::New(env, Op));
   exports.Set("opNames", Napi::Function::New(env, OpNames));
-  exports.Set("format", Napi::Function::New(env, Format));
 }
 
 }  // namespace ts

@@ -5,7 +5,7 @@ import { native, type NativeModel, type RunResult, type ApplyRule } from './nati
 import { buildTree, formatTree, readManifest, type Manifest, type ModuleNode } from './manifest.js';
 import { Tokenizer } from './tokenizer.js';
 import { toRows, type TraceInput } from './inputs.js';
-import { Graph, captureStack, userLocation } from './trace/graph.js';
+import { Graph, userLocation } from './trace/graph.js';
 import { makeEnvoy, type Envoy } from './trace/envoy.js';
 import type { EnvoyOf } from './trace/types.js';
 import { markSaved, materialize, resolveSaved, substitute } from './trace/proxy.js';
@@ -388,4 +388,3 @@ export type Resolved<T> = T extends { save(): unknown; graph: unknown }
       ? { [K in keyof T]: Resolved<T[K]> }
       : T;
 
-void captureStack;
