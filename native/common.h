@@ -100,6 +100,26 @@ Napi::Value guarded(Napi::Env env, F&& f) {
   }
 }
 
+// For entries that return a promise: a C++ exception becomes a rejected promise (an input error
+// rejects like a failure in the forward), never a synchronous throw.
+template <typename F>
+Napi::Value guardedAsync(Napi::Env env, F&& f) {
+  auto rejected = [&](Napi::Value err) -> Napi::Value {
+    auto d = Napi::Promise::Deferred::New(env);
+    d.Reject(err);
+    return d.Promise();
+  };
+  try {
+    return f();
+  } catch (const Napi::Error& e) {
+    return rejected(e.Value());
+  } catch (const std::exception& e) {
+    return rejected(toJsError(env, e).Value());
+  } catch (...) {
+    return rejected(Napi::Error::New(env, "torchsight: unknown native error").Value());
+  }
+}
+
 void initModel(Napi::Env env, Napi::Object exports);
 void initTensor(Napi::Env env, Napi::Object exports);
 

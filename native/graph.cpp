@@ -18,7 +18,6 @@ struct Keys {
         steps(Napi::String::New(env, "steps")), site(Napi::String::New(env, "site")), occ(Napi::String::New(env, "occ")),
         ref(Napi::String::New(env, "ref")) {}
 };
-thread_local const Keys* tlKeys = nullptr;
 
 
 std::string nodeWhere(int id, const std::string& op, const std::string& loc) {
@@ -38,7 +37,7 @@ int64_t intProp(const Napi::Object& o, const Napi::Value& keyValue, const char* 
   return (int64_t)d;
 }
 
-Arg parseArg(const Napi::Value& v, int nodeId, std::vector<int>& deps, const std::string& where, int depth) {
+Arg parseArg(const Napi::Value& v, const Keys& keys, int nodeId, std::vector<int>& deps, const std::string& where, int depth) {
   if (depth > 16) throw UserError(where + ": argument nested too deeply");
   Arg a;
   if (v.IsArray()) {
@@ -46,7 +45,7 @@ Arg parseArg(const Napi::Value& v, int nodeId, std::vector<int>& deps, const std
     if (arr.Length() > 4096) throw UserError(where + ": argument list too long");
     bool anyRef = false;
     for (uint32_t i = 0; i < arr.Length(); ++i) {
-      a.items.push_back(parseArg(arr.Get(i), nodeId, deps, where, depth + 1));
+      a.items.push_back(parseArg(arr.Get(i), keys, nodeId, deps, where, depth + 1));
       anyRef = anyRef || a.items.back().ref >= 0 || a.items.back().isList;
     }
     if (anyRef) {
@@ -59,7 +58,7 @@ Arg parseArg(const Napi::Value& v, int nodeId, std::vector<int>& deps, const std
   }
   if (v.IsObject() && !asTensor(v)) {
     auto o = v.As<Napi::Object>();
-    auto r = tlKeys ? o.Get(tlKeys->ref) : o.Get("ref");
+    auto r = o.Get(keys.ref);
     if (!r.IsNumber()) throw UserError(where + ": an object argument must be a Tensor or {ref: nodeId}");
     double d = r.As<Napi::Number>().DoubleValue();
     if (d != std::floor(d) || d < 0 || d >= nodeId)
@@ -90,11 +89,8 @@ at::Tensor int64Input(const Napi::Object& t, const char* key, int64_t batch, int
 
 Request parseRequest(const Napi::Object& req, const ModelState& model) {
   Request r;
+  c10::InferenceMode guard;  // the input tensors made here are used under InferenceMode
   Keys keys(req.Env());
-  struct KeysScope {
-    KeysScope(const Keys* k) { tlKeys = k; }
-    ~KeysScope() { tlKeys = nullptr; }
-  } keysScope(&keys);
   r.recordSites = req.Get("recordSites").ToBoolean();
   auto cancel = req.Get("cancel");
   if (!cancel.IsUndefined() && !cancel.IsNull()) {
@@ -194,7 +190,7 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
       if (!argsV.IsArray()) throw UserError(where + ": 'args' must be an array");
       auto aa = argsV.As<Napi::Array>();
       if (aa.Length() > 64) throw UserError(where + ": too many arguments");
-      for (uint32_t k = 0; k < aa.Length(); ++k) n.args.push_back(parseArg(aa.Get(k), n.id, n.deps, where, 0));
+      for (uint32_t k = 0; k < aa.Length(); ++k) n.args.push_back(parseArg(aa.Get(k), keys, n.id, n.deps, where, 0));
     }
     for (int d : n.deps)
       if (r.nodes[d].trace > n.trace) throw UserError(where + ": refers to a node of a later trace");

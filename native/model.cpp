@@ -96,17 +96,24 @@ static void bindWeights(torch::jit::Module& step, const torch::jit::Module& main
   }
 }
 
-std::shared_ptr<ModelState> loadModelState(const std::string& path, const std::string& device,
-                                           const std::string& dtype, const std::string& stepPath) {
-  auto s = std::make_shared<ModelState>();
-  s->device = parseDevice(device);
+// A TorchScript file onto `device`, in eval mode; a bad file is an error naming it.
+static torch::jit::Module loadScript(const std::string& path, const c10::Device& device) {
+  torch::jit::Module m;
   try {
-    s->module = torch::jit::load(path, s->device);
+    m = torch::jit::load(path, device);
   } catch (const std::exception& e) {
     std::string msg = errorMessage(e);
     throw UserError(path + ": not a loadable TorchScript model (" + msg.substr(0, msg.find('\n')) + ")");
   }
-  s->module.eval();
+  m.eval();
+  return m;
+}
+
+std::shared_ptr<ModelState> loadModelState(const std::string& path, const std::string& device,
+                                           const std::string& dtype, const std::string& stepPath) {
+  auto s = std::make_shared<ModelState>();
+  s->device = parseDevice(device);
+  s->module = loadScript(path, s->device);
   if (!dtype.empty()) {
     s->dtype = parseDtype(dtype);
     if (!at::isFloatingType(s->dtype)) throw UserError("dtype must be a floating type, got '" + dtype + "'");
@@ -118,13 +125,7 @@ std::shared_ptr<ModelState> loadModelState(const std::string& path, const std::s
     }
   }
   if (!stepPath.empty()) {
-    try {
-      s->step = torch::jit::load(stepPath, s->device);
-    } catch (const std::exception& e) {
-      std::string msg = errorMessage(e);
-      throw UserError(stepPath + ": not a loadable TorchScript model (" + msg.substr(0, msg.find('\n')) + ")");
-    }
-    s->step.eval();
+    s->step = loadScript(stepPath, s->device);
     if (!dtype.empty()) s->step.to(s->dtype);
     bindWeights(s->step, s->module, stepPath);
     s->hasStep = true;
@@ -241,57 +242,28 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return info.Env().Undefined();
     });
   }
-  // Always returns a promise: a request that fails validation rejects like one that fails
-  // inside the forward.
+  // run(request): always a promise (guardedAsync).
   Napi::Value Run(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    auto reject = [&](Napi::Value err) {
-      auto d = Napi::Promise::Deferred::New(env);
-      d.Reject(err);
-      return d.Promise();
-    };
-    try {
+    return guardedAsync(info.Env(), [&]() -> Napi::Value {
       auto& s = state();
       if (info.Length() < 1 || !info[0].IsObject()) throw UserError("run(request): request must be an object");
-      Request req;
-      {
-        c10::InferenceMode guard;
-        req = parseRequest(info[0].As<Napi::Object>(), s);
-      }
-      return queueRun(env, state_, std::move(req), info[0]);
-    } catch (const Napi::Error& e) {
-      return reject(e.Value());
-    } catch (const std::exception& e) {
-      return reject(toJsError(env, e).Value());
-    }
+      return queueRun(info.Env(), state_, parseRequest(info[0].As<Napi::Object>(), s), info[0]);
+    });
   }
   // generate(request, options, onStep?): request as for run() with one trace (the prompt).
   Napi::Value Generate(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    try {
+    return guardedAsync(info.Env(), [&]() -> Napi::Value {
       auto& s = state();
       if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsObject())
         throw UserError("generate(request, options, onStep?)");
-      Request req;
-      {
-        c10::InferenceMode guard;
-        req = parseRequest(info[0].As<Napi::Object>(), s);
-      }
+      Request req = parseRequest(info[0].As<Napi::Object>(), s);
       if (req.traces.size() != 1) throw UserError("generate: the request must hold exactly one trace (the prompt)");
       GenOptions o = parseGenOptions(info[1].As<Napi::Object>());
       if (s.hasStep && (s.cacheLayers == 0)) o.useCache = false;
       Napi::Function onStep;
       if (info.Length() > 2 && info[2].IsFunction()) onStep = info[2].As<Napi::Function>();
-      return queueGenerate(env, state_, std::move(req), o, onStep, info[0]);
-    } catch (const Napi::Error& e) {
-      auto d = Napi::Promise::Deferred::New(env);
-      d.Reject(e.Value());
-      return d.Promise();
-    } catch (const std::exception& e) {
-      auto d = Napi::Promise::Deferred::New(env);
-      d.Reject(toJsError(env, e).Value());
-      return d.Promise();
-    }
+      return queueGenerate(info.Env(), state_, std::move(req), o, onStep, info[0]);
+    });
   }
   Napi::Value HasCache(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value { return Napi::Boolean::New(info.Env(), state().hasStep); });
