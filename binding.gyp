@@ -18,6 +18,11 @@
         "<!@(node scripts/torch-paths.mjs libs)",
         "-Wl,-rpath,<!(node scripts/torch-paths.mjs libdir)"
       ]
+    },
+    {
+      "target_name": "torchsight_preload",
+      "sources": ["native/preload.c"],
+      "defines": ["NAPI_VERSION=8"]
     }
   ]
 }

@@ -2,13 +2,21 @@
 // tree with the shapes of one example forward.
 import { readFileSync } from 'node:fs';
 import { LanguageModel } from './model.js';
-import { native } from './native.js';
+import { addonChoice, native } from './native.js';
+import { discover, variantOf } from './install/libtorch.js';
+import { PREBUILT, prebuiltDir } from './install/prebuilt.js';
 import type { ModuleEntry, Struct } from './manifest.js';
 import { Graph } from './trace/graph.js';
 
 export interface DoctorReport {
+  /** The torchsight.node loaded and how it was chosen. */
   addon: string;
+  /** The libtorch version the addon was compiled against. */
   libtorch: string;
+  /** Every libtorch found on the machine, best first, with the prebuilt variant it needs. */
+  libtorchFound: { source: string; version: string; cuda: string | null; libDir: string; variant: string }[];
+  /** Prebuilt packages installed. */
+  prebuilts: string[];
   cuda: { available: boolean; devices: number };
   blas: string;
   threads: { torch: number; interop: number; openblasEnv?: string; ompEnv?: string };
@@ -33,9 +41,13 @@ function blasInUse(): string {
 export function doctor(): DoctorReport {
   const addon = native();
   const info = addon.info();
+  const choice = addonChoice()!;
+  const found = discover().found;
   return {
-    addon: 'loaded',
+    addon: `${choice.path} (${choice.how}${choice.libtorch ? `, on libtorch ${choice.libtorch.version} from ${choice.libtorch.source}` : ''})`,
     libtorch: info.torch,
+    libtorchFound: found.map((t) => ({ source: t.source, version: t.version, cuda: t.cuda, libDir: t.libDir, variant: variantOf(t) })),
+    prebuilts: Object.keys(PREBUILT).filter((v) => prebuiltDir(v)),
     cuda: { available: info.cudaAvailable, devices: info.cudaDevices },
     blas: blasInUse(),
     threads: { torch: info.threads, interop: info.interopThreads, openblasEnv: process.env.OPENBLAS_NUM_THREADS, ompEnv: process.env.OMP_NUM_THREADS },
@@ -46,7 +58,9 @@ export function doctor(): DoctorReport {
 export function formatDoctor(r: DoctorReport): string {
   return [
     `addon      ${r.addon}`,
-    `libtorch   ${r.libtorch}`,
+    `libtorch   ${r.libtorch} (compiled against)`,
+    ...r.libtorchFound.map((t, i) => `${i ? '          ' : 'found     '} ${t.version} ${t.cuda ? `CUDA ${t.cuda}` : 'CPU'} from ${t.source}: ${t.libDir} (needs ${t.variant})`),
+    `prebuilts  ${r.prebuilts.length ? r.prebuilts.join(', ') : 'none installed'}`,
     `CUDA       ${r.cuda.available ? `available, ${r.cuda.devices} device(s)` : 'not available (CPU only)'}`,
     `BLAS       ${r.blas}`,
     `threads    torch intra-op ${r.threads.torch}, inter-op ${r.threads.interop}; OPENBLAS_NUM_THREADS=${r.threads.openblasEnv ?? '(unset)'}, OMP_NUM_THREADS=${r.threads.ompEnv ?? '(unset)'}`,

@@ -20,3 +20,5 @@ export function runtimeInfo() {
 export function setNumThreads(n: number): number {
   return native().setNumThreads(n);
 }
+export { doctor, formatDoctor, inspect, type DoctorReport } from './doctor.js';
+export { discover as findLibtorch, type Libtorch, type Discovery } from './install/libtorch.js';

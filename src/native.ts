@@ -1,8 +1,5 @@
 // Loads the C++ addon once and types what it exports.
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadAddon, type AddonChoice, type LoadedAddon } from './install/loader.js';
 
 export interface NativeTensor {
   readonly shape: number[];
@@ -75,34 +72,15 @@ export interface NativeAddon {
   setNumThreads(n: number): number;
 }
 
-const here = dirname(fileURLToPath(import.meta.url));
-let addon: NativeAddon | undefined;
+let loaded: LoadedAddon<NativeAddon> | undefined;
 
-/** The addon, loaded on first use. TORCHSIGHT_ADDON overrides the path. */
+/** The addon, loaded on first use (see install/loader.ts for how it is found). */
 export function native(): NativeAddon {
-  if (addon) return addon;
-  const root = join(here, '..');
-  const candidates = [
-    process.env.TORCHSIGHT_ADDON,
-    join(root, 'build', 'Release', 'torchsight.node'),
-    join(root, 'build', 'Debug', 'torchsight.node'),
-  ].filter((p): p is string => !!p);
-  const require = createRequire(import.meta.url);
-  const errors: string[] = [];
-  for (const p of candidates) {
-    if (!existsSync(p)) {
-      errors.push(`${p}: not found`);
-      continue;
-    }
-    try {
-      addon = require(p) as NativeAddon;
-      return addon;
-    } catch (e) {
-      errors.push(`${p}: ${(e as Error).message}`);
-    }
-  }
-  throw new Error(
-    `torchsight: the native addon could not be loaded. Tried:\n  ${errors.join('\n  ')}\n` +
-      `Build it with 'npm run build:native' (needs libtorch; see the README).`,
-  );
+  loaded ??= loadAddon<NativeAddon>();
+  return loaded.addon;
+}
+
+/** How the loaded addon was chosen, and the libtorch under it; undefined before first use. */
+export function addonChoice(): AddonChoice | undefined {
+  return loaded?.choice;
 }
