@@ -2,6 +2,7 @@
 // and the JS class that owns a loaded model.
 #include "runtime.h"
 #include "workers.h"
+#include <caffe2/serialize/file_adapter.h>
 #include <torch/csrc/jit/ir/constants.h>
 
 namespace ts {
@@ -97,10 +98,41 @@ static void bindWeights(torch::jit::Module& step, const torch::jit::Module& main
 }
 
 // A TorchScript file onto `device`, in eval mode; a bad file is an error naming it.
-static torch::jit::Module loadScript(const std::string& path, const c10::Device& device) {
+// Reads a model file for libtorch and counts the bytes, so loading reports progress without a
+// copy of the file in memory (libtorch reads each tensor's record as it unpickles it).
+class ProgressReader : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  ProgressReader(const std::string& path, const char* phase, const LoadProgress& cb) : file_(path), phase_(phase), cb_(cb) {}
+  size_t size() const override { return file_.size(); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* what = "") const override {
+    size_t got = file_.read(pos, buf, n, what);
+    done_ = std::min<uint64_t>(done_ + got, size());
+    int pct = size() ? (int)(done_ * 100 / size()) : 100;
+    if (cb_ && pct != lastPct_) {  // at most ~100 reports a file
+      lastPct_ = pct;
+      cb_(phase_, done_, size());
+    }
+    return got;
+  }
+  // libtorch does not read every byte (the zip's padding): report the end once it is done
+  void finish() const {
+    if (cb_ && done_ < size()) cb_(phase_, size(), size());
+  }
+
+ private:
+  caffe2::serialize::FileAdapter file_;
+  const char* phase_;
+  const LoadProgress& cb_;
+  mutable uint64_t done_ = 0;
+  mutable int lastPct_ = -1;
+};
+
+static torch::jit::Module loadScript(const std::string& path, const c10::Device& device, const char* phase, const LoadProgress& progress) {
   torch::jit::Module m;
   try {
-    m = torch::jit::load(path, device);
+    auto reader = std::make_shared<ProgressReader>(path, phase, progress);
+    m = torch::jit::load(reader, device);
+    reader->finish();
   } catch (const std::exception& e) {
     std::string msg = errorMessage(e);
     throw UserError(path + ": not a loadable TorchScript model (" + msg.substr(0, msg.find('\n')) + ")");
@@ -110,14 +142,16 @@ static torch::jit::Module loadScript(const std::string& path, const c10::Device&
 }
 
 std::shared_ptr<ModelState> loadModelState(const std::string& path, const std::string& device,
-                                           const std::string& dtype, const std::string& stepPath) {
+                                           const std::string& dtype, const std::string& stepPath, const LoadProgress& progress) {
   auto s = std::make_shared<ModelState>();
   s->device = parseDevice(device);
-  s->module = loadScript(path, s->device);
+  s->module = loadScript(path, s->device, "weights", progress);
   if (!dtype.empty()) {
     s->dtype = parseDtype(dtype);
     if (!at::isFloatingType(s->dtype)) throw UserError("dtype must be a floating type, got '" + dtype + "'");
+    if (progress) progress("convert", 0, 1);
     s->module.to(s->dtype);
+    if (progress) progress("convert", 1, 1);
   } else {
     for (const auto& p : s->module.parameters()) {
       s->dtype = p.scalar_type();
@@ -125,7 +159,7 @@ std::shared_ptr<ModelState> loadModelState(const std::string& path, const std::s
     }
   }
   if (!stepPath.empty()) {
-    s->step = loadScript(stepPath, s->device);
+    s->step = loadScript(stepPath, s->device, "step", progress);
     if (!dtype.empty()) s->step.to(s->dtype);
     bindWeights(s->step, s->module, stepPath);
     s->hasStep = true;
@@ -290,10 +324,11 @@ Napi::Object newModelObject(Napi::Env env, std::shared_ptr<ModelState> s) {
 static Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsString())
-      throw UserError("loadModel(path: string, device: string, dtype: string, stepPath?: string)");
+      throw UserError("loadModel(path: string, device: string, dtype: string, stepPath?: string, onProgress?: function)");
     std::string step = info.Length() > 3 && info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "";
+    Napi::Function onProgress = info.Length() > 4 && info[4].IsFunction() ? info[4].As<Napi::Function>() : Napi::Function();
     return queueLoad(info.Env(), info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::String>().Utf8Value(),
-                     info[2].As<Napi::String>().Utf8Value(), step);
+                     info[2].As<Napi::String>().Utf8Value(), step, onProgress);
   });
 }
 

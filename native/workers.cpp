@@ -61,13 +61,37 @@ class Worker : public Napi::AsyncWorker {
 
 class LoadWorker : public Worker {
  public:
-  LoadWorker(Napi::Env env, std::string path, std::string device, std::string dtype, std::string step)
-      : Worker(env), path_(std::move(path)), device_(std::move(device)), dtype_(std::move(dtype)), step_(std::move(step)) {}
-  void work() override { state_ = loadModelState(path_, device_, dtype_, step_); }
+  LoadWorker(Napi::Env env, std::string path, std::string device, std::string dtype, std::string step, Napi::Function onProgress)
+      : Worker(env), path_(std::move(path)), device_(std::move(device)), dtype_(std::move(dtype)), step_(std::move(step)) {
+    if (!onProgress.IsEmpty()) {
+      tsfn_ = Napi::ThreadSafeFunction::New(env, onProgress, "torchsight-load", 0, 1);
+      hasTsfn_ = true;
+    }
+  }
+  ~LoadWorker() override {
+    if (hasTsfn_) tsfn_.Release();
+  }
+  void work() override {
+    LoadProgress progress;
+    if (hasTsfn_)
+      progress = [this](const char* phase, uint64_t done, uint64_t total) {
+        struct Event { const char* phase; double done, total; };
+        auto* e = new Event{phase, (double)done, (double)total};  // phase: a string literal
+        auto st = tsfn_.NonBlockingCall(e, [](Napi::Env env, Napi::Function cb, Event* e) {
+          Event v = *e;
+          delete e;
+          cb.Call({Napi::String::New(env, v.phase), Napi::Number::New(env, v.done), Napi::Number::New(env, v.total)});
+        });
+        if (st != napi_ok) delete e;
+      };
+    state_ = loadModelState(path_, device_, dtype_, step_, progress);
+  }
   Napi::Value result(Napi::Env env) override { return newModelObject(env, std::move(state_)); }
 
  private:
   std::string path_, device_, dtype_, step_;
+  Napi::ThreadSafeFunction tsfn_;
+  bool hasTsfn_ = false;
   std::shared_ptr<ModelState> state_;
 };
 
@@ -189,8 +213,9 @@ Napi::Value queueGenerate(Napi::Env env, std::shared_ptr<ModelState> model, Requ
   return p;
 }
 
-Napi::Value queueLoad(Napi::Env env, std::string path, std::string device, std::string dtype, std::string stepPath) {
-  auto* w = new LoadWorker(env, std::move(path), std::move(device), std::move(dtype), std::move(stepPath));
+Napi::Value queueLoad(Napi::Env env, std::string path, std::string device, std::string dtype, std::string stepPath,
+                      Napi::Function onProgress) {
+  auto* w = new LoadWorker(env, std::move(path), std::move(device), std::move(dtype), std::move(stepPath), onProgress);
   auto p = w->promise();
   w->Queue();
   return p;

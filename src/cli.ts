@@ -1,16 +1,65 @@
 #!/usr/bin/env node
-// The torchsight command: `torchsight export <hf-id-or-path> <outdir> [--dtype float16]`
-// (runs the Python exporter, which needs torch and transformers) and `torchsight info`.
+// The torchsight command. Long work (downloads, loading, generation) shows a progress bar on
+// stderr; stdout carries only the result.
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { ProgressBar } from './progress.js';
 
 const pythonDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'python');
 const usage = `usage:
-  torchsight export <hf-model-id-or-path> <outdir> [--dtype float32|float16|bfloat16] [--example-text TEXT]
-  torchsight doctor                 libtorch, CUDA, the addon, BLAS and threads
+  torchsight doctor                       libtorch found, CUDA and devices, the addon loaded, BLAS, threads
   torchsight inspect <model-dir> [text]   the module tree with the shapes of one forward
-environment: TORCHSIGHT_PYTHON picks the Python (default: python3)`;
+  torchsight generate <model-dir> <prompt> [--max-new-tokens N] [--temperature T] [--seed S]
+  torchsight export <hf-model-id-or-path> <outdir> [--dtype float32|float16|bfloat16] [--example-text TEXT]
+  torchsight libtorch download [--cuda cpu|12.8|13.0|12.x] [--version 2.11.0] [--mirror URL | --url ZIP]
+                                          PyTorch's libtorch into the cache, where torchsight finds it
+  torchsight libtorch list                every libtorch found, best first, and the prebuilt each needs
+  torchsight build                        build the addon from source against the libtorch found (cmake, g++)
+environment: TORCHSIGHT_PYTHON (the Python for export), LIBTORCH, TORCHSIGHT_CACHE, TORCHSIGHT_BUILD=never`;
+
+/** A load-progress callback that draws on `bar`. */
+function loadBar(bar: ProgressBar) {
+  return (p: { phase: string; done: number; total: number }) => {
+    if (p.phase === 'weights' || p.phase === 'step') bar.update(`loading ${p.phase === 'weights' ? 'model.pt' : 'step.pt '}`, p.done, p.total);
+    if (p.phase === 'ready') bar.done();
+  };
+}
+
+async function libtorchCommand(rest: string[]): Promise<number> {
+  const [sub, ...args] = rest;
+  if (sub === 'list') {
+    const { discover, variantOf } = await import('./install/libtorch.js');
+    const { PREBUILT, prebuiltDir } = await import('./install/prebuilt.js');
+    const d = discover();
+    for (const t of d.found) {
+      const v = variantOf(t);
+      const pre = !PREBUILT[v] ? 'no prebuilt (source build)' : prebuiltDir(v) ? `prebuilt ${v} installed` : `prebuilt ${v} not installed`;
+      console.log(`${t.version}\t${t.cuda ? `CUDA ${t.cuda}` : 'CPU'}\t${t.source}\t${t.libDir}\t${pre}`);
+    }
+    if (!d.found.length) console.log(`none found. Looked at:\n  ${d.tried.join('\n  ')}`);
+    return d.found.length ? 0 : 1;
+  }
+  if (sub === 'download') {
+    const { values } = parseArgs({ args, options: { cuda: { type: 'string' }, version: { type: 'string' }, mirror: { type: 'string' }, url: { type: 'string' } } });
+    const { downloadLibtorch } = await import('./install/download.js');
+    const { variantOf } = await import('./install/libtorch.js');
+    const bar = new ProgressBar(process.stderr, 'bytes');
+    const t = await downloadLibtorch({
+      ...values,
+      onProgress: (got, total) => bar.update('downloading libtorch', got, total),
+      onExtract: () => {
+        bar.done();
+        process.stderr.write('unpacking...\n');
+      },
+    });
+    console.log(`libtorch ${t.version} (${t.cuda ? `CUDA ${t.cuda}` : 'CPU'}) in ${t.libDir}; torchsight uses it with ${variantOf(t)}`);
+    return 0;
+  }
+  console.error(usage);
+  return 2;
+}
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -31,14 +80,9 @@ async function main(argv: string[]): Promise<number> {
     return r.status ?? 1;
   }
   if (cmd === 'doctor' || cmd === 'info') {
-    try {
-      const { doctor, formatDoctor } = await import('./doctor.js');
-      console.log(formatDoctor(doctor()));
-      return 0;
-    } catch (e) {
-      console.error(`torchsight doctor: ${(e as Error).message}`);
-      return 1;
-    }
+    const { doctor, formatDoctor } = await import('./doctor.js');
+    console.log(formatDoctor(doctor()));
+    return 0;
   }
   if (cmd === 'inspect') {
     if (!rest[0]) {
@@ -46,11 +90,56 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const { inspect } = await import('./doctor.js');
-    console.log(await inspect(rest[0], rest.slice(1).join(' ') || undefined));
+    console.log(await inspect(rest[0], rest.slice(1).join(' ') || undefined, { onProgress: loadBar(new ProgressBar(process.stderr, 'bytes')) }));
+    return 0;
+  }
+  if (cmd === 'generate') {
+    const { values, positionals } = parseArgs({
+      args: rest,
+      allowPositionals: true,
+      options: { 'max-new-tokens': { type: 'string', default: '20' }, temperature: { type: 'string', default: '0' }, seed: { type: 'string' }, device: { type: 'string' } },
+    });
+    if (positionals.length < 2) {
+      console.error(usage);
+      return 2;
+    }
+    const { LanguageModel } = await import('./model.js');
+    const bar = new ProgressBar(process.stderr, 'bytes');
+    const model = await LanguageModel.load(positionals[0], { device: values.device, onProgress: loadBar(bar) });
+    try {
+      const steps = new ProgressBar(process.stderr, 'count');
+      const out = await model.generate(positionals.slice(1).join(' '), {
+        maxNewTokens: Number(values['max-new-tokens']),
+        temperature: Number(values.temperature),
+        seed: values.seed === undefined ? undefined : Number(values.seed),
+        onProgress: (p) => steps.update('generating', p.step, p.maxNewTokens),
+      });
+      steps.done();
+      const prompt = positionals.slice(1).join(' ');
+      console.log(prompt + (out.text as string));
+    } finally {
+      await model.dispose();
+    }
+    return 0;
+  }
+  if (cmd === 'libtorch') return libtorchCommand(rest);
+  if (cmd === 'build') {
+    const { discover } = await import('./install/libtorch.js');
+    const { buildFromSource } = await import('./install/build.js');
+    const { packageRoot, packageVersion } = await import('./install/loader.js');
+    const t = discover().found.find((x) => x.cmakeDir);
+    if (!t) throw new Error('no libtorch with cmake files found; see `torchsight libtorch list`');
+    const dir = buildFromSource(t, packageRoot, packageVersion(), (l) => process.stderr.write(`${l}\n`));
+    console.log(`built ${join(dir, 'torchsight.node')} against libtorch ${t.version} (${t.source})`);
     return 0;
   }
   console.error(usage);
   return cmd === undefined || cmd === '--help' || cmd === '-h' ? 0 : 2;
 }
 
-process.exitCode = await main(process.argv.slice(2));
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (e) {
+  console.error(`torchsight ${process.argv[2] ?? ''}: ${(e as Error).message}`);
+  process.exitCode = 1;
+}

@@ -1,7 +1,7 @@
 // `torchsight doctor` and `torchsight inspect`: what the runtime found, and a model's module
 // tree with the shapes of one example forward.
 import { readFileSync } from 'node:fs';
-import { LanguageModel } from './model.js';
+import { LanguageModel, type LoadOptions } from './model.js';
 import { addonChoice, native } from './native.js';
 import { discover, variantOf } from './install/libtorch.js';
 import { PREBUILT, prebuiltDir } from './install/prebuilt.js';
@@ -69,8 +69,8 @@ export function formatDoctor(r: DoctorReport): string {
 }
 
 /** The module tree with each module's output shapes from one forward of `text`. */
-export async function inspect(dir: string, text = 'The Eiffel Tower is in the city of', options: { device?: string } = {}): Promise<string> {
-  const model = await LanguageModel.load(dir, { device: options.device ?? 'cpu' });
+export async function inspect(dir: string, text = 'The Eiffel Tower is in the city of', options: Pick<LoadOptions, 'device' | 'onProgress'> = {}): Promise<string> {
+  const model = await LanguageModel.load(dir, { device: options.device ?? 'cpu', onProgress: options.onProgress });
   try {
     const graph = new Graph(model.padId);
     graph.beginTrace();

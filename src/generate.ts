@@ -19,8 +19,18 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** each step's new tokens, as they come */
   onToken?: (event: TokenEvent) => void;
+  /** after each step: steps done of maxNewTokens (generation may stop sooner, at a stop or end of text) */
+  onProgress?: (progress: GenerateProgress) => void;
   /** use the key/value cache when the export has one (default true) */
   useCache?: boolean;
+}
+
+export interface GenerateProgress {
+  /** steps done */
+  step: number;
+  maxNewTokens: number;
+  /** step / maxNewTokens */
+  fraction: number;
 }
 
 export interface TokenEvent {

@@ -17,6 +17,20 @@ export interface LoadOptions {
   device?: string;
   /** 'float32' | 'float16' | 'bfloat16'; default as exported */
   dtype?: 'float32' | 'float16' | 'bfloat16';
+  /** Called as loading goes: the weights are counted in bytes read from disk. */
+  onProgress?: (progress: LoadProgress) => void;
+}
+
+export interface LoadProgress {
+  /**
+   * 'tokenizer'; 'weights' (model.pt, `done`/`total` in bytes); 'convert' (to the requested dtype);
+   * 'step' (step.pt, the key/value-cache graph, in bytes); 'ready' (last, once).
+   */
+  phase: 'tokenizer' | 'weights' | 'convert' | 'step' | 'ready';
+  done: number;
+  total: number;
+  /** The whole load so far, 0 to 1 (bytes of both files). */
+  fraction: number;
 }
 
 export interface TraceOptions {
@@ -95,6 +109,9 @@ export class LanguageModel<T = unknown> {
     if (!existsSync(modelFile)) throw new Error(`${modelFile}: not found`);
     const tokFile = join(path, 'tokenizer.json');
     if (!existsSync(tokFile)) throw new Error(`${tokFile}: not found`);
+    const onProgress = options.onProgress;
+    if (onProgress !== undefined && typeof onProgress !== 'function') throw new Error('LanguageModel.load: onProgress must be a function');
+    onProgress?.({ phase: 'tokenizer', done: 0, total: 1, fraction: 0 });
     const tokenizer = Tokenizer.fromFile(tokFile);
     const addon = native();
     const device = options.device ?? (addon.info().cudaAvailable ? 'cuda' : 'cpu');
@@ -102,12 +119,23 @@ export class LanguageModel<T = unknown> {
       throw new Error(`dtype must be 'float32', 'float16' or 'bfloat16', got '${String(options.dtype)}'`);
     const stepFile = manifest.step ? join(path, manifest.step.file) : '';
     if (stepFile && !existsSync(stepFile)) throw new Error(`${stepFile}: not found (torchsight.json names it as the key/value-cache graph)`);
-    const nm = await addon.loadModel(modelFile, device, options.dtype ?? '', stepFile);
+    // Bytes of model.pt and step.pt make the overall fraction; events after the load are dropped.
+    const sizes = { weights: statSync(modelFile).size, step: stepFile ? statSync(stepFile).size : 0 };
+    let loading = true;
+    const report = onProgress
+      ? (phase: string, done: number, total: number) => {
+          if (!loading) return;
+          const bytes = phase === 'weights' ? done : phase === 'step' ? sizes.weights + done : sizes.weights;
+          onProgress({ phase: phase as LoadProgress['phase'], done, total, fraction: Math.min(1, bytes / (sizes.weights + sizes.step || 1)) });
+        }
+      : undefined;
+    const nm = await addon.loadModel(modelFile, device, options.dtype ?? '', stepFile, report).finally(() => (loading = false));
     const apply: Record<string, ApplyRule> = {};
     for (const m of manifest.modules) if (m.apply && m.apply.kind !== 'none') apply[m.path] = { kind: m.apply.kind, eps: m.apply.eps, fn: m.apply.fn };
     const cfg = (manifest.config ?? {}) as Record<string, unknown>;
     const maxPositions = Number(cfg.n_positions ?? cfg.max_position_embeddings ?? 0) || undefined;
     nm.configure({ vocabSize: manifest.vocabSize, maxPositions, apply, cache: manifest.step?.cache });
+    onProgress?.({ phase: 'ready', done: 1, total: 1, fraction: 1 });
     return new LanguageModel<T>(path, manifest, tokenizer, nm);
   }
 
@@ -289,6 +317,7 @@ export class LanguageModel<T = unknown> {
         if (done.every(Boolean)) Atomics.compareExchange(cancel, 0, 0, 2);
       }
       options.onToken?.({ step, tokens, text });
+      options.onProgress?.({ step: step + 1, maxNewTokens, fraction: Math.min(1, (step + 1) / maxNewTokens) });
     };
     const request = { traces: graph.wireTraces(), nodes: graph.nodes, cancel };
     const genOptions = {
@@ -301,7 +330,7 @@ export class LanguageModel<T = unknown> {
       padId: this.padId,
       useCache,
     };
-    const needEvents = !!options.onToken || stops.strings.length > 0;
+    const needEvents = !!options.onToken || !!options.onProgress || stops.strings.length > 0;
     const raw = await this.#enqueue(graph, signal, cancel, () => nm.generate(request, genOptions, needEvents ? onStep : undefined));
     resolveSaved(graph, raw.saved);
     const tokens = raw.tokens.map((r) => cutAtStop(this, r, stops.strings));

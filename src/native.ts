@@ -67,7 +67,7 @@ export interface NativeAddon {
   tensorFrom(data: ArrayBufferView, shape: number[], dtype: string, device: string): NativeTensor;
   op(name: string, args: unknown[]): unknown;
   opNames(): string[];
-  loadModel(path: string, device: string, dtype: string, stepPath?: string): Promise<NativeModel>;
+  loadModel(path: string, device: string, dtype: string, stepPath?: string, onProgress?: (phase: string, done: number, total: number) => void): Promise<NativeModel>;
   info(): { torch: string; cudaAvailable: boolean; cudaDevices: number; threads: number; interopThreads: number; parallelInfo: string };
   setNumThreads(n: number): number;
 }

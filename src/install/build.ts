@@ -6,14 +6,14 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { cacheDir, variantOf, type Libtorch } from './libtorch.js';
 
 const require = createRequire(import.meta.url);
 
 /** The folder a source build for `t` lives in. */
-export function sourceBuildDir(t: Libtorch, packageVersion: string): string {
-  return join(cacheDir(), 'addons', `${variantOf(t)}-${t.version.replace(/[^\w.+-]/g, '_')}-torchsight${packageVersion}`);
+export function sourceBuildDir(t: Libtorch, packageVersion: string, env: NodeJS.ProcessEnv = process.env): string {
+  return join(cacheDir(env), 'addons', `${variantOf(t)}-${t.version.replace(/[^\w.+-]/g, '_')}-torchsight${packageVersion}`);
 }
 
 function tail(file: string, lines = 30): string {
@@ -38,7 +38,8 @@ export function buildFromSource(t: Libtorch, packageRoot: string, packageVersion
   const work = join(out, `build-${process.pid}`);
   mkdirSync(work, { recursive: true });
   const log = join(out, 'build.log');
-  const includes = [require('node-api-headers').include_dir as string, require('node-addon-api').include_dir as string].join(';');
+  // absolute paths (node-addon-api's include_dir is relative to the working directory)
+  const includes = [dirname(require.resolve('node-api-headers/include/node_api.h')), dirname(require.resolve('node-addon-api/napi.h'))].join(';');
   const env: NodeJS.ProcessEnv = { ...process.env, TORCH_DIR: t.cmakeDir };
   delete env.LIBTORCH; // the CMakeLists looks at LIBTORCH first: build against exactly `t`
   delete env.CMAKE_PREFIX_PATH;

@@ -27,9 +27,9 @@ export interface Libtorch {
 }
 
 /** The cache folder: TORCHSIGHT_CACHE, else $XDG_CACHE_HOME/torchsight, else ~/.cache/torchsight. */
-export function cacheDir(): string {
-  if (process.env.TORCHSIGHT_CACHE) return resolve(process.env.TORCHSIGHT_CACHE);
-  return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'torchsight');
+export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.TORCHSIGHT_CACHE) return resolve(env.TORCHSIGHT_CACHE);
+  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'torchsight');
 }
 
 const read = (p: string): string | undefined => {
@@ -137,7 +137,7 @@ export function discover(env: NodeJS.ProcessEnv = process.env): Discovery {
     add(describe(`torch of ${py}`, join(dir, 'lib'), findCmakeDir(join(dir, 'share/cmake/Torch')), { version, cuda }));
   }
 
-  const downloads = join(cacheDir(), 'libtorch');
+  const downloads = join(cacheDir(env), 'libtorch');
   if (existsSync(downloads)) {
     for (const d of readdirSync(downloads).sort().reverse()) fromPrefix(`download (${d})`, join(downloads, d, 'libtorch'));
   } else tried.push(`download: nothing in ${downloads}`);

@@ -74,7 +74,7 @@ export function resolveAddon(env: NodeJS.ProcessEnv = process.env): Resolution {
         };
       tried.push(`${variant}: the package @torchsight/${variant} is not installed (npm install @torchsight/${variant})`);
     }
-    const cached = join(sourceBuildDir(t, version), 'torchsight.node');
+    const cached = join(sourceBuildDir(t, version, env), 'torchsight.node');
     if (existsSync(cached)) return { choice: { path: cached, how: 'source build (cache)', libtorch: t, preload: { shim: join(dirname(cached), 'torchsight_preload.node'), libs: preloadList(t) } }, tried };
     tried.push(`${variant}: no source build in ${dirname(cached)}`);
     if (!buildCandidate && t.cmakeDir) buildCandidate = t;
