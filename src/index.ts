@@ -6,9 +6,13 @@ export { Tokenizer } from './tokenizer.js';
 export { TraceProxy } from './trace/proxy.js';
 export type { Envoy } from './trace/envoy.js';
 export type { EnvoyOf, ModuleEnvoy, ListEnvoy, TupleValue, ValueOf, WriteOf, ApplyOf, ModuleDesc, ValueDesc, TensorWrite } from './trace/types.js';
+// the type machinery behind EnvoyOf, exported so editors and the API docs can name it
+export type { Item, TupleItems, Accessors, Deep, ValuesOf, OutputOf, InputsOf, NamedOutput, ChildDescs, ChildEnvoys, EnvoysOf, Reserved } from './trace/types.js';
+export type { Dim } from './ops.js';
+export type { ApplyRule } from './native.js';
 export type { TraceInput } from './inputs.js';
 export type { Manifest, ModuleEntry, Struct } from './manifest.js';
-export { parseIndex, type IndexSpec } from './indexspec.js';
+export { parseIndex, type IndexSpec, type IndexItem } from './indexspec.js';
 import { native } from './native.js';
 
 /** libtorch's version, CUDA availability and thread settings. */

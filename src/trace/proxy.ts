@@ -11,6 +11,7 @@ export class TraceProxy {
 
   /** @internal */
   constructor(
+    /** @internal */
     readonly graph: Graph,
     readonly id: number,
     readonly invoke: number | undefined,

@@ -34,7 +34,7 @@ export interface ModuleDesc {
 export type TensorWrite = TraceProxy | Tensor | number;
 
 /** One item of a tuple value, readable as `Get` and writable with `Set` (`output[0] = v`). */
-type Item<Get, Set> = { get(): Get; set(v: Set): void };
+export type Item<Get, Set> = { get(): Get; set(v: Set): void };
 
 /** A tuple output or input: items by index, `length`, iteration, array methods, `save()`. */
 export type TupleValue<D extends readonly ValueDesc[], Depth extends unknown[] = []> = TupleItems<D, [...Depth, 0]> &
@@ -46,10 +46,10 @@ export type TupleValue<D extends readonly ValueDesc[], Depth extends unknown[] =
 
 // Item i reads as ValueOf<D[i]> and accepts WriteOf<D[i]>: TypeScript gives mapped types no
 // accessors, so the first eight positions are spelled out; later ones read and write one type.
-type TupleItems<D extends readonly ValueDesc[], Depth extends unknown[]> = Accessors<{
+export type TupleItems<D extends readonly ValueDesc[], Depth extends unknown[]> = Accessors<{
   [K in keyof D & `${number}`]: Item<ValueOf<D[K], Depth>, WriteOf<D[K], Depth>>;
 }>;
-type Accessors<M> = (M extends { '0': Item<infer G, infer S> } ? { get 0(): G; set 0(v: S) } : unknown) &
+export type Accessors<M> = (M extends { '0': Item<infer G, infer S> } ? { get 0(): G; set 0(v: S) } : unknown) &
   (M extends { '1': Item<infer G, infer S> } ? { get 1(): G; set 1(v: S) } : unknown) &
   (M extends { '2': Item<infer G, infer S> } ? { get 2(): G; set 2(v: S) } : unknown) &
   (M extends { '3': Item<infer G, infer S> } ? { get 3(): G; set 3(v: S) } : unknown) &
@@ -61,7 +61,7 @@ type Accessors<M> = (M extends { '0': Item<infer G, infer S> } ? { get 0(): G; s
   };
 
 // Tuples nest a few levels at most; the depth counter keeps the recursion finite for the checker.
-type Deep<Depth extends unknown[]> = Depth['length'] extends 4 ? true : false;
+export type Deep<Depth extends unknown[]> = Depth['length'] extends 4 ? true : false;
 
 /** The value of a description: a tensor is a TraceProxy, a tuple a tuple view, None null. */
 export type ValueOf<D, Depth extends unknown[] = []> = D extends 'tensor'
@@ -96,10 +96,10 @@ export type ApplyOf<D, Depth extends unknown[] = []> = D extends 'tensor'
         : { -readonly [K in keyof D]: ApplyOf<D[K], [...Depth, 0]> }
       : any;
 
-type ValuesOf<I extends readonly ValueDesc[]> = { -readonly [K in keyof I]: ValueOf<I[K]> };
-type OutputOf<D> = D extends { output: infer O } ? O : null;
-type InputsOf<D> = D extends { inputs: infer I extends readonly ValueDesc[] } ? I : [];
-type NamedOutput<D> = D extends { outputNames: infer N extends readonly string[]; output: infer O extends readonly ValueDesc[] }
+export type ValuesOf<I extends readonly ValueDesc[]> = { -readonly [K in keyof I]: ValueOf<I[K]> };
+export type OutputOf<D> = D extends { output: infer O } ? O : null;
+export type InputsOf<D> = D extends { inputs: infer I extends readonly ValueDesc[] } ? I : [];
+export type NamedOutput<D> = D extends { outputNames: infer N extends readonly string[]; output: infer O extends readonly ValueDesc[] }
   ? { -readonly [I in keyof N & `${number}` as N[I] & string]: I extends keyof O ? ValueOf<O[I]> : never }
   : unknown;
 
@@ -133,9 +133,9 @@ export interface ListEnvoy<E, N extends number = number> {
 }
 
 // names the envoy itself answers: a child of one of these names is not reachable by that name
-type Reserved = 'output' | 'input' | 'inputs' | 'path' | 'length' | 'map' | 'forEach' | 'children' | 'type' | 'then' | 'toJSON' | 'constructor' | 'toString';
+export type Reserved = 'output' | 'input' | 'inputs' | 'path' | 'length' | 'map' | 'forEach' | 'children' | 'type' | 'then' | 'toJSON' | 'constructor' | 'toString';
 
-type ChildDescs<D> = D extends { list: infer L }
+export type ChildDescs<D> = D extends { list: infer L }
   ? L
   : D extends { children: infer C }
     ? C extends readonly unknown[]
@@ -143,7 +143,7 @@ type ChildDescs<D> = D extends { list: infer L }
       : C[keyof C]
     : never;
 
-type ChildEnvoys<D> = D extends { list: infer L; length: infer N extends number }
+export type ChildEnvoys<D> = D extends { list: infer L; length: infer N extends number }
   ? ListEnvoy<EnvoyOf<L>, N>
   : D extends { children: infer C extends readonly unknown[] }
     ? ListEnvoy<EnvoysOf<C[number]>, C['length']> & { readonly [K in keyof C & `${number}`]: EnvoyOf<C[K]> }
@@ -158,4 +158,4 @@ type ChildEnvoys<D> = D extends { list: infer L; length: infer N extends number 
 export type EnvoyOf<D> = [unknown] extends [D] ? any : ModuleEnvoy<D> & ChildEnvoys<D>;
 
 /** The envoys of a union of descriptions (the children of a list whose children differ). */
-type EnvoysOf<U> = U extends unknown ? EnvoyOf<U> : never;
+export type EnvoysOf<U> = U extends unknown ? EnvoyOf<U> : never;
