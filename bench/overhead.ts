@@ -51,6 +51,8 @@ for (let r = 0; r < 15; r++)
       await f();
       samples[k].push(performance.now() - t0);
     }
+const q = (xs: number[], f: number) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * f)] * 1000;
+for (const [k, v] of Object.entries(samples)) console.log(`${k.padEnd(12)} p10 ${q(v, 0.1).toFixed(0)} p50 ${q(v, 0.5).toFixed(0)} p90 ${q(v, 0.9).toFixed(0)}`);
 const m = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, med(v) * 1000]));
 console.log(Object.entries(m).map(([k, v]) => `${k.padEnd(12)} ${v.toFixed(1)} us`).join('\n'));
 console.log(`overhead (trace12 - plain) ${(m.trace12 - m.plain).toFixed(1)} us; native part (prerecorded - plain) ${(m.prerecorded - m.plain).toFixed(1)} us; idle sites ${(m.idle - m.plain).toFixed(1)} us`);

@@ -92,6 +92,7 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
   c10::InferenceMode guard;  // the input tensors made here are used under InferenceMode
   Keys keys(req.Env());
   r.recordSites = req.Get("recordSites").ToBoolean();
+  r.returnLogits = req.Get("returnLogits").ToBoolean();
   auto cancel = req.Get("cancel");
   if (!cancel.IsUndefined() && !cancel.IsNull()) {
     if (!cancel.IsTypedArray() || cancel.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||

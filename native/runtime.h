@@ -70,6 +70,7 @@ struct Request {
   std::vector<Trace> traces;
   std::vector<Node> nodes;
   bool recordSites = false;
+  bool returnLogits = false;  // the last trace's logits back to JS (only forwardRaw asks: they can be large)
   // Cancellation: an Int32Array on a SharedArrayBuffer that JS sets to 1 (AbortSignal).
   // Checked at every site, so a running forward stops at the next module.
   const int32_t* cancel = nullptr;

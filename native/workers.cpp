@@ -108,7 +108,7 @@ class RunWorker : public Worker {
     Interpreter interp(*m_, req_);
     interp.run();
     saved_ = interp.saved();
-    logits_ = interp.logits;
+    if (req_.returnLogits) logits_ = interp.logits;
     fired_ = std::move(interp.firedSites);
   }
   Napi::Value result(Napi::Env env) override {
@@ -168,7 +168,6 @@ class GenWorker : public Worker {
     interp.generate(o_, emit);
     saved_ = interp.saved();
     tokens_ = interp.tokens;
-    logits_ = interp.logits;
     steps_ = interp.stepsRun;
     usedCache_ = interp.usedCache;
   }
@@ -198,7 +197,6 @@ class GenWorker : public Worker {
   Napi::ObjectReference keep_;
   std::vector<std::pair<int, c10::IValue>> saved_;
   std::vector<std::vector<int64_t>> tokens_;
-  at::Tensor logits_;
   int steps_ = 0;
   bool usedCache_ = false;
 };

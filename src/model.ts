@@ -19,17 +19,25 @@ export interface LoadOptions {
   dtype?: 'float32' | 'float16' | 'bfloat16';
   /** Called as loading goes: the weights are counted in bytes read from disk. */
   onProgress?: (progress: LoadProgress) => void;
+  /**
+   * Runs the forward (and a short generation, when the export has a key/value-cache graph) a few
+   * times before load resolves, so TorchScript's profiling executor has optimized both graphs and
+   * the first trace is as fast as the rest (default true; without it the first two traces and the
+   * first generation each take hundreds of milliseconds more).
+   */
+  warmup?: boolean;
 }
 
 export interface LoadProgress {
   /**
    * 'tokenizer'; 'weights' (model.pt, `done`/`total` in bytes); 'convert' (to the requested dtype);
-   * 'step' (step.pt, the key/value-cache graph, in bytes); 'ready' (last, once).
+   * 'step' (step.pt, the key/value-cache graph, in bytes); 'warmup' (`done`/`total` in forward
+   * passes); 'ready' (last, once).
    */
-  phase: 'tokenizer' | 'weights' | 'convert' | 'step' | 'ready';
+  phase: 'tokenizer' | 'weights' | 'convert' | 'step' | 'warmup' | 'ready';
   done: number;
   total: number;
-  /** The whole load so far, 0 to 1 (bytes of both files). */
+  /** The whole load so far, 0 to 1 (bytes of both files; warm-up runs at 1). */
   fraction: number;
 }
 
@@ -38,6 +46,8 @@ export interface TraceOptions {
   signal?: AbortSignal;
   /** @internal records every hook site that fired, in order (for tests and `inspect`) */
   recordSites?: boolean;
+  /** @internal returns the last forward's logits as raw.logits (forwardRaw) */
+  returnLogits?: boolean;
 }
 
 /** Given to trace callbacks: adds invokes, stops the forward early. */
@@ -135,8 +145,37 @@ export class LanguageModel<T = unknown> {
     const cfg = (manifest.config ?? {}) as Record<string, unknown>;
     const maxPositions = Number(cfg.n_positions ?? cfg.max_position_embeddings ?? 0) || undefined;
     nm.configure({ vocabSize: manifest.vocabSize, maxPositions, apply, cache: manifest.step?.cache });
+    const model = new LanguageModel<T>(path, manifest, tokenizer, nm);
+    if (options.warmup ?? true) {
+      try {
+        await model.#warmup(onProgress);
+      } catch (e) {
+        nm.dispose();
+        throw e;
+      }
+    }
     onProgress?.({ phase: 'ready', done: 1, total: 1, fraction: 1 });
-    return new LanguageModel<T>(path, manifest, tokenizer, nm);
+    return model;
+  }
+
+  /**
+   * Two plain forwards (TorchScript profiles the first and optimizes at the second) and, with a
+   * key/value-cache graph, a three-step greedy generation (prefill and decode), on 8 tokens.
+   */
+  async #warmup(onProgress: LoadOptions['onProgress']): Promise<void> {
+    const nm = this.native;
+    const cfg = (this.manifest.config ?? {}) as Record<string, unknown>;
+    const maxPos = Number(cfg.n_positions ?? cfg.max_position_embeddings ?? 0) || 64;
+    const ids = Array.from({ length: Math.max(1, Math.min(8, maxPos - 4)) }, (_, i) => (i + 1) % this.manifest.vocabSize);
+    const total = nm.hasCache ? 3 : 2;
+    for (let i = 0; i < total; i++) {
+      onProgress?.({ phase: 'warmup', done: i, total, fraction: 1 });
+      const graph = new Graph(this.padId);
+      this.recordTrace(graph, ids, () => undefined);
+      const request = { traces: graph.wireTraces(), nodes: graph.nodes };
+      if (i < 2) await nm.run(request);
+      else await nm.generate(request, { maxNewTokens: 3, temperature: 0, topK: 0, topP: 1, seed: 0, stopIds: [], padId: this.padId, useCache: true });
+    }
   }
 
   get device(): string {
@@ -259,7 +298,7 @@ export class LanguageModel<T = unknown> {
     graph.sealed = true;
     // the native side polls this flag at every hook site
     const cancel = signal ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
-    const request = { traces: graph.wireTraces(), nodes: graph.nodes, recordSites: !!options.recordSites, cancel };
+    const request = { traces: graph.wireTraces(), nodes: graph.nodes, recordSites: !!options.recordSites, returnLogits: !!options.returnLogits, cancel };
     const nm = this.native;
     const raw: RunResult = await this.#enqueue(graph, signal, cancel, () => nm.run(request));
     resolveSaved(graph, raw.saved);
@@ -374,7 +413,7 @@ export class LanguageModel<T = unknown> {
   async forwardRaw(input: TraceInput, options: TraceOptions = {}): Promise<{ logits: Tensor; fired?: string[] }> {
     const graph = new Graph(this.padId);
     this.recordTrace(graph, input, () => undefined);
-    const { raw } = await this.submit(graph, undefined, options);
+    const { raw } = await this.submit(graph, undefined, { ...options, returnLogits: true });
     return { logits: new Tensor(raw.logits!), fired: raw.fired };
   }
 

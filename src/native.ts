@@ -52,7 +52,7 @@ export interface NativeModel {
   readonly dtype: string;
   sites(): string[];
   configure(options: { vocabSize?: number; maxPositions?: number; apply?: Record<string, ApplyRule>; cache?: { layers: number; kvHeads: number; headDim: number } }): void;
-  run(request: { traces: WireTrace[]; nodes: WireNode[]; recordSites?: boolean; cancel?: Int32Array }): Promise<RunResult>;
+  run(request: { traces: WireTrace[]; nodes: WireNode[]; recordSites?: boolean; returnLogits?: boolean; cancel?: Int32Array }): Promise<RunResult>;
   readonly hasCache: boolean;
   generate(
     request: { traces: WireTrace[]; nodes: WireNode[]; cancel?: Int32Array },

@@ -23,7 +23,7 @@ function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ status: num
 }
 
 describe('load progress', () => {
-  it('reports every byte of model.pt and step.pt in order, then ready, and nothing after', async () => {
+  it('reports every byte of model.pt and step.pt in order, the warm-up runs, then ready, and nothing after', async () => {
     const events: LoadProgress[] = [];
     const model = await LanguageModel.load(MODELS.llama, { device: 'cpu', onProgress: (p) => events.push({ ...p }) });
     const count = events.length;
@@ -42,7 +42,9 @@ describe('load progress', () => {
     expect(w.at(-1)!.done).toBe(weights);
     expect(s.at(-1)!.done).toBe(step);
     // phases in order, and the overall fraction never goes back
-    expect(events.map((e) => e.phase).filter((p, i, a) => p !== a[i - 1])).toEqual(['tokenizer', 'weights', 'step', 'ready']);
+    expect(events.map((e) => e.phase).filter((p, i, a) => p !== a[i - 1])).toEqual(['tokenizer', 'weights', 'step', 'warmup', 'ready']);
+    // two forwards and a short generation (the export has a key/value-cache graph)
+    expect(events.filter((e) => e.phase === 'warmup').map((e) => [e.done, e.total])).toEqual([[0, 3], [1, 3], [2, 3]]);
     for (let i = 1; i < events.length; i++) expect(events[i].fraction).toBeGreaterThanOrEqual(events[i - 1].fraction);
     expect(w.at(-1)!.fraction).toBeCloseTo(weights / (weights + step), 6);
   });

@@ -176,10 +176,16 @@ result = {'again': b(*acts['in'])[0], 'mlp': b.mlp(acts['ln2'])}`);
       tracer.stop();
       return h;
     });
-    const { raw } = await model.submit(graph, res, { recordSites: true });
+    const { raw } = await model.submit(graph, res, { recordSites: true, returnLogits: true });
     expect(raw.fired!.at(-1)).toBe('transformer.h.1:output:0');
     expect(raw.fired!).not.toContain('transformer.h.2:input:0');
-    expect(raw.logits).toBeUndefined();
+    expect(raw.logits).toBeUndefined(); // asked for, but the forward stopped before the head
+    // a trace that does not ask gets no logits back: nothing is kept that the user did not request
+    const g2 = new Graph(model.padId);
+    const res2 = model.recordTrace(g2, ids, (m: any) => m.transformer.h[1].output[0]);
+    const plain = await model.submit(g2, res2, {});
+    expect(plain.raw.logits).toBeUndefined();
+    expect(plain.raw.saved.length).toBe(1);
   });
 });
 
