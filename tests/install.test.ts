@@ -130,6 +130,17 @@ result = {'norms': acts, 'top': top.indices.tolist(), 'probs': top.values.tolist
     out.probs.forEach((p: number, i: number) => expect(p).toBeCloseTo(ref.probs[i], 5));
   });
 
+  it('refuses a platform package of another torchsight version (its native interface may differ)', () => {
+    const dir = join(work, 'app');
+    const pkgFile = join(dir, 'node_modules/@torchsight', variant, 'package.json');
+    const pkg = JSON.parse(readFileSync(pkgFile, 'utf8'));
+    writeFileSync(pkgFile, JSON.stringify({ ...pkg, version: '0.0.1' }));
+    const r = spawnSync(process.execPath, ['tutorial.mjs', MODELS.gpt2], { cwd: dir, env: userEnv({ TORCHSIGHT_BUILD: 'never' }), encoding: 'utf8' });
+    writeFileSync(pkgFile, JSON.stringify(pkg));
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`${variant}: @torchsight/${variant} is version 0.0.1, torchsight is ${pkg.version} (npm install @torchsight/${variant}@${pkg.version})`);
+  });
+
   it('without the platform package and with building turned off, says what it tried', () => {
     const dir = project('bare', tarballs.filter((t) => /torchsight-\d/.test(t)), false);
     const r = spawnSync(process.execPath, ['tutorial.mjs', MODELS.gpt2], { cwd: dir, env: userEnv({ TORCHSIGHT_BUILD: 'never' }), encoding: 'utf8' });

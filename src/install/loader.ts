@@ -67,12 +67,15 @@ export function resolveAddon(env: NodeJS.ProcessEnv = process.env): Resolution {
     else if (!PREBUILT[variant]) tried.push(`${variant}: torchsight ships no prebuilt for it (it ships ${Object.keys(PREBUILT).join(', ')})`);
     else {
       const dir = prebuiltDir(variant);
-      if (dir && existsSync(join(dir, 'torchsight.node')))
+      // the native interface changes between versions: a leftover platform package must not load
+      const pv = dir ? (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version?: string }).version : undefined;
+      if (dir && pv !== version) tried.push(`${variant}: @torchsight/${variant} is version ${pv}, torchsight is ${version} (npm install @torchsight/${variant}@${version})`);
+      else if (dir && existsSync(join(dir, 'torchsight.node')))
         return {
           choice: { path: join(dir, 'torchsight.node'), how: `prebuilt ${variant}`, libtorch: t, preload: { shim: join(dir, 'torchsight_preload.node'), libs: preloadList(t) } },
           tried,
         };
-      tried.push(`${variant}: the package @torchsight/${variant} is not installed (npm install @torchsight/${variant})`);
+      else tried.push(`${variant}: the package @torchsight/${variant} is not installed (npm install @torchsight/${variant})`);
     }
     const cached = join(sourceBuildDir(t, version, env), 'torchsight.node');
     if (existsSync(cached)) return { choice: { path: cached, how: 'source build (cache)', libtorch: t, preload: { shim: join(dirname(cached), 'torchsight_preload.node'), libs: preloadList(t) } }, tried };
@@ -98,29 +101,43 @@ export interface LoadedAddon<T> {
   choice: AddonChoice;
 }
 
+/** Builds the addon against `t` into the cache, saying so; the choice that loads it. */
+function buildChoice(t: Libtorch, why: string, say: (line: string) => void): AddonChoice {
+  say(`${why}; building from source against libtorch ${t.version} (${variantOf(t)}, from ${t.source}) into the cache (set TORCHSIGHT_BUILD=never to stop this)`);
+  const dir = buildFromSource(t, packageRoot, packageVersion(), say);
+  say(`built ${join(dir, 'torchsight.node')}`);
+  return { path: join(dir, 'torchsight.node'), how: 'built now', libtorch: t, preload: { shim: join(dir, 'torchsight_preload.node'), libs: preloadList(t) } };
+}
+
 /** Resolves, builds when needed and allowed, and loads the addon; throws with what was tried. */
 export function loadAddon<T>(env: NodeJS.ProcessEnv = process.env, say: (line: string) => void = (l) => process.stderr.write(`torchsight: ${l}\n`)): LoadedAddon<T> {
   const r = resolveAddon(env);
-  let choice = r.choice;
   const tried = [...r.tried];
-  if (!choice && r.buildCandidate && env.TORCHSIGHT_BUILD !== 'never') {
-    const t = r.buildCandidate;
-    say(`no prebuilt binary for libtorch ${t.version} (${variantOf(t)}, from ${t.source}); building from source into the cache (set TORCHSIGHT_BUILD=never to stop this)`);
-    try {
-      const dir = buildFromSource(t, packageRoot, packageVersion(), say);
-      choice = { path: join(dir, 'torchsight.node'), how: 'built now', libtorch: t, preload: { shim: join(dir, 'torchsight_preload.node'), libs: preloadList(t) } };
-      say(`built ${choice.path}`);
-    } catch (e) {
-      tried.push(`building from source against libtorch ${t.version}: ${(e as Error).message}`);
-    }
-  } else if (!choice && r.buildCandidate) tried.push(`building from source: not attempted (TORCHSIGHT_BUILD=never)`);
-  if (choice) {
+  const mayBuild = env.TORCHSIGHT_BUILD !== 'never';
+  const attempt = (choice: AddonChoice): LoadedAddon<T> | undefined => {
     try {
       return { addon: loadChoice<T>(choice), choice };
     } catch (e) {
       tried.push(`${choice.path} (${choice.how}): ${(e as Error).message}`);
+      return undefined;
     }
-  }
+  };
+  const build = (t: Libtorch, why: string): LoadedAddon<T> | undefined => {
+    try {
+      return attempt(buildChoice(t, why, say));
+    } catch (e) {
+      tried.push(`building from source against libtorch ${t.version}: ${(e as Error).message}`);
+      return undefined;
+    }
+  };
+  let loaded = r.choice ? attempt(r.choice) : undefined;
+  // A prebuilt that does not load on this libtorch (a patch release that changed a symbol, say):
+  // the same libtorch is already in the process, so a build against it is the way out.
+  const failed = r.choice?.how.startsWith('prebuilt') ? r.choice.libtorch : undefined;
+  if (!loaded && failed?.cmakeDir && mayBuild) loaded = build(failed, `the prebuilt binary did not load on libtorch ${failed.version}`);
+  if (!loaded && !r.choice && r.buildCandidate && mayBuild) loaded = build(r.buildCandidate, `no prebuilt binary for libtorch ${r.buildCandidate.version}`);
+  if (!loaded && !mayBuild && (r.buildCandidate || failed)) tried.push('building from source: not attempted (TORCHSIGHT_BUILD=never)');
+  if (loaded) return loaded;
   throw new Error(
     `torchsight: the native addon could not be loaded. Tried, in order:\n  - ${tried.join('\n  - ')}\n` +
       `See 'npx torchsight doctor' and the README's Install section.`,
