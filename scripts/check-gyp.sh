@@ -13,4 +13,4 @@ nodedir="${npm_config_nodedir:-$(npm config get nodedir 2>/dev/null || true)}"
 args=(rebuild -j "$(nproc)")
 if [ -n "$nodedir" ] && [ "$nodedir" != "undefined" ]; then args+=(--nodedir "$nodedir"); fi
 (cd "$scratch" && node "$gyp" "${args[@]}" > gyp.log 2>&1) || { tail -40 "$scratch/gyp.log"; exit 1; }
-node -e "const a=require('$scratch/build/Release/torchsight.node'); if (typeof a.loadModel!=='function') process.exit(1); console.log('binding.gyp build OK: libtorch', a.info().torch)"
+node -e "const a=require('$scratch/build/Release/torchsight.node'); const p=require('$scratch/build/Release/torchsight_preload.node'); if (typeof a.loadModel!=='function' || typeof p.preload!=='function') process.exit(1); console.log('binding.gyp build OK: libtorch', a.info().torch, '+ the preload shim')"

@@ -81,8 +81,9 @@ async function main(argv: string[]): Promise<number> {
   }
   if (cmd === 'doctor' || cmd === 'info') {
     const { doctor, formatDoctor } = await import('./doctor.js');
-    console.log(formatDoctor(doctor()));
-    return 0;
+    const r = doctor();
+    console.log(formatDoctor(r));
+    return r.loaded ? 0 : 1;
   }
   if (cmd === 'inspect') {
     if (!rest[0]) {

@@ -9,17 +9,19 @@ import type { ModuleEntry, Struct } from './manifest.js';
 import { Graph } from './trace/graph.js';
 
 export interface DoctorReport {
-  /** The torchsight.node loaded and how it was chosen. */
+  /** Whether the native addon loaded; when not, `addon` is why and the runtime fields are absent. */
+  loaded: boolean;
+  /** The torchsight.node loaded and how it was chosen, or the loader's error. */
   addon: string;
   /** The libtorch version the addon was compiled against. */
-  libtorch: string;
+  libtorch?: string;
   /** Every libtorch found on the machine, best first, with the prebuilt variant it needs. */
   libtorchFound: { source: string; version: string; cuda: string | null; libDir: string; variant: string }[];
   /** Prebuilt packages installed. */
   prebuilts: string[];
-  cuda: { available: boolean; devices: number };
+  cuda?: { available: boolean; devices: number };
   blas: string;
-  threads: { torch: number; interop: number; openblasEnv?: string; ompEnv?: string };
+  threads?: { torch: number; interop: number; openblasEnv?: string; ompEnv?: string };
   node: string;
 }
 
@@ -38,32 +40,46 @@ function blasInUse(): string {
   }
 }
 
+/** What the runtime found. Never throws: an addon that does not load is reported, with what was tried. */
 export function doctor(): DoctorReport {
-  const addon = native();
-  const info = addon.info();
-  const choice = addonChoice()!;
   const found = discover().found;
-  return {
-    addon: `${choice.path} (${choice.how}${choice.libtorch ? `, on libtorch ${choice.libtorch.version} from ${choice.libtorch.source}` : ''})`,
-    libtorch: info.torch,
+  const machine = {
     libtorchFound: found.map((t) => ({ source: t.source, version: t.version, cuda: t.cuda, libDir: t.libDir, variant: variantOf(t) })),
     prebuilts: Object.keys(PREBUILT).filter((v) => prebuiltDir(v)),
+    node: process.version,
+  };
+  let info: ReturnType<ReturnType<typeof native>['info']>;
+  try {
+    info = native().info();
+  } catch (e) {
+    return { loaded: false, addon: `not loaded: ${(e as Error).message}`, ...machine, blas: blasInUse() };
+  }
+  const choice = addonChoice()!;
+  return {
+    loaded: true,
+    addon: `${choice.path} (${choice.how}${choice.libtorch ? `, on libtorch ${choice.libtorch.version} from ${choice.libtorch.source}` : ''})`,
+    libtorch: info.torch,
+    ...machine,
     cuda: { available: info.cudaAvailable, devices: info.cudaDevices },
     blas: blasInUse(),
     threads: { torch: info.threads, interop: info.interopThreads, openblasEnv: process.env.OPENBLAS_NUM_THREADS, ompEnv: process.env.OMP_NUM_THREADS },
-    node: process.version,
   };
 }
 
 export function formatDoctor(r: DoctorReport): string {
+  const found = r.libtorchFound.length
+    ? r.libtorchFound.map((t, i) => `${i ? '          ' : 'found     '} ${t.version} ${t.cuda ? `CUDA ${t.cuda}` : 'CPU'} from ${t.source}: ${t.libDir} (needs ${t.variant})`)
+    : ['found      no libtorch (see the README: Install)'];
   return [
-    `addon      ${r.addon}`,
-    `libtorch   ${r.libtorch} (compiled against)`,
-    ...r.libtorchFound.map((t, i) => `${i ? '          ' : 'found     '} ${t.version} ${t.cuda ? `CUDA ${t.cuda}` : 'CPU'} from ${t.source}: ${t.libDir} (needs ${t.variant})`),
+    `addon      ${r.addon.replace(/\n/g, '\n           ')}`,
+    ...(r.libtorch ? [`libtorch   ${r.libtorch} (compiled against)`] : []),
+    ...found,
     `prebuilts  ${r.prebuilts.length ? r.prebuilts.join(', ') : 'none installed'}`,
-    `CUDA       ${r.cuda.available ? `available, ${r.cuda.devices} device(s)` : 'not available (CPU only)'}`,
+    ...(r.cuda ? [`CUDA       ${r.cuda.available ? `available, ${r.cuda.devices} device(s)` : 'not available (CPU only)'}`] : []),
     `BLAS       ${r.blas}`,
-    `threads    torch intra-op ${r.threads.torch}, inter-op ${r.threads.interop}; OPENBLAS_NUM_THREADS=${r.threads.openblasEnv ?? '(unset)'}, OMP_NUM_THREADS=${r.threads.ompEnv ?? '(unset)'}`,
+    ...(r.threads
+      ? [`threads    torch intra-op ${r.threads.torch}, inter-op ${r.threads.interop}; OPENBLAS_NUM_THREADS=${r.threads.openblasEnv ?? '(unset)'}, OMP_NUM_THREADS=${r.threads.ompEnv ?? '(unset)'}`]
+      : []),
     `node       ${r.node}`,
   ].join('\n');
 }

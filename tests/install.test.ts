@@ -149,5 +149,11 @@ result = {'norms': acts, 'top': top.indices.tolist(), 'probs': top.values.tolist
     expect(r.stderr).toContain('torchsight: the native addon could not be loaded. Tried, in order:');
     expect(r.stderr).toContain(`${variant}: the package @torchsight/${variant} is not installed`);
     expect(r.stderr).toContain('building from source: not attempted (TORCHSIGHT_BUILD=never)');
+    // doctor still reports what the machine has, says why the addon did not load, and fails
+    const d = spawnSync(process.execPath, [join(dir, 'node_modules/torchsight/dist/cli.js'), 'doctor'], { cwd: dir, env: userEnv({ TORCHSIGHT_BUILD: 'never' }), encoding: 'utf8' });
+    expect(d.status).toBe(1);
+    expect(d.stdout).toMatch(/^addon {6}not loaded: torchsight: the native addon could not be loaded/);
+    expect(d.stdout).toContain(`(needs ${variant})`);
+    expect(d.stdout).toContain('prebuilts  none installed');
   });
 });
