@@ -1,7 +1,8 @@
 // npm run bench: torchsight's costs as ratios measured in one run, so a noisy machine cancels
 // out. Writes bench/results.json and docs/benchmarks.md.
 //   BENCH_THREADS (default: all cores), BENCH_ROUNDS (default 7), BENCH_QUICK=1 (tiny model only)
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { existsSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +22,7 @@ const QUICK = !!process.env.BENCH_QUICK;
 
 const MODELS = {
   tiny: { dir: join(ROOT, 'models', 'gpt2'), tokens: 16, iters: 200, what: 'GPT-2 shape, 12 layers, d=64, vocab 512' },
-  gpt2_124m: { dir: join(ROOT, 'bench', 'models', 'gpt2-124m'), tokens: 32, iters: 8, what: 'GPT-2-small shape, 12 layers, d=768, 12 heads, vocab 50257 (124M parameters)' },
+  gpt2_124m: { dir: join(ROOT, 'bench', 'models', 'gpt2-124m'), tokens: 32, iters: 28, what: 'GPT-2-small shape, 12 layers, d=768, 12 heads, vocab 50257 (124M parameters)' },
 };
 
 function sh(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): string {
@@ -40,6 +41,27 @@ function prepare(): void {
     if (QUICK && m === MODELS.gpt2_124m) continue;
     if (!existsSync(join(m.dir, 'plain.pt'))) sh(PY, ['bench/python_bench.py', 'plain', m.dir]);
   }
+}
+
+/** bench/python_bench.py serve: one Python process, one round per request. */
+function pythonServer(dir: string, args: object) {
+  const child = spawn(PY, ['bench/python_bench.py', 'serve', dir, JSON.stringify(args)], { cwd: ROOT, env: { ...process.env, PYTHONPATH: join(ROOT, 'python') }, stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+  const next = async () => {
+    const r = await lines.next();
+    if (r.done) throw new Error('bench/python_bench.py serve ended early');
+    return r.value as string;
+  };
+  return {
+    ready: next().then((l) => {
+      if (l !== 'ready') throw new Error(`python_bench: expected 'ready', got ${l}`);
+    }),
+    async round(iters: number): Promise<{ plain: number[]; hooked: number[]; threads: number }> {
+      child.stdin!.write(`${iters}\n`);
+      return JSON.parse(await next());
+    },
+    close: () => child.stdin!.end(),
+  };
 }
 
 const median = (xs: number[]) => {
@@ -93,15 +115,25 @@ async function benchModel(name: keyof typeof MODELS) {
     model.recordTrace(g, ids, intervention);
     g.wireTraces();
   };
-  const samples: Record<string, number[]> = { plain: [], idleSites: [], emptyTrace: [], trace12: [], record: [] };
+  const samples: Record<string, number[]> = { plain: [], idleSites: [], emptyTrace: [], trace12: [], record: [], pyPlain: [], pyHooked: [] };
   for (const f of Object.values(fns)) await time(f, 3); // warm-up (profiling executor, caches)
   const iters = Math.max(1, Math.round(spec.iters / ROUNDS));
+  // Python's rounds interleave with ours (it waits while we run, and we while it runs), so the
+  // machine's drift over minutes falls on both sides of the ratio alike.
+  const python = pythonServer(spec.dir, { threads: THREADS, ids, patch: patch.toArray() });
+  let pyThreads = 0;
+  await python.ready;
   for (let r = 0; r < ROUNDS; r++) {
     for (const [k, f] of Object.entries(fns)) samples[k].push(...(await time(f, iters)));
     samples.record.push(...(await time(recordOnly, iters)));
+    const round = await python.round(iters);
+    samples.pyPlain.push(...round.plain);
+    samples.pyHooked.push(...round.hooked);
+    pyThreads = round.threads;
   }
+  python.close();
   const med = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)]));
-  const py = JSON.parse(sh(PY, ['bench/python_bench.py', 'eager', spec.dir, JSON.stringify({ threads: THREADS, ids, patch: patch.toArray(), rounds: ROUNDS, iters })]));
+  const py = { plain_ms: med.pyPlain, hooked_ms: med.pyHooked, threads: pyThreads };
   // peak memory of a trace vs a plain forward, each in its own process
   const mem = (mode: string) => Number(sh(process.execPath, ['--import', 'tsx', 'bench/mem.ts', spec.dir, mode, String(spec.tokens), String(THREADS)]).trim());
   const peak = { plainKB: mem('plain'), traceKB: mem('trace12') };
@@ -124,7 +156,7 @@ async function benchModel(name: keyof typeof MODELS) {
   const genSamples: Record<string, number[]> = { cached: [], uncached: [], steered: [] };
   const genIters = name === 'tiny' ? 3 : 1;
   for (const f of Object.values(genFns)) await f();
-  for (let r = 0; r < Math.min(ROUNDS, name === 'tiny' ? 5 : 3); r++)
+  for (let r = 0; r < Math.min(ROUNDS, 5); r++)
     for (const [k, f] of Object.entries(genFns)) {
       for (let i = 0; i < genIters; i++) {
         const t0 = performance.now();
@@ -203,8 +235,9 @@ Measured ${out.date.slice(0, 10)} on ${out.machine.cpu} (${out.machine.cores} co
 libtorch ${out.libtorch}, ${out.threads.torch} torch thread(s) for both torchsight and Python, ${out.threads.blas}.
 Command: \`${out.command}\` (the numbers below are this run's; \`bench/results.json\` has every figure).
 
-Each figure is a median over interleaved rounds, and each headline is a ratio taken within one
-run, so the machine's noise cancels. Every forward of ours goes through the same path a user's
+Each figure is a median over interleaved rounds (Python's rounds too: one Python process runs a
+round whenever ours finish one), and each headline is a ratio taken within one run, so the
+machine's drift falls on both sides. Every forward of ours goes through the same path a user's
 does: a promise, an AsyncWorker, the TorchScript forward, and results back as Tensor handles.
 
 | headline | value | target | |
