@@ -132,29 +132,38 @@ export class LanguageModel<T = unknown> {
     // Bytes of model.pt and step.pt make the overall fraction; events after the load are dropped.
     const sizes = { weights: statSync(modelFile).size, step: stepFile ? statSync(stepFile).size : 0 };
     let loading = true;
+    // An exception thrown by the user's callback on a native event has nowhere to go (N-API would
+    // drop it): keep the first one and reject the load with it.
+    let callbackError: { error: unknown } | undefined;
     const report = onProgress
       ? (phase: string, done: number, total: number) => {
-          if (!loading) return;
+          if (!loading || callbackError) return;
           const bytes = phase === 'weights' ? done : phase === 'step' ? sizes.weights + done : sizes.weights;
-          onProgress({ phase: phase as LoadProgress['phase'], done, total, fraction: Math.min(1, bytes / (sizes.weights + sizes.step || 1)) });
+          try {
+            onProgress({ phase: phase as LoadProgress['phase'], done, total, fraction: Math.min(1, bytes / (sizes.weights + sizes.step || 1)) });
+          } catch (error) {
+            callbackError = { error };
+          }
         }
       : undefined;
     const nm = await addon.loadModel(modelFile, device, options.dtype ?? '', stepFile, report).finally(() => (loading = false));
+    if (callbackError) {
+      nm.dispose();
+      throw callbackError.error;
+    }
     const apply: Record<string, ApplyRule> = {};
     for (const m of manifest.modules) if (m.apply && m.apply.kind !== 'none') apply[m.path] = { kind: m.apply.kind, eps: m.apply.eps, fn: m.apply.fn };
     const cfg = (manifest.config ?? {}) as Record<string, unknown>;
     const maxPositions = Number(cfg.n_positions ?? cfg.max_position_embeddings ?? 0) || undefined;
     nm.configure({ vocabSize: manifest.vocabSize, maxPositions, apply, cache: manifest.step?.cache });
     const model = new LanguageModel<T>(path, manifest, tokenizer, nm);
-    if (options.warmup ?? true) {
-      try {
-        await model.#warmup(onProgress);
-      } catch (e) {
-        nm.dispose();
-        throw e;
-      }
+    try {
+      if (options.warmup ?? true) await model.#warmup(onProgress);
+      onProgress?.({ phase: 'ready', done: 1, total: 1, fraction: 1 });
+    } catch (e) {
+      nm.dispose();
+      throw e;
     }
-    onProgress?.({ phase: 'ready', done: 1, total: 1, fraction: 1 });
     return model;
   }
 
@@ -346,7 +355,11 @@ export class LanguageModel<T = unknown> {
     const rows = seg.rows.length;
     const sofar: number[][] = Array.from({ length: rows }, () => []);
     const done = new Array<boolean>(rows).fill(false);
+    let eventsSeen = 0;
+    let allSeen: (() => void) | undefined;
     const onStep = (tokens: number[], step: number) => {
+      eventsSeen++;
+      if (allSeen && eventsSeen >= expectedEvents) allSeen();
       tokens.forEach((t, b) => t >= 0 && !done[b] && sofar[b].push(t));
       const text = sofar.map((r) => this.tokenizer.decode(r));
       if (stops.strings.length) {
@@ -355,9 +368,19 @@ export class LanguageModel<T = unknown> {
         });
         if (done.every(Boolean)) Atomics.compareExchange(cancel, 0, 0, 2);
       }
-      options.onToken?.({ step, tokens, text });
-      options.onProgress?.({ step: step + 1, maxNewTokens, fraction: Math.min(1, (step + 1) / maxNewTokens) });
+      // the user's callbacks run on a native event: an exception stops the generation and
+      // becomes its rejection (N-API would otherwise drop it)
+      if (callbackError) return;
+      try {
+        options.onToken?.({ step, tokens, text });
+        options.onProgress?.({ step: step + 1, maxNewTokens, fraction: Math.min(1, (step + 1) / maxNewTokens) });
+      } catch (error) {
+        callbackError = { error };
+        Atomics.store(cancel, 0, 1);
+      }
     };
+    let callbackError: { error: unknown } | undefined;
+    let expectedEvents = Infinity;
     const request = { traces: graph.wireTraces(), nodes: graph.nodes, cancel };
     const genOptions = {
       maxNewTokens,
@@ -370,7 +393,16 @@ export class LanguageModel<T = unknown> {
       useCache,
     };
     const needEvents = !!options.onToken || !!options.onProgress || stops.strings.length > 0;
-    const raw = await this.#enqueue(graph, signal, cancel, () => nm.generate(request, genOptions, needEvents ? onStep : undefined));
+    const raw = await this.#enqueue(graph, signal, cancel, () => nm.generate(request, genOptions, needEvents ? onStep : undefined)).catch((e) => {
+      throw callbackError ? callbackError.error : e;
+    });
+    // Step events travel separately from the result: deliver every one before resolving, so no
+    // callback runs after generate() has returned (native code sends exactly one a step).
+    if (needEvents && eventsSeen < raw.steps) {
+      expectedEvents = raw.steps;
+      await new Promise<void>((r) => (allSeen = r));
+    }
+    if (callbackError) throw callbackError.error;
     resolveSaved(graph, raw.saved);
     const tokens = raw.tokens.map((r) => cutAtStop(this, r, stops.strings));
     const text = tokens.map((r) => this.tokenizer.decode(r));

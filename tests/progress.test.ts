@@ -49,6 +49,12 @@ describe('load progress', () => {
     expect(w.at(-1)!.fraction).toBeCloseTo(weights / (weights + step), 6);
   });
 
+  it('a callback that throws rejects the load with its error (N-API would drop it)', async () => {
+    const bug = new Error('progress bug');
+    await expect(LanguageModel.load(MODELS.llama, { onProgress: (p) => { if (p.phase === 'weights') throw bug; } })).rejects.toBe(bug);
+    await expect(LanguageModel.load(MODELS.llama, { onProgress: (p) => { if (p.phase === 'warmup') throw bug; } })).rejects.toBe(bug);
+  });
+
   it('rejects an onProgress that is not a function', async () => {
     await expect(LanguageModel.load(MODELS.llama, { onProgress: 5 as never })).rejects.toThrow('onProgress must be a function');
   });
@@ -63,6 +69,23 @@ describe('generation progress', () => {
       const steps = seen.filter((_, i) => i % 2 === 1);
       expect(seen.filter((_, i) => i % 2 === 0).every((d) => Math.abs(d) < 1e-12)).toBe(true);
       expect(steps).toEqual(Array.from({ length: out.steps }, (_, i) => i + 1));
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
+describe('callbacks that throw during generation', () => {
+  it('stop the generation, reject it with their error, and leave the model usable', async () => {
+    const model = await LanguageModel.load(MODELS.gpt2, { device: 'cpu' });
+    try {
+      const bug = new Error('user bug');
+      let calls = 0;
+      await expect(model.generate('The Eiffel Tower is', { maxNewTokens: 30, onToken: () => { calls++; throw bug; } })).rejects.toBe(bug);
+      expect(calls).toBe(1); // not called again once it threw
+      await expect(model.generate('The Eiffel Tower is', { maxNewTokens: 4, onProgress: (p) => { if (p.step === 4) throw bug; } })).rejects.toBe(bug);
+      const out = await model.generate('The Eiffel Tower is', { maxNewTokens: 4 });
+      expect(out.tokens.length).toBe(4);
     } finally {
       await model.dispose();
     }
