@@ -59,30 +59,47 @@ class Worker : public Napi::AsyncWorker {
   bool userError_ = false;
 };
 
+// An optional JS callback that a worker thread posts events to without waiting; released with
+// its worker (events already queued are still delivered).
+class JsCallback {
+ public:
+  JsCallback(Napi::Env env, const Napi::Function& fn, const char* name) {
+    if (fn.IsEmpty()) return;
+    fn_ = Napi::ThreadSafeFunction::New(env, fn, name, 0, 1);
+    set_ = true;
+  }
+  ~JsCallback() {
+    if (set_) fn_.Release();
+  }
+  JsCallback(const JsCallback&) = delete;
+  JsCallback& operator=(const JsCallback&) = delete;
+  explicit operator bool() const { return set_; }
+  // `call(env, cb, data)` runs on the JS thread and owns `data` from then on.
+  template <typename T, typename Call>
+  void post(T* data, Call call) {
+    if (!set_ || fn_.NonBlockingCall(data, call) != napi_ok) delete data;
+  }
+
+ private:
+  Napi::ThreadSafeFunction fn_;
+  bool set_ = false;
+};
+
 class LoadWorker : public Worker {
  public:
   LoadWorker(Napi::Env env, std::string path, std::string device, std::string dtype, std::string step, Napi::Function onProgress)
-      : Worker(env), path_(std::move(path)), device_(std::move(device)), dtype_(std::move(dtype)), step_(std::move(step)) {
-    if (!onProgress.IsEmpty()) {
-      tsfn_ = Napi::ThreadSafeFunction::New(env, onProgress, "torchsight-load", 0, 1);
-      hasTsfn_ = true;
-    }
-  }
-  ~LoadWorker() override {
-    if (hasTsfn_) tsfn_.Release();
-  }
+      : Worker(env), path_(std::move(path)), device_(std::move(device)), dtype_(std::move(dtype)), step_(std::move(step)),
+        onProgress_(env, onProgress, "torchsight-load") {}
   void work() override {
     LoadProgress progress;
-    if (hasTsfn_)
+    if (onProgress_)
       progress = [this](const char* phase, uint64_t done, uint64_t total) {
-        struct Event { const char* phase; double done, total; };
-        auto* e = new Event{phase, (double)done, (double)total};  // phase: a string literal
-        auto st = tsfn_.NonBlockingCall(e, [](Napi::Env env, Napi::Function cb, Event* e) {
+        struct Event { const char* phase; double done, total; };  // phase: a string literal
+        onProgress_.post(new Event{phase, (double)done, (double)total}, [](Napi::Env env, Napi::Function cb, Event* e) {
           Event v = *e;
           delete e;
           cb.Call({Napi::String::New(env, v.phase), Napi::Number::New(env, v.done), Napi::Number::New(env, v.total)});
         });
-        if (st != napi_ok) delete e;
       };
     state_ = loadModelState(path_, device_, dtype_, step_, progress);
   }
@@ -90,8 +107,7 @@ class LoadWorker : public Worker {
 
  private:
   std::string path_, device_, dtype_, step_;
-  Napi::ThreadSafeFunction tsfn_;
-  bool hasTsfn_ = false;
+  JsCallback onProgress_;
   std::shared_ptr<ModelState> state_;
 };
 
@@ -139,31 +155,22 @@ class RunWorker : public Worker {
 class GenWorker : public Worker {
  public:
   GenWorker(Napi::Env env, std::shared_ptr<ModelState> m, Request r, GenOptions o, Napi::Function onStep, Napi::Value keep)
-      : Worker(env), m_(std::move(m)), req_(std::move(r)), o_(std::move(o)) {
+      : Worker(env), m_(std::move(m)), req_(std::move(r)), o_(std::move(o)), onStep_(env, onStep, "torchsight-generate") {
     if (keep.IsObject()) keep_ = Napi::Persistent(keep.As<Napi::Object>());
-    if (!onStep.IsEmpty()) {
-      tsfn_ = Napi::ThreadSafeFunction::New(env, onStep, "torchsight-generate", 0, 1);
-      hasTsfn_ = true;
-    }
-  }
-  ~GenWorker() override {
-    if (hasTsfn_) tsfn_.Release();
   }
   void work() override {
     std::lock_guard<std::mutex> lock(m_->mu);
     c10::InferenceMode guard;
     Interpreter interp(*m_, req_);
     auto emit = [this](int step, const std::vector<int64_t>& toks) {
-      if (!hasTsfn_) return;
-      auto* data = new std::pair<int, std::vector<int64_t>>(step, toks);
-      auto st = tsfn_.NonBlockingCall(data, [](Napi::Env env, Napi::Function cb, std::pair<int, std::vector<int64_t>>* d) {
+      if (!onStep_) return;
+      onStep_.post(new std::pair<int, std::vector<int64_t>>(step, toks), [](Napi::Env env, Napi::Function cb, std::pair<int, std::vector<int64_t>>* d) {
         auto arr = Napi::Array::New(env, d->second.size());
         for (size_t i = 0; i < d->second.size(); ++i) arr.Set((uint32_t)i, Napi::Number::New(env, (double)d->second[i]));
         int step = d->first;
         delete d;
         cb.Call({arr, Napi::Number::New(env, step)});
       });
-      if (st != napi_ok) delete data;
     };
     interp.generate(o_, emit);
     saved_ = interp.saved();
@@ -192,8 +199,7 @@ class GenWorker : public Worker {
   std::shared_ptr<ModelState> m_;
   Request req_;
   GenOptions o_;
-  Napi::ThreadSafeFunction tsfn_;
-  bool hasTsfn_ = false;
+  JsCallback onStep_;
   Napi::ObjectReference keep_;
   std::vector<std::pair<int, c10::IValue>> saved_;
   std::vector<std::vector<int64_t>> tokens_;
