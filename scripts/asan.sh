@@ -20,7 +20,8 @@ export ASAN_OPTIONS="detect_leaks=1:log_path=$PWD/.cache/asan/asan:halt_on_error
 export FUZZ_ITERS="${FUZZ_ITERS:-300}" FUZZ_CASE_TIMEOUT_MS="${FUZZ_CASE_TIMEOUT_MS:-120000}"
 export LSAN_OPTIONS="exitcode=0"
 set +e
-npx vitest run "$@"
+# and the timeouts grow with it (a model load includes its warm-up forwards)
+npx vitest run --testTimeout=1200000 --hookTimeout=1200000 "$@"
 rc=$?
 unset LD_PRELOAD
 set -e

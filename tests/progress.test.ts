@@ -10,10 +10,14 @@ import { LanguageModel, type LoadProgress } from '../src/index.js';
 import { discover } from '../src/install/libtorch.js';
 import { MODELS, PYTHON, ROOT, childEnv, oracle, py } from './helpers.js';
 
-/** Runs the CLI (from source, as tsx) without blocking this process's event loop. */
-function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
+/**
+ * Runs the CLI (from source, as tsx) without blocking this process's event loop. A command that
+ * loads the addon (`native`) keeps this process's environment, sanitizer included under
+ * `npm run test:asan`, since it loads the same addon; the others get a plain child environment.
+ */
+function cli(args: string[], env: NodeJS.ProcessEnv = {}, native = false): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli.ts'), ...args], { env: childEnv(env), cwd: ROOT });
+    const p = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli.ts'), ...args], { env: native ? { ...process.env, ...env } : childEnv(env), cwd: ROOT });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d) => (stdout += d));
@@ -95,7 +99,7 @@ describe('callbacks that throw during generation', () => {
 describe('torchsight generate (command line)', () => {
   it('prints the greedy continuation eager PyTorch gives, with progress bars on stderr', async () => {
     const prompt = 'The capital of France is';
-    const r = await cli(['generate', MODELS.gpt2, prompt, '--max-new-tokens', '6']);
+    const r = await cli(['generate', MODELS.gpt2, prompt, '--max-new-tokens', '6'], {}, true);
     expect(r.status, r.stderr).toBe(0);
     const ref = oracle<string>('gpt2', `seq = tokenizer.encode(${JSON.stringify(prompt)})
 n = len(seq)
