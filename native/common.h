@@ -77,9 +77,13 @@ c10::IValue runOp(const OpDef& op, std::vector<c10::IValue>& args);
 at::Tensor applyIndex(const at::Tensor& t, const c10::IValue& spec);
 
 // ---- addon-wide state --------------------------------------------------------------
+struct ModelState;
 struct AddonData {
   Napi::FunctionReference tensorCtor;
   Napi::FunctionReference modelCtor;
+  // the state a NativeModel being constructed takes (handed over on the JS thread, never held
+  // by a JS object: dispose() must free the model at once, not when the GC gets to a handle)
+  std::shared_ptr<ModelState> pendingModel;
 };
 AddonData& addonData(Napi::Env env);
 

@@ -211,12 +211,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                         InstanceAccessor("dtype", &ModelWrap::Dtype, nullptr)});
   }
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
-    if (info.Length() != 1 || !info[0].IsExternal()) {
+    state_ = std::move(addonData(info.Env()).pendingModel);
+    if (!state_) {
       Napi::TypeError::New(info.Env(), "NativeModel cannot be constructed directly; use loadModel")
           .ThrowAsJavaScriptException();
       return;
     }
-    state_ = *info[0].As<Napi::External<std::shared_ptr<ModelState>>>().Data();
   }
 
  private:
@@ -316,9 +316,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 };
 
 Napi::Object newModelObject(Napi::Env env, std::shared_ptr<ModelState> s) {
-  auto ext = Napi::External<std::shared_ptr<ModelState>>::New(env, new std::shared_ptr<ModelState>(std::move(s)),
-                                                              [](Napi::Env, std::shared_ptr<ModelState>* p) { delete p; });
-  return addonData(env).modelCtor.New({ext});
+  addonData(env).pendingModel = std::move(s);
+  return addonData(env).modelCtor.New({});
 }
 
 static Napi::Value LoadModel(const Napi::CallbackInfo& info) {
