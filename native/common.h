@@ -84,6 +84,8 @@ struct AddonData {
   // the state a NativeModel being constructed takes (handed over on the JS thread, never held
   // by a JS object: dispose() must free the model at once, not when the GC gets to a handle)
   std::shared_ptr<ModelState> pendingModel;
+  // set while wrapTensor constructs a NativeTensor: user code cannot construct one
+  bool wrappingTensor = false;
 };
 AddonData& addonData(Napi::Env env);
 

@@ -175,8 +175,10 @@ Napi::Function TensorWrap::Init(Napi::Env env) {
 }
 
 TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorWrap>(info) {
-  // Only made from C++ (wrapTensor) with an External marker; user code cannot construct one.
-  if (info.Length() != 1 || !info[0].IsExternal()) {
+  // Only made from C++ (wrapTensor); user code cannot construct one.
+  bool fromWrap = addonData(info.Env()).wrappingTensor;
+  addonData(info.Env()).wrappingTensor = false;
+  if (!fromWrap) {
     Napi::TypeError::New(info.Env(), "NativeTensor cannot be constructed directly; use Tensor.from")
         .ThrowAsJavaScriptException();
     return;
@@ -213,7 +215,9 @@ void TensorWrap::release(Napi::Env env) {
 }
 
 Napi::Object wrapTensor(Napi::Env env, at::Tensor t) {
-  auto obj = addonData(env).tensorCtor.New({Napi::External<void>::New(env, nullptr)});
+  addonData(env).wrappingTensor = true;
+  auto obj = addonData(env).tensorCtor.New({});
+  addonData(env).wrappingTensor = false;  // already cleared by the constructor, unless it never ran
   TensorWrap::Unwrap(obj)->set(std::move(t), env);
   return obj;
 }

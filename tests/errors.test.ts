@@ -146,6 +146,18 @@ describe('trace errors', () => {
   });
 });
 
+describe('native classes', () => {
+  it('cannot be constructed from JavaScript, and a refused attempt does not unlock the next', async () => {
+    const { native } = await import('../src/native.js');
+    const addon = native() as unknown as { NativeTensor: new () => unknown; NativeModel: new () => unknown };
+    expect(() => new addon.NativeTensor()).toThrow('NativeTensor cannot be constructed directly; use Tensor.from');
+    expect(() => new addon.NativeModel()).toThrow('NativeModel cannot be constructed directly; use loadModel');
+    const t = Tensor.from([1, 2, 3]);
+    expect(t.toArray()).toEqual([1, 2, 3]); // the real path still works
+    expect(() => new addon.NativeTensor()).toThrow('cannot be constructed directly');
+  });
+});
+
 describe('out of memory', () => {
   it('an allocation no machine can make fails cleanly, eagerly and inside the forward at layer 5', async () => {
     // [2^23, 1] x [1, 2^23] needs 2^46 floats (256 TB): more than the address space, refused at once
