@@ -317,7 +317,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
 Napi::Object newModelObject(Napi::Env env, std::shared_ptr<ModelState> s) {
   addonData(env).pendingModel = std::move(s);
-  return addonData(env).modelCtor.New({});
+  auto obj = addonData(env).modelCtor.New({});
+  addonData(env).pendingModel.reset();  // already taken by the constructor, unless it never ran
+  return obj;
 }
 
 static Napi::Value LoadModel(const Napi::CallbackInfo& info) {

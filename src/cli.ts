@@ -105,18 +105,18 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const { LanguageModel } = await import('./model.js');
+    const prompt = positionals.slice(1).join(' ');
     const bar = new ProgressBar(process.stderr, 'bytes');
     const model = await LanguageModel.load(positionals[0], { device: values.device, onProgress: loadBar(bar) });
     try {
       const steps = new ProgressBar(process.stderr, 'count');
-      const out = await model.generate(positionals.slice(1).join(' '), {
+      const out = await model.generate(prompt, {
         maxNewTokens: Number(values['max-new-tokens']),
         temperature: Number(values.temperature),
         seed: values.seed === undefined ? undefined : Number(values.seed),
         onProgress: (p) => steps.update('generating', p.step, p.maxNewTokens),
       });
       steps.done();
-      const prompt = positionals.slice(1).join(' ');
       console.log(prompt + (out.text as string));
     } finally {
       await model.dispose();

@@ -27,27 +27,28 @@ function tail(file: string, lines = 30): string {
 /**
  * Configures and compiles the addon for `t` from `packageRoot`'s native/ and CMakeLists.txt.
  * Returns the folder holding torchsight.node and torchsight_preload.node; throws with the end of
- * the build log on failure. `say` gets one line per stage.
+ * the build log on failure. `say` gets one line per stage. `env` is the environment the loader
+ * resolved with (the cache folder comes from it, so the build lands where resolveAddon looks).
  */
-export function buildFromSource(t: Libtorch, packageRoot: string, packageVersion: string, say: (line: string) => void): string {
+export function buildFromSource(t: Libtorch, packageRoot: string, packageVersion: string, say: (line: string) => void, env: NodeJS.ProcessEnv = process.env): string {
   if (!t.cmakeDir) throw new Error(`libtorch ${t.version} from ${t.source} has no TorchConfig.cmake (headers and cmake files), so nothing can be built against it`);
-  const cmake = process.env.TORCHSIGHT_CMAKE ?? 'cmake';
+  const cmake = env.TORCHSIGHT_CMAKE ?? 'cmake';
   const probe = spawnSync(cmake, ['--version'], { encoding: 'utf8' });
   if (probe.status !== 0) throw new Error(`building from source needs cmake (${cmake}: ${probe.error?.message ?? 'failed'}); Debian: apt-get install cmake g++ make`);
-  const out = sourceBuildDir(t, packageVersion);
+  const out = sourceBuildDir(t, packageVersion, env);
   const work = join(out, `build-${process.pid}`);
   mkdirSync(work, { recursive: true });
   const log = join(out, 'build.log');
   // absolute paths (node-addon-api's include_dir is relative to the working directory)
   const includes = [dirname(require.resolve('node-api-headers/include/node_api.h')), dirname(require.resolve('node-addon-api/napi.h'))].join(';');
-  const env: NodeJS.ProcessEnv = { ...process.env, TORCH_DIR: t.cmakeDir };
-  delete env.LIBTORCH; // the CMakeLists looks at LIBTORCH first: build against exactly `t`
-  delete env.CMAKE_PREFIX_PATH;
+  const cmakeEnv: NodeJS.ProcessEnv = { ...env, TORCH_DIR: t.cmakeDir };
+  delete cmakeEnv.LIBTORCH; // the CMakeLists looks at LIBTORCH first: build against exactly `t`
+  delete cmakeEnv.CMAKE_PREFIX_PATH;
   const fd = openSync(log, 'w');
   try {
     const run = (args: string[], what: string) => {
       say(what);
-      const r = spawnSync(cmake, args, { stdio: ['ignore', fd, fd], env });
+      const r = spawnSync(cmake, args, { stdio: ['ignore', fd, fd], env: cmakeEnv });
       if (r.status !== 0) throw new Error(`${what} failed (log: ${log}):\n${tail(log)}`);
     };
     run(['-S', packageRoot, '-B', work, '-DCMAKE_BUILD_TYPE=Release', `-DCMAKE_JS_INC=${includes}`, `-DTORCH_DIR=${t.cmakeDir}`], `configuring against libtorch ${t.version} (${t.cmakeDir})`);

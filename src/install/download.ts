@@ -74,8 +74,10 @@ export async function downloadLibtorch(o: DownloadOptions = {}): Promise<Libtorc
   const root = join(cacheDir(), 'libtorch');
   const dest = join(root, `${version}+${tag}`);
   mkdirSync(root, { recursive: true });
+  // as discovery will describe it (the same source name as discover() gives a download)
+  const installed = () => describe(`download (${version}+${tag})`, join(dest, 'libtorch', 'lib'), join(dest, 'libtorch', 'share', 'cmake', 'Torch'));
   if (existsSync(join(dest, 'libtorch', 'lib', 'libc10.so'))) {
-    const t = describe(`download (${version}+${tag})`, join(dest, 'libtorch', 'lib'), join(dest, 'libtorch', 'share', 'cmake', 'Torch'));
+    const t = installed();
     if (typeof t !== 'string') return t;
   }
   const part = `${dest}.zip.part`;
@@ -107,7 +109,7 @@ export async function downloadLibtorch(o: DownloadOptions = {}): Promise<Libtorc
   } finally {
     if (existsSync(part)) unlinkSync(part);
   }
-  const t = describe(`download (${version}+${tag})`, join(dest, 'libtorch', 'lib'), join(dest, 'libtorch', 'share', 'cmake', 'Torch'));
+  const t = installed();
   if (typeof t === 'string') throw new Error(t);
   if (!PREBUILT[variantOf(t)]) process.emitWarning(`libtorch ${t.version} has no prebuilt torchsight binary (${variantOf(t)}): first use builds one from source`, 'TorchsightWarning');
   return t;

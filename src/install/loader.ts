@@ -44,6 +44,11 @@ export interface Resolution {
   tried: string[];
 }
 
+/** The choice of the addon in `dir` (a platform package or a source build in the cache), run on `t`. */
+function choiceIn(dir: string, how: string, t: Libtorch): AddonChoice {
+  return { path: join(dir, 'torchsight.node'), how, libtorch: t, preload: { shim: join(dir, 'torchsight_preload.node'), libs: preloadList(t) } };
+}
+
 /** Finds the addon to load without loading anything. */
 export function resolveAddon(env: NodeJS.ProcessEnv = process.env): Resolution {
   const tried: string[] = [];
@@ -70,16 +75,12 @@ export function resolveAddon(env: NodeJS.ProcessEnv = process.env): Resolution {
       // the native interface changes between versions: a leftover platform package must not load
       const pv = dir ? (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version?: string }).version : undefined;
       if (dir && pv !== version) tried.push(`${variant}: @torchsight/${variant} is version ${pv}, torchsight is ${version} (npm install @torchsight/${variant}@${version})`);
-      else if (dir && existsSync(join(dir, 'torchsight.node')))
-        return {
-          choice: { path: join(dir, 'torchsight.node'), how: `prebuilt ${variant}`, libtorch: t, preload: { shim: join(dir, 'torchsight_preload.node'), libs: preloadList(t) } },
-          tried,
-        };
+      else if (dir && existsSync(join(dir, 'torchsight.node'))) return { choice: choiceIn(dir, `prebuilt ${variant}`, t), tried };
       else tried.push(`${variant}: the package @torchsight/${variant} is not installed (npm install @torchsight/${variant})`);
     }
-    const cached = join(sourceBuildDir(t, version, env), 'torchsight.node');
-    if (existsSync(cached)) return { choice: { path: cached, how: 'source build (cache)', libtorch: t, preload: { shim: join(dirname(cached), 'torchsight_preload.node'), libs: preloadList(t) } }, tried };
-    tried.push(`${variant}: no source build in ${dirname(cached)}`);
+    const cached = sourceBuildDir(t, version, env);
+    if (existsSync(join(cached, 'torchsight.node'))) return { choice: choiceIn(cached, 'source build (cache)', t), tried };
+    tried.push(`${variant}: no source build in ${cached}`);
     if (!buildCandidate && t.cmakeDir) buildCandidate = t;
   }
   if (!d.found.length) tried.push('no libtorch found: install one (Debian: apt-get install libtorch-dev; or pip install torch; or npx torchsight libtorch download)');
@@ -102,11 +103,11 @@ export interface LoadedAddon<T> {
 }
 
 /** Builds the addon against `t` into the cache, saying so; the choice that loads it. */
-function buildChoice(t: Libtorch, why: string, say: (line: string) => void): AddonChoice {
+function buildChoice(t: Libtorch, why: string, say: (line: string) => void, env: NodeJS.ProcessEnv): AddonChoice {
   say(`${why}; building from source against libtorch ${t.version} (${variantOf(t)}, from ${t.source}) into the cache (set TORCHSIGHT_BUILD=never to stop this)`);
-  const dir = buildFromSource(t, packageRoot, packageVersion(), say);
+  const dir = buildFromSource(t, packageRoot, packageVersion(), say, env);
   say(`built ${join(dir, 'torchsight.node')}`);
-  return { path: join(dir, 'torchsight.node'), how: 'built now', libtorch: t, preload: { shim: join(dir, 'torchsight_preload.node'), libs: preloadList(t) } };
+  return choiceIn(dir, 'built now', t);
 }
 
 /** Resolves, builds when needed and allowed, and loads the addon; throws with what was tried. */
@@ -124,7 +125,7 @@ export function loadAddon<T>(env: NodeJS.ProcessEnv = process.env, say: (line: s
   };
   const build = (t: Libtorch, why: string): LoadedAddon<T> | undefined => {
     try {
-      return attempt(buildChoice(t, why, say));
+      return attempt(buildChoice(t, why, say, env));
     } catch (e) {
       tried.push(`building from source against libtorch ${t.version}: ${(e as Error).message}`);
       return undefined;
