@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { LanguageModel, Tensor, setNumThreads } from '../dist/index.js';
 import { native } from '../dist/native.js';
 import { makeBatch } from '../dist/inputs.js';
+import { packGraph } from '../dist/trace/wire.js';
 import { Graph } from '../dist/trace/graph.js';
 
 const dir = join(import.meta.dirname, '..', 'models', 'gpt2');
@@ -23,10 +24,10 @@ const trace = { ...makeBatch([{ ids, mask: ids.map(() => 1) }], model.padId), in
 const g = new Graph(model.padId);
 model.recordTrace(g, ids, intervention);
 for (const n of g.nodes) if (n.op === 'read') n.save = true;
-const pre = { traces: g.wireTraces(), nodes: g.nodes };
+const pre = g.request(model.native);
 const fns: Record<string, () => Promise<unknown>> = {
-  plain: () => plain.run({ traces: [trace], nodes: [] }),
-  idle: () => model.native.run({ traces: [trace], nodes: [] }),
+  plain: () => plain.run({ traces: [trace], graph: packGraph([]) }),
+  idle: () => model.native.run({ traces: [trace], graph: packGraph([]) }),
   prerecorded: async () => {
     const r = await model.native.run(pre);
     for (const [, v] of r.saved) (v as { dispose(): void }).dispose();
@@ -34,7 +35,7 @@ const fns: Record<string, () => Promise<unknown>> = {
   record: async () => {
     const gg = new Graph(model.padId);
     model.recordTrace(gg, ids, intervention);
-    gg.wireTraces();
+    gg.request(model.native);
   },
   trace12: async () => {
     const acts = await model.trace(ids, intervention);

@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { LanguageModel, Tensor, setNumThreads, runtimeInfo } from '../dist/index.js';
 import { native, type NativeModel, type WireTrace } from '../dist/native.js';
 import { makeBatch } from '../dist/inputs.js';
+import { packGraph } from '../dist/trace/wire.js';
 import { Graph } from '../dist/trace/graph.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -21,7 +22,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
 const QUICK = !!process.env.BENCH_QUICK;
 
 const MODELS = {
-  tiny: { dir: join(ROOT, 'models', 'gpt2'), tokens: 16, iters: 200, what: 'GPT-2 shape, 12 layers, d=64, vocab 512' },
+  tiny: { dir: join(ROOT, 'models', 'gpt2'), tokens: 16, iters: 700, what: 'GPT-2 shape, 12 layers, d=64, vocab 512' },
   gpt2_124m: { dir: join(ROOT, 'bench', 'models', 'gpt2-124m'), tokens: 32, iters: 28, what: 'GPT-2-small shape, 12 layers, d=768, 12 heads, vocab 50257 (124M parameters)' },
 };
 
@@ -101,8 +102,8 @@ async function benchModel(name: keyof typeof MODELS) {
     return m.transformer.h.map((b: any) => b.output[0]);
   };
   const fns = {
-    plain: () => plain.run({ traces: [trace], nodes: [] }),
-    idleSites: () => model.native.run({ traces: [trace], nodes: [] }),
+    plain: () => plain.run({ traces: [trace], graph: packGraph([]) }),
+    idleSites: () => model.native.run({ traces: [trace], graph: packGraph([]) }),
     emptyTrace: () => model.trace(ids, () => undefined),
     trace12: async () => {
       const acts = await model.trace(ids, intervention);
@@ -113,7 +114,7 @@ async function benchModel(name: keyof typeof MODELS) {
   const recordOnly = async () => {
     const g = new Graph(model.padId);
     model.recordTrace(g, ids, intervention);
-    g.wireTraces();
+    g.request(model.native);
   };
   const samples: Record<string, number[]> = { plain: [], idleSites: [], emptyTrace: [], trace12: [], record: [], pyPlain: [], pyHooked: [] };
   for (const f of Object.values(fns)) await time(f, 3); // warm-up (profiling executor, caches)
@@ -123,16 +124,29 @@ async function benchModel(name: keyof typeof MODELS) {
   const python = pythonServer(spec.dir, { threads: THREADS, ids, patch: patch.toArray() });
   let pyThreads = 0;
   await python.ready;
+  // Ours interleave call by call (plain, sites idle, empty trace, trace, plain, ...), so sample i
+  // of each kind was taken within a few forwards of the others: a ratio or difference is taken
+  // per i and the headline is the median of those (the machine's drift moves both sides of a
+  // pair alike; a difference of two medians taken apart would carry it).
+  const vsPython: number[] = [];
+  const vsPythonPlain: number[] = [];
   for (let r = 0; r < ROUNDS; r++) {
-    for (const [k, f] of Object.entries(fns)) samples[k].push(...(await time(f, iters)));
-    samples.record.push(...(await time(recordOnly, iters)));
+    const from = samples.trace12.length;
+    for (let i = 0; i < iters; i++) {
+      for (const [k, f] of Object.entries(fns)) samples[k].push((await time(f, 1))[0]);
+      samples.record.push((await time(recordOnly, 1))[0]);
+    }
     const round = await python.round(iters);
     samples.pyPlain.push(...round.plain);
     samples.pyHooked.push(...round.hooked);
     pyThreads = round.threads;
+    vsPython.push(median(samples.trace12.slice(from)) / median(round.hooked));
+    vsPythonPlain.push(median(samples.plain.slice(from)) / median(round.plain));
   }
   python.close();
   const med = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)]));
+  const paired = (a: number[], b: number[], f: (x: number, y: number) => number) => median(a.map((x, i) => f(x, b[i])));
+  const ratio = (k: string) => paired(samples[k], samples.plain, (x, y) => x / y);
   const py = { plain_ms: med.pyPlain, hooked_ms: med.pyHooked, threads: pyThreads };
   // peak memory of a trace vs a plain forward, each in its own process
   const mem = (mode: string) => Number(sh(process.execPath, ['--import', 'tsx', 'bench/mem.ts', spec.dir, mode, String(spec.tokens), String(THREADS)]).trim());
@@ -181,12 +195,17 @@ async function benchModel(name: keyof typeof MODELS) {
     samples: Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, v.length])),
     median_ms: med,
     python_eager_ms: { plain: py.plain_ms, hooked: py.hooked_ms, threads: py.threads },
-    idle_sites_ratio: med.idleSites / med.plain,
-    trace12_ratio: med.trace12 / med.plain,
-    per_trace_overhead_us: (med.trace12 - med.plain) * 1000,
+    idle_sites_ratio: ratio('idleSites'),
+    trace12_ratio: ratio('trace12'),
+    per_trace_overhead_us: paired(samples.trace12, samples.plain, (x, y) => x - y) * 1000,
+    // the same, over the same model's forward with its sites idle (what the trace machinery
+    // adds beyond the sites' own cost, which idle_sites_ratio reports)
+    per_trace_overhead_over_idle_sites_us: paired(samples.trace12, samples.idleSites, (x, y) => x - y) * 1000,
+    // as a difference of the two medians (how earlier runs reported it)
+    per_trace_overhead_unpaired_us: (med.trace12 - med.plain) * 1000,
     record_us: med.record * 1000,
-    vs_python_eager_ratio: med.trace12 / py.hooked_ms,
-    python_plain_vs_ours_plain: med.plain / py.plain_ms,
+    vs_python_eager_ratio: median(vsPython),
+    ours_plain_over_python_plain: median(vsPythonPlain),
     tokens_per_second: (spec.tokens / med.plain) * 1000,
     peak_rss_kb: peak,
   };

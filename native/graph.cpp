@@ -9,25 +9,13 @@ namespace {
 
 constexpr size_t kMaxNodes = 1 << 20;
 
-// Property names created once per request: Get("name") makes a new JS string every call.
-struct Keys {
-  Napi::String loc, op, id, args, invoke, save, steps, site, occ, ref;
-  explicit Keys(Napi::Env env)
-      : loc(Napi::String::New(env, "loc")), op(Napi::String::New(env, "op")), id(Napi::String::New(env, "id")),
-        args(Napi::String::New(env, "args")), invoke(Napi::String::New(env, "invoke")), save(Napi::String::New(env, "save")),
-        steps(Napi::String::New(env, "steps")), site(Napi::String::New(env, "site")), occ(Napi::String::New(env, "occ")),
-        ref(Napi::String::New(env, "ref")) {}
-};
-
-
 std::string nodeWhere(int id, const std::string& op, const std::string& loc) {
   return "node " + std::to_string(id) + " (" + (op.empty() ? "?" : op) + (loc.empty() ? "" : " at " + loc) + ")";
 }
 
 // Reads an integer property; absent -> dflt.
-int64_t intProp(const Napi::Object& o, const Napi::Value& keyValue, const char* key, int64_t dflt, int64_t lo, int64_t hi,
-                const std::string& where) {
-  auto v = o.Get(keyValue);
+int64_t intProp(const Napi::Object& o, const char* key, int64_t dflt, int64_t lo, int64_t hi, const std::string& where) {
+  auto v = o.Get(key);
   if (v.IsUndefined() || v.IsNull()) return dflt;
   if (!v.IsNumber()) throw UserError(where + ": '" + key + "' must be an integer");
   double d = v.As<Napi::Number>().DoubleValue();
@@ -37,51 +25,170 @@ int64_t intProp(const Napi::Object& o, const Napi::Value& keyValue, const char* 
   return (int64_t)d;
 }
 
-Arg parseArg(const Napi::Value& v, const Keys& keys, int nodeId, std::vector<int>& deps, const std::string& where, int depth) {
-  if (depth > 16) throw UserError(where + ": argument nested too deeply");
+// The packed graph (src/trace/wire.ts): `code`, a Float64Array of words, with tables of
+// strings and tensors it points into. Reading it costs a few N-API calls in all instead of
+// ~10 property reads a node. Every word is checked: the code may come from anywhere.
+//   header: version, node count
+//   node:   op (string), site, occ, invoke, save, stepBegin, stepEnd, loc (string or -1), nargs, args...
+//   site:   -1 none, >= 0 a site id, <= -2 the site named by string -2 - site
+//   arg:    tag, payload: 0 null | 1 bool b | 2 number x | 3 string k | 4 tensor k | 5 ref id | 6 list n, items...
+constexpr int kPackVersion = 1;
+enum Tag { TagNull = 0, TagBool = 1, TagNum = 2, TagStr = 3, TagTensor = 4, TagRef = 5, TagList = 6 };
+
+class PackedReader {
+ public:
+  PackedReader(const Napi::Object& graph) : env_(graph.Env()) {
+    auto code = graph.Get("code");
+    if (!code.IsTypedArray() || code.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+      throw UserError("graph: 'code' must be a Float64Array");
+    auto ta = code.As<Napi::Float64Array>();
+    w_ = ta.Data();
+    n_ = ta.ElementLength();
+    auto strings = graph.Get("strings"), tensors = graph.Get("tensors");
+    if (!strings.IsArray() || !tensors.IsArray()) throw UserError("graph: 'strings' and 'tensors' must be arrays");
+    strings_ = strings.As<Napi::Array>();
+    tensors_ = tensors.As<Napi::Array>();
+    if (strings_.Length() > (1u << 20) || tensors_.Length() > (1u << 20)) throw UserError("graph: tables too long");
+    strCache_.resize(strings_.Length());
+    strDone_.assign(strings_.Length(), 0);
+  }
+  size_t pos() const { return i_; }
+  bool atEnd() const { return i_ == n_; }
+  double word() {
+    if (i_ >= n_) throw UserError("graph: the packed code ends early (word " + std::to_string(i_) + ")");
+    return w_[i_++];
+  }
+  // An integer word in [lo, hi]; `what` and `where` name it in the error.
+  template <class Where>
+  int64_t integer(int64_t lo, int64_t hi, const char* what, const Where& where) {
+    double d = word();
+    if (!std::isfinite(d) || d != std::floor(d) || d < (double)lo || d > (double)hi)
+      throw UserError(where() + ": '" + what + "' must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                      "], got " + (std::isfinite(d) ? std::to_string(d) : std::string("a non-finite number")));
+    return (int64_t)d;
+  }
+  template <class Where>
+  const std::string& str(int64_t k, const Where& where) {
+    if (k < 0 || k >= (int64_t)strCache_.size()) throw UserError(where() + ": string " + std::to_string(k) + " is not in the table");
+    if (!strDone_[k]) {
+      auto v = strings_.Get((uint32_t)k);
+      if (!v.IsString()) throw UserError(where() + ": string " + std::to_string(k) + " of the table is not a string");
+      strCache_[k] = v.As<Napi::String>().Utf8Value();
+      strDone_[k] = 1;
+    }
+    return strCache_[k];
+  }
+  template <class Where>
+  at::Tensor tensor(int64_t k, const Where& where) {
+    if (k < 0 || k >= (int64_t)tensors_.Length()) throw UserError(where() + ": tensor " + std::to_string(k) + " is not in the table");
+    auto* tw = asTensor(tensors_.Get((uint32_t)k));
+    if (!tw) throw UserError(where() + ": tensor " + std::to_string(k) + " of the table is not a Tensor");
+    return tw->tensor();
+  }
+
+ private:
+  Napi::Env env_;
+  const double* w_ = nullptr;
+  size_t n_ = 0, i_ = 0;
+  Napi::Array strings_, tensors_;
+  std::vector<std::string> strCache_;
+  std::vector<char> strDone_;
+};
+
+// A constant list's value: ints -> int[], tensors -> Tensor[], else a generic list (as jsToIValue).
+c10::IValue constantList(std::vector<Arg>& items) {
+  bool allInt = true, allTensor = !items.empty();
+  for (const auto& x : items) {
+    allInt = allInt && x.value.isInt();
+    allTensor = allTensor && x.value.isTensor();
+  }
+  if (allInt) {
+    c10::List<int64_t> l;
+    for (auto& x : items) l.push_back(x.value.toInt());
+    return l;
+  }
+  if (allTensor) {
+    c10::List<at::Tensor> l;
+    for (auto& x : items) l.push_back(x.value.toTensor());
+    return l;
+  }
+  c10::impl::GenericList l(c10::AnyType::get());
+  for (auto& x : items) l.push_back(std::move(x.value));
+  return l;
+}
+
+template <class Where>
+Arg parseArg(PackedReader& in, int nodeId, std::vector<int>& deps, const Where& where, int depth) {
+  if (depth > 16) throw UserError(where() + ": argument nested too deeply");
   Arg a;
-  if (v.IsArray()) {
-    auto arr = v.As<Napi::Array>();
-    if (arr.Length() > 4096) throw UserError(where + ": argument list too long");
-    bool anyRef = false;
-    for (uint32_t i = 0; i < arr.Length(); ++i) {
-      a.items.push_back(parseArg(arr.Get(i), keys, nodeId, deps, where, depth + 1));
-      anyRef = anyRef || a.items.back().ref >= 0 || a.items.back().isList;
+  switch ((int)in.integer(0, 6, "argument tag", where)) {
+    case TagNull:
+      break;
+    case TagBool:
+      a.value = c10::IValue(in.integer(0, 1, "bool", where) == 1);
+      break;
+    case TagNum: {
+      double d = in.word();
+      if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) <= 9007199254740992.0) a.value = c10::IValue((int64_t)d);
+      else a.value = c10::IValue(d);
+      break;
     }
-    if (anyRef) {
-      a.isList = true;
-      return a;
+    case TagStr:
+      a.value = c10::IValue(in.str(in.integer(0, INT32_MAX, "string", where), where));
+      break;
+    case TagTensor:
+      a.value = c10::IValue(in.tensor(in.integer(0, INT32_MAX, "tensor", where), where));
+      break;
+    case TagRef: {
+      double d = in.word();
+      if (d != std::floor(d) || d < 0 || d >= nodeId)
+        throw UserError(where() + ": a reference must point to an earlier node, got " +
+                        (std::isfinite(d) ? std::to_string((int64_t)d) : std::string("a non-finite number")));
+      a.ref = (int)d;
+      deps.push_back(a.ref);
+      break;
     }
-    a.items.clear();
-    a.value = jsToIValue(v, where, depth);
-    return a;
+    case TagList: {
+      int64_t n = in.integer(0, 4096, "list length", where);
+      bool anyRef = false;
+      for (int64_t i = 0; i < n; ++i) {
+        a.items.push_back(parseArg(in, nodeId, deps, where, depth + 1));
+        anyRef = anyRef || a.items.back().ref >= 0 || a.items.back().isList;
+      }
+      if (anyRef) {
+        a.isList = true;
+      } else {
+        a.value = constantList(a.items);
+        a.items.clear();
+      }
+      break;
+    }
   }
-  if (v.IsObject() && !asTensor(v)) {
-    auto o = v.As<Napi::Object>();
-    auto r = o.Get(keys.ref);
-    if (!r.IsNumber()) throw UserError(where + ": an object argument must be a Tensor or {ref: nodeId}");
-    double d = r.As<Napi::Number>().DoubleValue();
-    if (d != std::floor(d) || d < 0 || d >= nodeId)
-      throw UserError(where + ": a reference must point to an earlier node, got " + (std::isfinite(d) ? std::to_string((int64_t)d) : std::string("a non-finite number")));
-    a.ref = (int)d;
-    deps.push_back(a.ref);
-    return a;
-  }
-  a.value = jsToIValue(v, where, depth);
   return a;
 }
 
+// Token ids, masks and positions: an Int32Array (what the tracer sends) or a BigInt64Array.
 at::Tensor int64Input(const Napi::Object& t, const char* key, int64_t batch, int64_t seq, const std::string& where) {
   auto v = t.Get(key);
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_bigint64_array)
-    throw UserError(where + ": '" + key + "' must be a BigInt64Array");
+  auto type = v.IsTypedArray() ? v.As<Napi::TypedArray>().TypedArrayType() : napi_uint8_clamped_array;
+  if (type != napi_bigint64_array && type != napi_int32_array)
+    throw UserError(where + ": '" + key + "' must be an Int32Array or a BigInt64Array");
   auto ta = v.As<Napi::TypedArray>();
   if ((int64_t)ta.ElementLength() != batch * seq)
     throw UserError(where + ": '" + key + "' has " + std::to_string(ta.ElementLength()) + " values, expected " +
                     std::to_string(batch * seq));
   auto out = at::empty({batch, seq}, at::kLong);
-  std::memcpy(out.data_ptr(), static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(),
-              (size_t)(batch * seq) * sizeof(int64_t));
+  const uint8_t* src = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  if (type == napi_bigint64_array) {
+    std::memcpy(out.data_ptr(), src, (size_t)(batch * seq) * sizeof(int64_t));
+  } else {
+    auto* dst = out.data_ptr<int64_t>();
+    for (int64_t i = 0; i < batch * seq; ++i) {
+      int32_t x;
+      std::memcpy(&x, src + i * sizeof(int32_t), sizeof x);
+      dst[i] = x;
+    }
+  }
   return out;
 }
 
@@ -90,7 +197,6 @@ at::Tensor int64Input(const Napi::Object& t, const char* key, int64_t batch, int
 Request parseRequest(const Napi::Object& req, const ModelState& model) {
   Request r;
   c10::InferenceMode guard;  // the input tensors made here are used under InferenceMode
-  Keys keys(req.Env());
   r.recordSites = req.Get("recordSites").ToBoolean();
   r.returnLogits = req.Get("returnLogits").ToBoolean();
   auto cancel = req.Get("cancel");
@@ -105,12 +211,15 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
     if (st != napi_ok || !data) throw UserError("graph: cannot read the 'cancel' flag");
     r.cancel = static_cast<const int32_t*>(data);
   }
-  auto nodesV = req.Get("nodes");
+  auto graphV = req.Get("graph");
   auto tracesV = req.Get("traces");
-  if (!nodesV.IsArray() || !tracesV.IsArray()) throw UserError("graph: expected {traces: [], nodes: []}");
-  auto nodes = nodesV.As<Napi::Array>();
+  if (!graphV.IsObject() || !tracesV.IsArray()) throw UserError("graph: expected {traces: [], graph: {code, strings, tensors}}");
+  PackedReader in(graphV.As<Napi::Object>());
+  auto header = [] { return std::string("graph"); };
+  if (in.integer(0, INT32_MAX, "version", header) != kPackVersion)
+    throw UserError("graph: packed with another version of torchsight (expected version " + std::to_string(kPackVersion) + ")");
+  const int nodeCount = (int)in.integer(0, kMaxNodes, "node count", header);
   auto traces = tracesV.As<Napi::Array>();
-  if (nodes.Length() > kMaxNodes) throw UserError("graph: too many nodes (" + std::to_string(nodes.Length()) + ")");
   if (traces.Length() == 0 || traces.Length() > 4096) throw UserError("graph: a request needs 1 to 4096 traces");
 
   int expectBegin = 0;
@@ -120,8 +229,8 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
     if (!tv.IsObject()) throw UserError(where + ": must be an object");
     auto t = tv.As<Napi::Object>();
     Trace tr;
-    int64_t batch = intProp(t, Napi::String::New(t.Env(), "batch"), "batch", -1, 1, 1 << 16, where);
-    int64_t seq = intProp(t, Napi::String::New(t.Env(), "seq"), "seq", -1, 1, 1 << 20, where);
+    int64_t batch = intProp(t, "batch", -1, 1, 1 << 16, where);
+    int64_t seq = intProp(t, "seq", -1, 1, 1 << 20, where);
     if (batch < 0 || seq < 0) throw UserError(where + ": 'batch' and 'seq' are required");
     if (batch * seq > (int64_t)1 << 26) throw UserError(where + ": input too large");
     tr.ids = int64Input(t, "ids", batch, seq, where);
@@ -153,94 +262,85 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
         next += c.toInt();
       }
     }
-    tr.begin = (int)intProp(t, Napi::String::New(t.Env(), "begin"), "begin", -1, 0, kMaxNodes, where);
-    tr.end = (int)intProp(t, Napi::String::New(t.Env(), "end"), "end", -1, 0, kMaxNodes, where);
-    if (tr.begin != expectBegin || tr.end < tr.begin || tr.end > (int)nodes.Length())
+    tr.begin = (int)intProp(t, "begin", -1, 0, kMaxNodes, where);
+    tr.end = (int)intProp(t, "end", -1, 0, kMaxNodes, where);
+    if (tr.begin != expectBegin || tr.end < tr.begin || tr.end > nodeCount)
       throw UserError(where + ": node range [" + std::to_string(tr.begin) + ", " + std::to_string(tr.end) +
                       ") must follow the previous trace's and lie within the graph");
     expectBegin = tr.end;
     tr.stop = t.Get("stop").ToBoolean();
     r.traces.push_back(std::move(tr));
   }
-  if (expectBegin != (int)nodes.Length()) throw UserError("graph: every node must belong to a trace");
+  if (expectBegin != nodeCount) throw UserError("graph: every node must belong to a trace");
 
-  r.nodes.resize(nodes.Length());
+  r.nodes.resize(nodeCount);
   for (const auto& tr : r.traces)
     for (int i = tr.begin; i < tr.end; ++i) r.nodes[i].trace = (int)(&tr - &r.traces[0]);
 
-  for (uint32_t i = 0; i < nodes.Length(); ++i) {
+  for (int i = 0; i < nodeCount; ++i) {
     Node& n = r.nodes[i];
-    auto nv = nodes.Get(i);
-    if (!nv.IsObject() || nv.IsArray()) throw UserError(nodeWhere((int)i, "", "") + ": must be an object");
-    auto o = nv.As<Napi::Object>();
-    auto locV = o.Get(keys.loc);
-    if (locV.IsString()) n.loc = locV.As<Napi::String>().Utf8Value().substr(0, 1024);
-    auto opV = o.Get(keys.op);
-    if (!opV.IsString()) throw UserError(nodeWhere((int)i, "", n.loc) + ": 'op' must be a string");
-    n.op = opV.As<Napi::String>().Utf8Value();
-    std::string where = nodeWhere((int)i, n.op.substr(0, 64), n.loc);
-    n.id = (int)intProp(o, keys.id, "id", -1, 0, kMaxNodes, where);
-    if (n.id != (int)i) throw UserError(where + ": ids must be 0, 1, 2, ... in order");
+    n.id = i;
+    // error prefixes are built only when an error needs one
+    auto bare = [&] { return nodeWhere(i, n.op.substr(0, 64), n.loc); };
+    int64_t opStr = in.integer(0, INT32_MAX, "op", bare);
+    int64_t site = in.integer(-(1 << 20), INT32_MAX, "site", bare);
+    n.occ = (int)in.integer(0, 1 << 20, "occ", bare);
+    n.invoke = (int)in.integer(-1, 4096, "invoke", bare);
+    n.save = in.integer(0, 1, "save", bare) == 1;
+    int64_t sb = in.integer(0, 1 << 20, "steps", bare), se = in.integer(-1, 1 << 20, "steps", bare);
+    int64_t loc = in.integer(-1, INT32_MAX, "loc", bare);
+    n.loc = loc >= 0 ? in.str(loc, bare).substr(0, 1024) : "\u0001" + std::to_string(i) + "\u0001";
+    n.op = in.str(opStr, bare);
+    auto where = [&] { return nodeWhere(i, n.op.substr(0, 64), n.loc); };
     if (n.op == "read") n.kind = NodeKind::Read;
     else if (n.op == "write") n.kind = NodeKind::Write;
     else if (n.op == "apply") n.kind = NodeKind::Apply;
     else if ((n.def = findOp(n.op))) n.kind = NodeKind::Op;
-    else throw UserError(where + ": unknown op");
-    auto argsV = o.Get(keys.args);
-    if (!argsV.IsUndefined()) {
-      if (!argsV.IsArray()) throw UserError(where + ": 'args' must be an array");
-      auto aa = argsV.As<Napi::Array>();
-      if (aa.Length() > 64) throw UserError(where + ": too many arguments");
-      for (uint32_t k = 0; k < aa.Length(); ++k) n.args.push_back(parseArg(aa.Get(k), keys, n.id, n.deps, where, 0));
-    }
+    else throw UserError(where() + ": unknown op");
+    if (se >= 0 && se <= sb) throw UserError(where() + ": 'steps' must be [begin, end] with 0 <= begin < end, or end -1");
+    n.stepBegin = (int)sb;
+    n.stepEnd = (int)se;
+    int64_t nargs = in.integer(0, 64, "argument count", where);
+    for (int64_t k = 0; k < nargs; ++k) n.args.push_back(parseArg(in, n.id, n.deps, where, 0));
     for (int d : n.deps)
-      if (r.nodes[d].trace > n.trace) throw UserError(where + ": refers to a node of a later trace");
-    n.invoke = (int)intProp(o, keys.invoke, "invoke", -1, -1, 4096, where);
+      if (r.nodes[d].trace > n.trace) throw UserError(where() + ": refers to a node of a later trace");
     const Trace& tr = r.traces[n.trace];
     if (n.invoke >= 0 && n.invoke >= (int)tr.invokes.size())
-      throw UserError(where + ": invoke " + std::to_string(n.invoke) + " does not exist in its trace");
-    n.save = o.Get(keys.save).ToBoolean();
-    auto stepsV = o.Get(keys.steps);
-    if (!stepsV.IsUndefined() && !stepsV.IsNull()) {
-      auto sv = jsToIValue(stepsV, where);
-      if (!sv.isIntList() || sv.toIntVector().size() != 2)
-        throw UserError(where + ": 'steps' must be [begin, end] (end -1 for every step)");
-      auto v = sv.toIntVector();
-      if (v[0] < 0 || v[0] > (1 << 20) || v[1] < -1 || v[1] > (1 << 20) || (v[1] >= 0 && v[1] <= v[0]))
-        throw UserError(where + ": 'steps' must be [begin, end] with 0 <= begin < end, or end -1");
-      n.stepBegin = (int)v[0];
-      n.stepEnd = (int)v[1];
-    }
-    auto siteV = o.Get(keys.site);
+      throw UserError(where() + ": invoke " + std::to_string(n.invoke) + " does not exist in its trace");
     if (n.kind == NodeKind::Read || n.kind == NodeKind::Write) {
-      if (!siteV.IsString()) throw UserError(where + ": needs a 'site'");
-      auto s = siteV.As<Napi::String>().Utf8Value();
-      auto it = model.siteIds.find(s);
-      if (it == model.siteIds.end()) throw UserError(where + ": site '" + s.substr(0, 200) + "' does not exist in this model");
-      n.site = it->second;
-      n.occ = (int)intProp(o, keys.occ, "occ", 0, 0, 1 << 20, where);
-      if (n.kind == NodeKind::Read && !n.args.empty()) throw UserError(where + ": read takes no arguments");
-      if (n.kind == NodeKind::Write && n.args.size() != 1) throw UserError(where + ": write takes one value");
-    } else if (!siteV.IsUndefined() && !siteV.IsNull()) {
-      throw UserError(where + ": only read and write nodes have a site");
+      if (site == -1) throw UserError(where() + ": needs a 'site'");
+      if (site >= 0) {
+        if (site >= (int64_t)model.siteNames.size()) throw UserError(where() + ": site " + std::to_string(site) + " does not exist in this model");
+        n.site = (int)site;
+      } else {
+        const std::string& name = in.str(-2 - site, where);
+        auto it = model.siteIds.find(name);
+        if (it == model.siteIds.end()) throw UserError(where() + ": site '" + name.substr(0, 200) + "' does not exist in this model");
+        n.site = it->second;
+      }
+      if (n.kind == NodeKind::Read && !n.args.empty()) throw UserError(where() + ": read takes no arguments");
+      if (n.kind == NodeKind::Write && n.args.size() != 1) throw UserError(where() + ": write takes one value");
+    } else if (site != -1) {
+      throw UserError(where() + ": only read and write nodes have a site");
     }
     if (n.kind == NodeKind::Op) {
       if ((int)n.args.size() < n.def->minArgs || (int)n.args.size() > n.def->maxArgs)
-        throw UserError(where + ": expected " + std::to_string(n.def->minArgs) + " to " + std::to_string(n.def->maxArgs) +
+        throw UserError(where() + ": expected " + std::to_string(n.def->minArgs) + " to " + std::to_string(n.def->maxArgs) +
                         " arguments (" + n.def->signature + "), got " + std::to_string(n.args.size()));
       if (n.def->inplace && n.args[0].ref < 0)
-        throw UserError(where + ": an in-place op needs a graph value to change");
+        throw UserError(where() + ": an in-place op needs a graph value to change");
     }
     if (n.kind == NodeKind::Apply) {
       if (n.args.empty() || n.args[0].ref >= 0 || n.args[0].isList || !n.args[0].value.isString())
-        throw UserError(where + ": apply needs a module path first");
+        throw UserError(where() + ": apply needs a module path first");
       const auto& path = n.args[0].value.toStringRef();
       auto it = model.applyRules.find(path);
       if (it == model.applyRules.end())
-        throw UserError(where + ": module '" + path.substr(0, 200) + "' cannot be applied (no apply rule in the manifest)");
-      if (n.args.size() < 2) throw UserError(where + ": apply needs at least one input");
+        throw UserError(where() + ": module '" + path.substr(0, 200) + "' cannot be applied (no apply rule in the manifest)");
+      if (n.args.size() < 2) throw UserError(where() + ": apply needs at least one input");
     }
   }
+  if (!in.atEnd()) throw UserError("graph: " + std::to_string(in.pos()) + " words of code read, more follow the last node");
   return r;
 }
 

@@ -102,13 +102,13 @@ export async function inspect(dir: string, text = 'The Eiffel Tower is in the ci
     };
     for (const m of model.manifest.modules)
       for (const site of leaves(m.output)) {
-        const r = graph.add('read', [], { site, invoke: 0 });
-        const shape = graph.add('shape', [{ ref: r }], { invoke: 0 });
+        const r = graph.add('read', [], site, 0);
+        const shape = graph.add('shape', [{ ref: r }], undefined, 0);
         graph.nodes[shape].save = true;
         reads.set(site, shape);
       }
     graph.endTrace();
-    const raw = await model.native.run({ traces: graph.wireTraces(), nodes: graph.nodes });
+    const raw = await model.native.run(graph.request(model.native));
     const shapes = new Map(raw.saved.map(([id, v]) => [id, v as number[]]));
     const describe = (s: Struct | null | undefined): string => {
       if (!s) return 'never runs';

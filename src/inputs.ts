@@ -55,29 +55,32 @@ function row(ids: number[]): Row {
 export interface Batch {
   batch: number;
   seq: number;
-  ids: BigInt64Array;
-  mask: BigInt64Array;
-  pos: BigInt64Array;
+  ids: Int32Array;
+  mask: Int32Array;
+  pos: Int32Array;
 }
 
 /** Left-pads rows to one length; position ids count real tokens (cumsum(mask) - 1, min 0). */
 export function makeBatch(rows: Row[], padId: number): Batch {
-  const seq = Math.max(...rows.map((r) => r.ids.length));
+  let seq = 0;
+  for (const r of rows) seq = Math.max(seq, r.ids.length);
   const batch = rows.length;
-  const ids = new BigInt64Array(batch * seq);
-  const mask = new BigInt64Array(batch * seq);
-  const pos = new BigInt64Array(batch * seq);
-  rows.forEach((r, b) => {
+  // Int32Array: token ids and positions fit, and no BigInt per value (the native side widens)
+  const ids = new Int32Array(batch * seq);
+  const mask = new Int32Array(batch * seq);
+  const pos = new Int32Array(batch * seq);
+  for (let b = 0; b < batch; b++) {
+    const r = rows[b];
     const off = seq - r.ids.length;
     let count = 0;
     for (let s = 0; s < seq; s++) {
       const real = s >= off;
       const m = real ? r.mask[s - off] : 0;
-      ids[b * seq + s] = BigInt(real ? r.ids[s - off] : padId);
-      mask[b * seq + s] = BigInt(m);
+      ids[b * seq + s] = real ? r.ids[s - off] : padId;
+      mask[b * seq + s] = m;
       count += m;
-      pos[b * seq + s] = BigInt(Math.max(count - 1, 0));
+      pos[b * seq + s] = Math.max(count - 1, 0);
     }
-  });
+  }
   return { batch, seq, ids, mask, pos };
 }

@@ -181,7 +181,7 @@ export class LanguageModel<T = unknown> {
       onProgress?.({ phase: 'warmup', done: i, total, fraction: 1 });
       const graph = new Graph(this.padId);
       this.recordTrace(graph, ids, () => undefined);
-      const request = { traces: graph.wireTraces(), nodes: graph.nodes };
+      const request = graph.request(nm);
       if (i < 2) await nm.run(request);
       else await nm.generate(request, { maxNewTokens: 3, temperature: 0, topK: 0, topP: 1, seed: 0, stopIds: [], padId: this.padId, useCache: true });
     }
@@ -307,8 +307,8 @@ export class LanguageModel<T = unknown> {
     graph.sealed = true;
     // the native side polls this flag at every hook site
     const cancel = signal ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
-    const request = { traces: graph.wireTraces(), nodes: graph.nodes, recordSites: !!options.recordSites, returnLogits: !!options.returnLogits, cancel };
     const nm = this.native;
+    const request = { ...graph.request(nm), recordSites: !!options.recordSites, returnLogits: !!options.returnLogits, cancel };
     const raw: RunResult = await this.#enqueue(graph, signal, cancel, () => nm.run(request));
     resolveSaved(graph, raw.saved);
     return { value: substitute(result), raw };
@@ -381,7 +381,7 @@ export class LanguageModel<T = unknown> {
     };
     let callbackError: { error: unknown } | undefined;
     let expectedEvents = Infinity;
-    const request = { traces: graph.wireTraces(), nodes: graph.nodes, cancel };
+    const request = { ...graph.request(this.native), cancel };
     const genOptions = {
       maxNewTokens,
       temperature: options.temperature ?? 0,

@@ -20,9 +20,10 @@ export interface ApplyRule {
 export interface WireTrace {
   batch: number;
   seq: number;
-  ids: BigInt64Array;
-  mask: BigInt64Array;
-  pos: BigInt64Array;
+  /** Int32Array or BigInt64Array, [batch * seq] */
+  ids: Int32Array | BigInt64Array;
+  mask: Int32Array | BigInt64Array;
+  pos: Int32Array | BigInt64Array;
   invokes: [number, number][];
   begin: number;
   end: number;
@@ -41,6 +42,13 @@ export interface WireNode {
   steps?: [number, number];
 }
 
+/** A graph packed for the native entry (trace/wire.ts). */
+export interface PackedGraph {
+  code: Float64Array;
+  strings: string[];
+  tensors: NativeTensor[];
+}
+
 export interface RunResult {
   saved: [number, unknown][];
   logits?: NativeTensor;
@@ -52,10 +60,10 @@ export interface NativeModel {
   readonly dtype: string;
   sites(): string[];
   configure(options: { vocabSize?: number; maxPositions?: number; apply?: Record<string, ApplyRule>; cache?: { layers: number; kvHeads: number; headDim: number } }): void;
-  run(request: { traces: WireTrace[]; nodes: WireNode[]; recordSites?: boolean; returnLogits?: boolean; cancel?: Int32Array }): Promise<RunResult>;
+  run(request: { traces: WireTrace[]; graph: PackedGraph; recordSites?: boolean; returnLogits?: boolean; cancel?: Int32Array }): Promise<RunResult>;
   readonly hasCache: boolean;
   generate(
-    request: { traces: WireTrace[]; nodes: WireNode[]; cancel?: Int32Array },
+    request: { traces: WireTrace[]; graph: PackedGraph; cancel?: Int32Array },
     options: { maxNewTokens: number; temperature: number; topK: number; topP: number; seed: number; stopIds: number[]; padId: number; useCache: boolean },
     onStep?: (tokens: number[], step: number) => void,
   ): Promise<{ saved: [number, unknown][]; tokens: number[][]; steps: number; usedCache: boolean }>;

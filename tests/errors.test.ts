@@ -5,7 +5,8 @@ import { cpSync, mkdtempSync, writeFileSync, readFileSync, rmSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join, basename } from 'node:path';
 import { LanguageModel, Tensor } from '../src/index.js';
-import { MODELS } from './helpers.js';
+import { MODELS, runNodes } from './helpers.js';
+import { wireRequest } from '../src/trace/wire.js';
 
 /** file:line of the caller, from V8's own stack (independent of torchsight's capture). */
 function here(): string {
@@ -77,7 +78,7 @@ describe('trace errors', () => {
     await expect(model.trace([1.5], (m) => m.output.logits)).rejects.toThrow(/token id 1.5/);
     // the native side checks too, for graphs that do not come through the tokenizer path
     await expect(
-      model.native.run({
+      runNodes(model.native, {
         traces: [{ batch: 1, seq: 1, ids: new BigInt64Array([9999n]), mask: new BigInt64Array([1n]), pos: new BigInt64Array([0n]), invokes: [[0, 1]], begin: 0, end: 0, stop: false }],
         nodes: [],
       }),
@@ -109,7 +110,7 @@ describe('trace errors', () => {
   it('a site that never fired is named', async () => {
     const nm = model.native;
     const trace = { batch: 1, seq: 2, ids: new BigInt64Array([1n, 2n]), mask: new BigInt64Array([1n, 1n]), pos: new BigInt64Array([0n, 1n]), invokes: [[0, 1]] as [number, number][], begin: 0, end: 1, stop: false };
-    await expect(nm.run({ traces: [trace], nodes: [{ id: 0, op: 'read', args: [], site: 'transformer.h.3:output:0', occ: 2, loc: 'x.ts:1:1', save: true }] })).rejects.toThrow(
+    await expect(runNodes(nm, { traces: [trace], nodes: [{ id: 0, op: 'read', args: [], site: 'transformer.h.3:output:0', occ: 2, loc: 'x.ts:1:1', save: true }] })).rejects.toThrow(
       "read at x.ts:1:1: site 'transformer.h.3:output:0' never fired: it fired 1 time(s), call 2 does not exist",
     );
   });
@@ -140,9 +141,32 @@ describe('trace errors', () => {
       [{ id: 0, op: 'apply', args: ['transformer', 1] }, /cannot be applied/],
       ['garbage', /must be an object/],
     ];
-    for (const [node, msg] of cases) await expect(nm.run({ traces: [trace], nodes: [node as never] })).rejects.toThrow(msg);
-    await expect(nm.run({ traces: [], nodes: [] })).rejects.toThrow(/1 to 4096 traces/);
+    for (const [node, msg] of cases) await expect(runNodes(nm, { traces: [trace], nodes: [node as never] })).rejects.toThrow(msg);
+    await expect(runNodes(nm, { traces: [], nodes: [] })).rejects.toThrow(/1 to 4096 traces/);
     await expect(nm.run(null as never)).rejects.toThrow(/run\(request\)/);
+    // the packed form itself: every word is checked
+    const good = wireRequest(nm, { traces: [trace], nodes: [{ id: 0, op: 'add', args: [Tensor.from([1, 2]).native, 1], save: true }] });
+    const saved = await nm.run(good);
+    expect(Array.from((saved.saved[0][1] as { data(): Float32Array }).data())).toEqual([2, 3]);
+    const withCode = (edit: (c: number[]) => number[], tables: Partial<typeof good.graph> = {}) =>
+      nm.run({ ...good, graph: { ...good.graph, ...tables, code: Float64Array.from(edit([...good.graph.code])) } });
+    const packed: [Promise<unknown>, RegExp][] = [
+      [withCode((c) => [2, ...c.slice(1)]), /packed with another version/],
+      [withCode((c) => c.slice(0, -1)), /ends early/],
+      [withCode((c) => [...c, 0]), /more follow the last node/],
+      [withCode((c) => [1, 2 ** 40, ...c.slice(2)]), /'node count' must be an integer/],
+      [withCode((c) => c.map((x, i) => (i === 2 ? 99 : x))), /string 99 is not in the table/],
+      [withCode((c) => c.map((x, i) => (i === 3 ? 1e9 : x))), /only read and write nodes have a site/],
+      [withCode((c) => c.map((x, i) => (i === 4 ? NaN : x))), /'occ' must be an integer/],
+      [withCode((c) => c.map((x, i) => (i === 11 ? 9 : x))), /'argument tag' must be an integer in \[0, 6\]/],
+      [withCode((c) => c.map((x, i) => (i === 12 ? 3 : x))), /tensor 3 is not in the table/],
+      [withCode((c) => c, { tensors: [{} as never] }), /tensor 0 of the table is not a Tensor/],
+      [withCode((c) => c, { strings: [7 as never] }), /string 0 of the table is not a string/],
+      [nm.run({ ...good, graph: { ...good.graph, code: [1, 0] as never } }), /'code' must be a Float64Array/],
+    ];
+    for (const [k, [p, msg]] of packed.entries()) await expect(p.then(() => `case ${k} ran`)).rejects.toThrow(msg);
+    // and the model is still fine
+    expect(Array.from(((await nm.run(good)).saved[0][1] as { data(): Float32Array }).data())).toEqual([2, 3]);
   });
 });
 

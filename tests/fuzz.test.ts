@@ -5,7 +5,8 @@ import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { LanguageModel, Tensor } from '../src/index.js';
 import type { NativeModel, WireNode, WireTrace } from '../src/native.js';
 import { Graph } from '../src/trace/graph.js';
-import { MODELS } from './helpers.js';
+import { MODELS, runNodes } from './helpers.js';
+import { wireRequest } from '../src/trace/wire.js';
 import { native } from '../src/native.js';
 
 const ITERS = Number(process.env.FUZZ_ITERS ?? 1500);
@@ -105,7 +106,7 @@ describe('fuzz the native graph entry', () => {
     });
     const mutateTrace = (t: Record<string, unknown>) => {
       const key = pick(['batch', 'seq', 'ids', 'mask', 'pos', 'invokes', 'begin', 'end']);
-      t[key] = pick([undefined, null, -1, 0, 1e9, 'x', [], [[0, 5]], new BigInt64Array(1), new Float32Array(4), BigInt64Array.from([99999n, 0n, 0n, 0n])]);
+      t[key] = pick([undefined, null, -1, 0, 1e9, 'x', [], [[0, 5]], new BigInt64Array(1), new Float32Array(4), BigInt64Array.from([99999n, 0n, 0n, 0n]), Int32Array.from([99999, 0, 0, 0]), new Int32Array(2)]);
     };
     const mutateNode = (nodes: any[]) => {
       if (nodes.length === 0) return;
@@ -148,8 +149,27 @@ describe('fuzz the native graph entry', () => {
         for (let k = 0; k < muts; k++) (rand() < 0.8 ? mutateNode(req.nodes) : mutateTrace(req.traces[0]));
       }
       if (rand() < 0.02) req = pick([null, undefined, 1, 'x', { traces: 'x' }, { nodes: [] }, { traces: [], nodes: [] }]);
+      if (rand() < 0.25) {
+        // the packed form, its words mutated: what a hostile client could send as is
+        let packed: any;
+        try {
+          packed = wireRequest(nm, req);
+        } catch {
+          packed = wireRequest(nm, pick(valid));
+        }
+        const code = Array.from(packed.graph.code as Float64Array);
+        const muts = 1 + Math.floor(rand() * 3);
+        for (let k = 0; k < muts && code.length; k++) {
+          const at = Math.floor(rand() * code.length);
+          const r = rand();
+          if (r < 0.15) code.splice(at, 1);
+          else if (r < 0.3) code.splice(at, 0, pick([0, 1, -1, 6]));
+          else code[at] = pick([0, 1, 2, 3, 4, 5, 6, 7, -1, -2, -3, 64, 4096, 4097, 2 ** 31, 2 ** 53, -(2 ** 40), 0.5, NaN, Infinity, -Infinity, code[at] + 1, code[at] - 1]);
+        }
+        req = { ...packed, graph: { ...packed.graph, code: Float64Array.from(code) } };
+      }
       const outcome = await Promise.race([
-        nm.run(req).then(
+        runNodes(nm, req).then(
           () => 'ok',
           (e: unknown) => {
             expect(e).toBeInstanceOf(Error);

@@ -4,6 +4,8 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { Tensor } from '../src/index.js';
+import type { NativeModel } from '../src/native.js';
+import { wireRequest } from '../src/trace/wire.js';
 
 export const ROOT = join(import.meta.dirname, '..');
 export const MODELS = { gpt2: join(ROOT, 'models', 'gpt2'), llama: join(ROOT, 'models', 'llama') } as const;
@@ -73,4 +75,12 @@ export function expectClose(actual: Tensor, expected: OracleTensor, atol = 1e-4,
 /** Python literal of a JS number array (nested). */
 export function py(v: unknown): string {
   return JSON.stringify(v).replace(/null/g, 'None').replace(/true/g, 'True').replace(/false/g, 'False');
+}
+
+/** Runs a request with nodes in object form on the native entry (packing them first); anything
+ * that is not such a request goes to the native entry as it is. Packing errors reject too. */
+export async function runNodes(nm: NativeModel, req: unknown): ReturnType<NativeModel['run']> {
+  const r = req as { nodes?: unknown };
+  if (r !== null && typeof r === 'object' && 'nodes' in r) return nm.run(wireRequest(nm, r as never) as never);
+  return nm.run(req as never);
 }

@@ -19,7 +19,7 @@ function leafValue(scope: Scope, s: Struct, what: string): TraceProxy {
   if (!s.site) throw new Error(`${what} has no hook site in this export`);
   if (s.pruned)
     throw new Error(`${what} ('${s.site}') was pruned by the export: nothing in the model uses it, so it cannot be read or patched`);
-  return record(scope.graph, scope.invoke, 'read', [], { site: s.site });
+  return record(scope.graph, scope.invoke, 'read', [], s.site);
 }
 
 function writeLeaf(scope: Scope, s: Struct, what: string, value: unknown): void {
@@ -27,7 +27,7 @@ function writeLeaf(scope: Scope, s: Struct, what: string, value: unknown): void 
   if (s.pruned) throw new Error(`${what} ('${s.site}') was pruned by the export: replacing it would change nothing`);
   if (value instanceof Array || (value !== null && typeof value === 'object' && TUPLE in (value as object)))
     throw new Error(`${what} is a tensor; assign a proxy, a Tensor or a number`);
-  record(scope.graph, scope.invoke, 'write', [value], { site: s.site });
+  record(scope.graph, scope.invoke, 'write', [value], s.site);
 }
 
 const TUPLE = Symbol('tuple');

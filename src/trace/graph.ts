@@ -2,7 +2,8 @@
 // captured cheaply (a structured stack, formatted only when an error needs it).
 import { basename, dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { WireNode, WireTrace } from '../native.js';
+import type { NativeModel, PackedGraph, WireNode, WireTrace } from '../native.js';
+import { packGraph, siteIdsOf } from './wire.js';
 import { Tensor } from '../tensor.js';
 import { makeBatch, type Row } from '../inputs.js';
 
@@ -29,7 +30,10 @@ export function captureStack(): { stack?: string } {
   return holder;
 }
 
+// Native errors name a node by this marker (native/graph.cpp); explain() puts the line there.
 const LOC = /\u0001(\d+)\u0001/g;
+// read once: process.env is a slow getter, and a Graph is made for every trace
+const EAGER_LOCATIONS = process.env.TORCHSIGHT_LOCATIONS === 'eager';
 
 export interface TraceSegment {
   rows: Row[];
@@ -56,7 +60,7 @@ export class Graph {
 
   constructor(
     readonly padId: number,
-    readonly captureLocations = process.env.TORCHSIGHT_LOCATIONS === 'eager',
+    readonly captureLocations = EAGER_LOCATIONS,
   ) {}
 
   get current(): TraceSegment {
@@ -78,15 +82,11 @@ export class Graph {
   }
 
   /** Adds a node; `args` are already in wire form. Returns its id. */
-  add(op: string, args: unknown[], extra: { site?: string; occ?: number; invoke?: number } = {}): number {
+  add(op: string, args: unknown[], site?: string, invoke?: number): number {
     if (this.sealed) throw new Error(`${op}: this trace has already been sent; record operations inside the trace callback`);
     const id = this.nodes.length;
-    const node: WireNode = { id, op, args, loc: `\u0001${id}\u0001` };
-    if (extra.site !== undefined) node.site = extra.site;
-    if (extra.occ) node.occ = extra.occ;
-    if (extra.invoke !== undefined) node.invoke = extra.invoke;
-    if (this.steps) node.steps = this.steps;
-    this.nodes.push(node);
+    // one shape for every node keeps the recording and packing code monomorphic
+    this.nodes.push({ id, op, args, site, occ: undefined, invoke, save: false, steps: this.steps });
     if (this.captureLocations) this.stacks.push(captureStack());
     return id;
   }
@@ -112,6 +112,11 @@ export class Graph {
   /** Replaces node markers in a native error message with the user's source locations. */
   explain(message: string): string {
     return message.replace(LOC, (_, id: string) => this.locationOf(Number(id)));
+  }
+
+  /** The request for the native entry: the traces' inputs and the packed nodes. */
+  request(nm: NativeModel): { traces: WireTrace[]; graph: PackedGraph } {
+    return { traces: this.wireTraces(), graph: packGraph(this.nodes, siteIdsOf(nm)) };
   }
 
   wireTraces(): WireTrace[] {

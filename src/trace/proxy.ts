@@ -77,8 +77,10 @@ export const isProxy = (v: unknown): v is TraceProxy => v instanceof TraceProxy;
 const isValueLike = (v: unknown) => v instanceof TraceProxy || v instanceof Tensor;
 
 /** Records one op node whose inputs are `args` (proxies, Tensors, constants). */
-export function record(graph: Graph, invoke: number | undefined, op: string, args: unknown[], extra: { site?: string; occ?: number } = {}): TraceProxy {
-  const id = graph.add(op, args.map((a) => wireArg(graph, a, isProxy)), { ...extra, invoke });
+export function record(graph: Graph, invoke: number | undefined, op: string, args: unknown[], site?: string): TraceProxy {
+  const wire = new Array(args.length);
+  for (let i = 0; i < args.length; i++) wire[i] = wireArg(graph, args[i], isProxy);
+  const id = graph.add(op, wire, site, invoke);
   return new TraceProxy(graph, id, invoke);
 }
 
