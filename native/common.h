@@ -78,7 +78,18 @@ at::Tensor applyIndex(const at::Tensor& t, const c10::IValue& spec);
 
 // ---- addon-wide state --------------------------------------------------------------
 struct ModelState;
+// Property names read or written on every request. A C-string key makes V8 look the name up in
+// its string table on every Get/Set (a few microseconds a request); these are made once.
+#define TS_KEYS(X) X(recordSites) X(returnLogits) X(cancel) X(graph) X(traces) X(code) X(strings) X(tensors) \
+  X(batch) X(seq) X(ids) X(mask) X(pos) X(invokes) X(begin) X(end) X(stop) X(saved) X(logits) X(fired)
+enum class Key {
+#define TS_KEY_ENUM(name) name,
+  TS_KEYS(TS_KEY_ENUM)
+#undef TS_KEY_ENUM
+  Count
+};
 struct AddonData {
+  Napi::ObjectReference keys;  // an Array of the names, by Key (N-API 8 refers to objects only)
   Napi::FunctionReference tensorCtor;
   Napi::FunctionReference modelCtor;
   // the state a NativeModel being constructed takes (handed over on the JS thread, never held
@@ -88,6 +99,8 @@ struct AddonData {
   bool wrappingTensor = false;
 };
 AddonData& addonData(Napi::Env env);
+// The property name `k`, as a JS string made once per addon instance.
+Napi::String key(Napi::Env env, Key k);
 
 // Converts any exception to a JS Error (sets .code for user errors).
 Napi::Error toJsError(Napi::Env env, const std::exception& e);

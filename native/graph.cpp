@@ -14,8 +14,8 @@ std::string nodeWhere(int id, const std::string& op, const std::string& loc) {
 }
 
 // Reads an integer property; absent -> dflt.
-int64_t intProp(const Napi::Object& o, const char* key, int64_t dflt, int64_t lo, int64_t hi, const std::string& where) {
-  auto v = o.Get(key);
+int64_t intProp(const Napi::Object& o, Key k, const char* key, int64_t dflt, int64_t lo, int64_t hi, const std::string& where) {
+  auto v = o.Get(ts::key(o.Env(), k));
   if (v.IsUndefined() || v.IsNull()) return dflt;
   if (!v.IsNumber()) throw UserError(where + ": '" + key + "' must be an integer");
   double d = v.As<Napi::Number>().DoubleValue();
@@ -38,13 +38,13 @@ enum Tag { TagNull = 0, TagBool = 1, TagNum = 2, TagStr = 3, TagTensor = 4, TagR
 class PackedReader {
  public:
   PackedReader(const Napi::Object& graph) : env_(graph.Env()) {
-    auto code = graph.Get("code");
+    auto code = graph.Get(key(graph.Env(), Key::code));
     if (!code.IsTypedArray() || code.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
       throw UserError("graph: 'code' must be a Float64Array");
     auto ta = code.As<Napi::Float64Array>();
     w_ = ta.Data();
     n_ = ta.ElementLength();
-    auto strings = graph.Get("strings"), tensors = graph.Get("tensors");
+    auto strings = graph.Get(key(graph.Env(), Key::strings)), tensors = graph.Get(key(graph.Env(), Key::tensors));
     if (!strings.IsArray() || !tensors.IsArray()) throw UserError("graph: 'strings' and 'tensors' must be arrays");
     strings_ = strings.As<Napi::Array>();
     tensors_ = tensors.As<Napi::Array>();
@@ -168,8 +168,8 @@ Arg parseArg(PackedReader& in, int nodeId, std::vector<int>& deps, const Where& 
 }
 
 // Token ids, masks and positions: an Int32Array (what the tracer sends) or a BigInt64Array.
-at::Tensor int64Input(const Napi::Object& t, const char* key, int64_t batch, int64_t seq, const std::string& where) {
-  auto v = t.Get(key);
+at::Tensor int64Input(const Napi::Object& t, Key k, const char* key, int64_t batch, int64_t seq, const std::string& where) {
+  auto v = t.Get(ts::key(t.Env(), k));
   auto type = v.IsTypedArray() ? v.As<Napi::TypedArray>().TypedArrayType() : napi_uint8_clamped_array;
   if (type != napi_bigint64_array && type != napi_int32_array)
     throw UserError(where + ": '" + key + "' must be an Int32Array or a BigInt64Array");
@@ -197,9 +197,9 @@ at::Tensor int64Input(const Napi::Object& t, const char* key, int64_t batch, int
 Request parseRequest(const Napi::Object& req, const ModelState& model) {
   Request r;
   c10::InferenceMode guard;  // the input tensors made here are used under InferenceMode
-  r.recordSites = req.Get("recordSites").ToBoolean();
-  r.returnLogits = req.Get("returnLogits").ToBoolean();
-  auto cancel = req.Get("cancel");
+  r.recordSites = req.Get(key(req.Env(), Key::recordSites)).ToBoolean();
+  r.returnLogits = req.Get(key(req.Env(), Key::returnLogits)).ToBoolean();
+  auto cancel = req.Get(key(req.Env(), Key::cancel));
   if (!cancel.IsUndefined() && !cancel.IsNull()) {
     if (!cancel.IsTypedArray() || cancel.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
         cancel.As<Napi::TypedArray>().ElementLength() < 1)
@@ -211,8 +211,8 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
     if (st != napi_ok || !data) throw UserError("graph: cannot read the 'cancel' flag");
     r.cancel = static_cast<const int32_t*>(data);
   }
-  auto graphV = req.Get("graph");
-  auto tracesV = req.Get("traces");
+  auto graphV = req.Get(key(req.Env(), Key::graph));
+  auto tracesV = req.Get(key(req.Env(), Key::traces));
   if (!graphV.IsObject() || !tracesV.IsArray()) throw UserError("graph: expected {traces: [], graph: {code, strings, tensors}}");
   PackedReader in(graphV.As<Napi::Object>());
   auto header = [] { return std::string("graph"); };
@@ -229,13 +229,13 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
     if (!tv.IsObject()) throw UserError(where + ": must be an object");
     auto t = tv.As<Napi::Object>();
     Trace tr;
-    int64_t batch = intProp(t, "batch", -1, 1, 1 << 16, where);
-    int64_t seq = intProp(t, "seq", -1, 1, 1 << 20, where);
+    int64_t batch = intProp(t, Key::batch, "batch", -1, 1, 1 << 16, where);
+    int64_t seq = intProp(t, Key::seq, "seq", -1, 1, 1 << 20, where);
     if (batch < 0 || seq < 0) throw UserError(where + ": 'batch' and 'seq' are required");
     if (batch * seq > (int64_t)1 << 26) throw UserError(where + ": input too large");
-    tr.ids = int64Input(t, "ids", batch, seq, where);
-    tr.mask = int64Input(t, "mask", batch, seq, where);
-    tr.pos = int64Input(t, "pos", batch, seq, where);
+    tr.ids = int64Input(t, Key::ids, "ids", batch, seq, where);
+    tr.mask = int64Input(t, Key::mask, "mask", batch, seq, where);
+    tr.pos = int64Input(t, Key::pos, "pos", batch, seq, where);
     auto ids = tr.ids.data_ptr<int64_t>();
     for (int64_t i = 0; i < batch * seq; ++i)
       if (ids[i] < 0 || ids[i] >= model.vocabSize)
@@ -247,7 +247,7 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
       if (pos[i] < 0 || pos[i] >= model.maxPositions)
         throw UserError(where + ": position id " + std::to_string(pos[i]) + " is outside [0, " +
                         std::to_string(model.maxPositions) + ")");
-    auto inv = t.Get("invokes");
+    auto inv = t.Get(key(req.Env(), Key::invokes));
     if (inv.IsArray()) {
       auto ia = inv.As<Napi::Array>();
       int64_t next = 0;
@@ -262,13 +262,13 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
         next += c.toInt();
       }
     }
-    tr.begin = (int)intProp(t, "begin", -1, 0, kMaxNodes, where);
-    tr.end = (int)intProp(t, "end", -1, 0, kMaxNodes, where);
+    tr.begin = (int)intProp(t, Key::begin, "begin", -1, 0, kMaxNodes, where);
+    tr.end = (int)intProp(t, Key::end, "end", -1, 0, kMaxNodes, where);
     if (tr.begin != expectBegin || tr.end < tr.begin || tr.end > nodeCount)
       throw UserError(where + ": node range [" + std::to_string(tr.begin) + ", " + std::to_string(tr.end) +
                       ") must follow the previous trace's and lie within the graph");
     expectBegin = tr.end;
-    tr.stop = t.Get("stop").ToBoolean();
+    tr.stop = t.Get(key(req.Env(), Key::stop)).ToBoolean();
     r.traces.push_back(std::move(tr));
   }
   if (expectBegin != nodeCount) throw UserError("graph: every node must belong to a trace");

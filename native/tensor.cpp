@@ -161,6 +161,21 @@ Napi::Error toJsError(Napi::Env env, const std::exception& e) {
 
 AddonData& addonData(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
 
+Napi::String key(Napi::Env env, Key k) {
+  auto& keys = addonData(env).keys;
+  if (keys.IsEmpty()) {
+    static const char* const names[] = {
+#define TS_KEY_NAME(name) #name,
+        TS_KEYS(TS_KEY_NAME)
+#undef TS_KEY_NAME
+    };
+    auto arr = Napi::Array::New(env, (size_t)Key::Count);
+    for (uint32_t i = 0; i < (uint32_t)Key::Count; ++i) arr.Set(i, Napi::String::New(env, names[i]));
+    keys = Napi::Persistent(arr.As<Napi::Object>());
+  }
+  return keys.Value().Get((uint32_t)k).As<Napi::String>();
+}
+
 // ---- TensorWrap -------------------------------------------------------------------------
 
 Napi::Function TensorWrap::Init(Napi::Env env) {

@@ -129,12 +129,12 @@ class RunWorker : public Worker {
   }
   Napi::Value result(Napi::Env env) override {
     auto out = Napi::Object::New(env);
-    out.Set("saved", savedToJs(env, saved_));
-    if (logits_.defined()) out.Set("logits", wrapTensor(env, logits_));
+    out.Set(key(env, Key::saved), savedToJs(env, saved_));
+    if (logits_.defined()) out.Set(key(env, Key::logits), wrapTensor(env, logits_));
     if (req_.recordSites) {
       auto fired = Napi::Array::New(env, fired_.size());
       for (size_t i = 0; i < fired_.size(); ++i) fired.Set((uint32_t)i, fired_[i]);
-      out.Set("fired", fired);
+      out.Set(key(env, Key::fired), fired);
     }
     saved_.clear();
     req_ = Request();  // drop the inputs and intermediate values now

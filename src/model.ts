@@ -6,7 +6,7 @@ import { buildTree, formatTree, readManifest, type Manifest, type ModuleNode } f
 import { Tokenizer } from './tokenizer.js';
 import { toRows, type TraceInput } from './inputs.js';
 import { Graph, userLocation } from './trace/graph.js';
-import { makeEnvoy, type Envoy } from './trace/envoy.js';
+import { envoyOf, type Envoy, type Scope } from './trace/envoy.js';
 import type { EnvoyOf } from './trace/types.js';
 import { markSaved, materialize, resolveSaved, substitute } from './trace/proxy.js';
 import { Tensor } from './tensor.js';
@@ -66,7 +66,7 @@ export class Tracer<T = unknown> {
     seg.invokes.push([seg.rows.length, rows.length]);
     seg.rows.push(...rows);
     if (typeof fn !== 'function') throw new Error('tracer.invoke(input, fn): fn must be a function');
-    return fn(this.model.envoy(this.graph, index));
+    return this.model.recording(this.graph, index, fn);
   }
 
   /** Ends the forward as soon as everything the graph needs has run. */
@@ -97,6 +97,7 @@ export class LanguageModel<T = unknown> {
   readonly manifest: Manifest;
   readonly tokenizer: Tokenizer;
   #native: NativeModel | undefined;
+  #scope: Scope | undefined;
   #tree: { root: ModuleNode; byPath: Map<string, ModuleNode> };
   #queue: Promise<unknown> = Promise.resolve();
   #warnedNoCache = false;
@@ -217,9 +218,18 @@ export class LanguageModel<T = unknown> {
     return this.toString();
   }
 
-  /** @internal the root envoy of one invoke */
-  envoy(graph: Graph, invoke: number): Envoy {
-    return makeEnvoy({ graph, invoke, manifest: this.manifest, byPath: this.#tree.byPath }, this.#tree.root);
+  /** @internal runs `fn` with the root envoy recording into `graph`'s invoke `invoke` */
+  recording<R>(graph: Graph, invoke: number, fn: (m: Envoy) => R): R {
+    const scope = (this.#scope ??= { graph: undefined, invoke: 0, manifest: this.manifest, byPath: this.#tree.byPath, envoys: new Map() });
+    const prev = { graph: scope.graph, invoke: scope.invoke };
+    scope.graph = graph;
+    scope.invoke = invoke;
+    try {
+      return fn(envoyOf(scope, this.#tree.root));
+    } finally {
+      scope.graph = prev.graph;
+      scope.invoke = prev.invoke;
+    }
   }
 
   /**

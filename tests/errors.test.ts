@@ -124,6 +124,15 @@ describe('trace errors', () => {
     let leaked: any;
     await model.trace(ids, (m) => { leaked = m.transformer.h[0].output[0]; });
     await expect(model.trace(ids, (m) => { m.transformer.h[0].output[0].add_(leaked); })).rejects.toThrow(/a proxy from another trace was used/);
+    // envoys are kept per module (as nnsight's): one kept from a trace records into the trace
+    // open when it is used, and outside any trace it says so
+    let block: any;
+    const direct = await model.trace(ids, (m) => { block = m.transformer.h[4]; return m.transformer.h[4].output[0]; });
+    expect(block).toBe((await new Promise((r) => void model.trace(ids, (m) => r(m.transformer.h[4])))));
+    const viaKept = await model.trace(ids, () => block.output[0]);
+    expect(Array.from(viaKept.data() as Float32Array)).toEqual(Array.from(direct.data() as Float32Array));
+    expect(() => block.output[0]).toThrow(/transformer\.h\.4\.output\[0\]: envoys record only while a trace callback runs/);
+    expect(() => block.ln_1(Tensor.from([1]))).toThrow(/module 'transformer\.h\.4\.ln_1': envoys record only while a trace callback runs/);
   });
 
   it('malformed graphs sent to the native entry are rejected, not crashed', async () => {

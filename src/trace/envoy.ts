@@ -5,11 +5,32 @@ import { closest, type Manifest, type ModuleNode, type Struct } from '../manifes
 import type { Graph } from './graph.js';
 import { record, TraceProxy } from './proxy.js';
 
+/**
+ * What envoys record into: one per model, its graph and invoke set while a trace callback runs
+ * (so envoys are made once per module and kept, like nnsight's, and record into whichever trace
+ * and invoke is open when they are used).
+ */
 export interface Scope {
-  graph: Graph;
+  graph: Graph | undefined;
   invoke: number;
   manifest: Manifest;
   byPath: Map<string, ModuleNode>;
+  envoys: Map<ModuleNode, Envoy>;
+}
+
+function graphOf(scope: Scope, what: string): Graph {
+  if (!scope.graph) throw new Error(`${what}: envoys record only while a trace callback runs (model.trace(input, (m) => ...))`);
+  return scope.graph;
+}
+
+/** The envoy of `node`, made on first use. */
+export function envoyOf(scope: Scope, node: ModuleNode): Envoy {
+  let e = scope.envoys.get(node);
+  if (!e) {
+    e = makeEnvoy(scope, node);
+    scope.envoys.set(node, e);
+  }
+  return e;
 }
 
 const RESERVED = new Set(['output', 'input', 'inputs', 'path', 'length', 'map', 'forEach', 'children', 'type']);
@@ -19,7 +40,7 @@ function leafValue(scope: Scope, s: Struct, what: string): TraceProxy {
   if (!s.site) throw new Error(`${what} has no hook site in this export`);
   if (s.pruned)
     throw new Error(`${what} ('${s.site}') was pruned by the export: nothing in the model uses it, so it cannot be read or patched`);
-  return record(scope.graph, scope.invoke, 'read', [], s.site);
+  return record(graphOf(scope, what), scope.invoke, 'read', [], s.site);
 }
 
 function writeLeaf(scope: Scope, s: Struct, what: string, value: unknown): void {
@@ -27,7 +48,7 @@ function writeLeaf(scope: Scope, s: Struct, what: string, value: unknown): void 
   if (s.pruned) throw new Error(`${what} ('${s.site}') was pruned by the export: replacing it would change nothing`);
   if (value instanceof Array || (value !== null && typeof value === 'object' && TUPLE in (value as object)))
     throw new Error(`${what} is a tensor; assign a proxy, a Tensor or a number`);
-  record(scope.graph, scope.invoke, 'write', [value], s.site);
+  record(graphOf(scope, what), scope.invoke, 'write', [value], s.site);
 }
 
 const TUPLE = Symbol('tuple');
@@ -63,68 +84,93 @@ export function writeStruct(scope: Scope, s: Struct | null | undefined, what: st
   throw new Error(`${what} cannot be replaced`);
 }
 
-/** An array-like view of a tuple: `output[0]`, `output.length`, `output[0] = v`. */
-function tupleView(scope: Scope, items: Struct[], what: string, names: string[]): unknown[] {
-  const cache = new Map<number, unknown>();
-  const get = (i: number) => {
-    if (!cache.has(i)) cache.set(i, structValue(scope, items[i], `${what}[${i}]`));
-    return cache.get(i);
-  };
-  const indexOf = (key: string): number | undefined => {
-    if (/^-?\d+$/.test(key)) {
-      const i = Number(key);
-      const j = i < 0 ? i + items.length : i;
-      if (j < 0 || j >= items.length) throw new Error(`${what}[${i}]: index out of range for a tuple of ${items.length}`);
+interface TupleState {
+  scope: Scope;
+  items: Struct[];
+  what: string;
+  names: string[];
+  cache: unknown[]; // item values read so far (a read records a node once per view)
+}
+const STATE = Symbol('tuple state');
+
+/** `key` as an item index of the tuple, or undefined. */
+function itemIndex(st: TupleState, key: string): number | undefined {
+  const c = key.charCodeAt(0);
+  if ((c >= 48 && c <= 57) || (c === 45 && key.length > 1)) {
+    const i = Number(key);
+    if (Number.isInteger(i) && String(i) === key) {
+      const j = i < 0 ? i + st.items.length : i;
+      if (j < 0 || j >= st.items.length) throw new Error(`${st.what}[${i}]: index out of range for a tuple of ${st.items.length}`);
       return j;
     }
-    const n = names.indexOf(key);
-    return n >= 0 ? n : undefined;
-  };
-  const target: unknown[] = [];
-  return new Proxy(target, {
-    get(t, key, receiver) {
-      if (key === TUPLE) return true;
-      if (typeof key === 'string') {
-        const i = indexOf(key);
-        if (i !== undefined) return get(i);
-        if (key === 'length') return items.length;
-        if (key === 'save')
-          return () => {
-            items.forEach((_, k) => {
-              const v = get(k);
-              if (v instanceof TraceProxy) v.save();
-              else if (v && typeof v === 'object' && 'save' in v) (v as { save(): void }).save();
-            });
-            return receiver;
-          };
-      }
-      if (key === Symbol.iterator) return function* () { for (let k = 0; k < items.length; k++) yield get(k); };
-      if (typeof key === 'string' && key in Array.prototype) {
-        const arr = items.map((_, k) => get(k));
-        const v = (arr as unknown as Record<string, unknown>)[key];
-        return typeof v === 'function' ? v.bind(arr) : v;
-      }
-      return Reflect.get(t, key);
-    },
-    set(_t, key, value) {
-      const i = typeof key === 'string' ? indexOf(key) : undefined;
-      if (i === undefined) throw new Error(`${what}: cannot set '${String(key)}'`);
-      writeStruct(scope, items[i], `${what}[${i}]`, value);
-      cache.delete(i);
-      return true;
-    },
-    has(_t, key) {
-      return typeof key === 'string' && (indexOf(key) !== undefined || key === 'length');
-    },
-    ownKeys() {
-      return [...items.map((_, k) => String(k)), 'length'];
-    },
-    getOwnPropertyDescriptor(_t, key) {
-      if (key === 'length') return { value: items.length, writable: true, enumerable: false, configurable: false };
-      const i = typeof key === 'string' ? indexOf(key) : undefined;
-      return i === undefined ? undefined : { value: get(i), writable: true, enumerable: true, configurable: true };
-    },
-  });
+  }
+  const n = st.names.indexOf(key);
+  return n >= 0 ? n : undefined;
+}
+
+function itemValue(st: TupleState, i: number): unknown {
+  if (!(i in st.cache)) st.cache[i] = structValue(st.scope, st.items[i], `${st.what}[${i}]`);
+  return st.cache[i];
+}
+
+// one handler for every tuple view (each view's state lives on its target)
+const tupleHandler: ProxyHandler<unknown[]> = {
+  get(t, key, receiver) {
+    if (key === TUPLE) return true;
+    const st = (t as unknown as Record<symbol, TupleState>)[STATE];
+    if (typeof key === 'string') {
+      const i = itemIndex(st, key);
+      if (i !== undefined) return itemValue(st, i);
+      if (key === 'length') return st.items.length;
+      if (key === 'save')
+        return () => {
+          st.items.forEach((_, k) => {
+            const v = itemValue(st, k);
+            if (v instanceof TraceProxy) v.save();
+            else if (v && typeof v === 'object' && 'save' in v) (v as { save(): void }).save();
+          });
+          return receiver;
+        };
+    }
+    if (key === Symbol.iterator) return function* () { for (let k = 0; k < st.items.length; k++) yield itemValue(st, k); };
+    if (typeof key === 'string' && key in Array.prototype) {
+      const arr = st.items.map((_, k) => itemValue(st, k));
+      const v = (arr as unknown as Record<string, unknown>)[key];
+      return typeof v === 'function' ? v.bind(arr) : v;
+    }
+    return Reflect.get(t, key);
+  },
+  set(t, key, value) {
+    const st = (t as unknown as Record<symbol, TupleState>)[STATE];
+    const i = typeof key === 'string' ? itemIndex(st, key) : undefined;
+    if (i === undefined) throw new Error(`${st.what}: cannot set '${String(key)}'`);
+    writeStruct(st.scope, st.items[i], `${st.what}[${i}]`, value);
+    delete st.cache[i];
+    return true;
+  },
+  has(t, key) {
+    const st = (t as unknown as Record<symbol, TupleState>)[STATE];
+    return typeof key === 'string' && (itemIndex(st, key) !== undefined || key === 'length');
+  },
+  ownKeys(t) {
+    const st = (t as unknown as Record<symbol, TupleState>)[STATE];
+    return [...st.items.map((_, k) => String(k)), 'length'];
+  },
+  getOwnPropertyDescriptor(t, key) {
+    const st = (t as unknown as Record<symbol, TupleState>)[STATE];
+    if (key === 'length') return { value: st.items.length, writable: true, enumerable: false, configurable: false };
+    const i = typeof key === 'string' ? itemIndex(st, key) : undefined;
+    return i === undefined ? undefined : { value: itemValue(st, i), writable: true, enumerable: true, configurable: true };
+  },
+};
+
+/** An array-like view of a tuple: `output[0]`, `output.length`, `output[0] = v`. */
+function tupleView(scope: Scope, items: Struct[], what: string, names: string[]): unknown[] {
+  const target = [] as unknown as unknown[] & { [STATE]: TupleState };
+  // the view belongs to the trace it was made in (a returned view reads its items after the
+  // callback, when the model's scope has moved on)
+  target[STATE] = { scope: { ...scope }, items, what, names, cache: [] };
+  return new Proxy(target, tupleHandler);
 }
 
 /** The result of applying a module, shaped like its eager output. */
@@ -160,7 +206,9 @@ function notFound(node: ModuleNode, name: string): Error {
 export type Envoy = any;
 
 /** The envoy of a module: a callable proxy that resolves children, outputs and inputs. */
-export function makeEnvoy(scope: Scope, node: ModuleNode): Envoy {
+function makeEnvoy(scope: Scope, node: ModuleNode): Envoy {
+  let list: Envoy[] | undefined;
+  const envoys = () => (list ??= node.list.map((c) => envoyOf(scope, c)));
   const what = (x: string) => `${node.path || 'model'}.${x}`;
   const child = (key: string): ModuleNode | undefined => {
     if (node.children.has(key)) return node.children.get(key);
@@ -175,18 +223,18 @@ export function makeEnvoy(scope: Scope, node: ModuleNode): Envoy {
     if (!rule || rule.kind === 'none')
       throw new Error(`module '${node.path}' (${node.entry.type}) cannot be applied: ${rule?.reason ?? 'the export found no way to call it on new values'}`);
     if (args.length === 0) throw new Error(`module '${node.path}' needs at least one input`);
-    const out = record(scope.graph, scope.invoke, 'apply', [node.path, ...args]);
+    const out = record(graphOf(scope, `module '${node.path}'`), scope.invoke, 'apply', [node.path, ...args]);
     return applyResult(scope, node, out);
   };
   return new Proxy(call, {
     get(_t, key) {
       if (typeof key === 'symbol') {
-        if (key === Symbol.iterator && node.isList) return function* () { for (const c of node.list) yield makeEnvoy(scope, c); };
+        if (key === Symbol.iterator && node.isList) return function* () { yield* envoys(); };
         if (key === Symbol.toPrimitive) return () => `Envoy(${node.path})`;
         return undefined;
       }
       const c = RESERVED.has(key) ? undefined : child(key);
-      if (c) return makeEnvoy(scope, c);
+      if (c) return envoyOf(scope, c);
       switch (key) {
         case 'path':
           return node.path;
@@ -202,12 +250,12 @@ export function makeEnvoy(scope: Scope, node: ModuleNode): Envoy {
         case 'length':
           return node.isList ? node.children.size : undefined;
         case 'children':
-          return node.list.map((c) => makeEnvoy(scope, c));
+          return [...envoys()];
         case 'map':
         case 'forEach':
           if (node.isList) {
-            const list = node.list.map((c) => makeEnvoy(scope, c));
-            return (list[key] as (...a: unknown[]) => unknown).bind(list);
+            const l = envoys();
+            return (l[key] as (...a: unknown[]) => unknown).bind(l);
           }
           break;
         case 'then':

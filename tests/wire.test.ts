@@ -1,0 +1,48 @@
+// The packed graph: the words the encoder writes are the layout native/graph.cpp reads.
+import { describe, expect, it } from 'vitest';
+import { Tensor } from '../src/index.js';
+import { packGraph, PACK_VERSION } from '../src/trace/wire.js';
+
+describe('packGraph', () => {
+  it('writes the documented layout: header, node fields, tagged arguments, shared tables', () => {
+    const t = Tensor.from([1, 2]);
+    const p = packGraph(
+      [
+        { id: 0, op: 'read', args: [], site: 'a:output:0', save: true },
+        { id: 1, op: 'index', args: [{ ref: 0 }, [null, [1, -1.5], true, 'x']], invoke: 1, steps: [2, -1] },
+        { id: 2, op: 'add', args: [{ ref: 1 }, t.native], site: undefined, loc: 'here.ts:3:4' },
+        { id: 3, op: 'write', args: [7n as never], site: 'b:input:0', occ: 2 },
+      ],
+      new Map([['a:output:0', 5]]),
+    );
+    expect(p.strings).toEqual(['read', 'index', 'x', 'add', 'here.ts:3:4', 'b:input:0', 'write']);
+    expect(p.tensors).toEqual([t.native]);
+    expect(Array.from(p.code)).toEqual([
+      PACK_VERSION, 4,
+      // op, site, occ, invoke, save, stepBegin, stepEnd, loc, nargs
+      0, 5, 0, -1, 1, 0, 1, -1, 0,
+      1, -1, 0, 1, 0, 2, -1, -1, 2,
+      /* ref 0 */ 5, 0, /* list of 4 */ 6, 4, /* null */ 0, /* list [1, -1.5] */ 6, 2, 2, 1, 2, -1.5, /* true */ 1, 1, /* 'x' */ 3, 2,
+      3, -1, 0, -1, 0, 0, 1, 4, 2,
+      5, 1, /* tensor 0 */ 4, 0,
+      // a site the table does not know goes by name: -2 - its string index
+      6, -2 - 5, 2, -1, 0, 0, 1, -1, 1,
+      2, 7,
+    ]);
+  });
+
+  it('refuses what it cannot encode, naming the node', () => {
+    expect(() => packGraph([{ id: 1, op: 'add', args: [] }])).toThrow('node 0 (add): ids must be 0, 1, 2, ... in order');
+    expect(() => packGraph(['x' as never])).toThrow('node 0 (?): must be an object');
+    expect(() => packGraph([{ id: 0, op: 'add', args: [{}] }])).toThrow(/node 0 \(add\): an argument must be/);
+    expect(() => packGraph([{ id: 0, op: 'add', args: [() => 1] as never }])).toThrow(/an argument must be/);
+    expect(() => packGraph([{ id: 0, op: 'add', args: [2n ** 60n] as never }])).toThrow(/bigint out of range/);
+    expect(() => packGraph([{ id: 0, op: 'read', args: [], site: 3 as never }])).toThrow(/'site' must be a string/);
+    expect(() => packGraph([{ id: 0, op: 'add', args: [], steps: [1] as never }])).toThrow(/'steps' must be \[begin, end\]/);
+    expect(() => packGraph([{ id: 0, op: 'add', args: [], occ: '1' as never }])).toThrow(/'occ' must be an integer/);
+    let deep: unknown = 1;
+    for (let i = 0; i < 20; i++) deep = [deep];
+    expect(() => packGraph([{ id: 0, op: 'add', args: [deep] }])).toThrow(/nested too deeply/);
+    expect(() => packGraph('nodes' as never)).toThrow(/expected \{traces: \[\], nodes: \[\]\}/);
+  });
+});
