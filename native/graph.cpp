@@ -542,13 +542,15 @@ void Interpreter::fire(int site, c10::IValue& x) {
   if (r_.recordSites) firedSites.push_back(m_.siteNames[site]);
   int occ = counts_[site]++;
   if (!interest_[site] || !x.isTensor()) return;
-  std::vector<int> still;
-  still.reserve(pending_.size());
-  for (int i : pending_) {
+  // pending_ is compacted in place (no allocation at every interesting site); exec never
+  // touches pending_, so the write index can trail the read index safely
+  size_t keep = 0;
+  for (size_t k = 0; k < pending_.size(); ++k) {
+    int i = pending_[k];
     Node& n = r_.nodes[i];
     bool atSite = n.kind == NodeKind::Read || n.kind == NodeKind::Write;
     if (atSite && (n.site != site || n.occ != occ)) {
-      still.push_back(i);
+      pending_[keep++] = i;
       continue;
     }
     bool ready = true;
@@ -557,12 +559,12 @@ void Interpreter::fire(int site, c10::IValue& x) {
       if (atSite)
         fail(n, "the value written at '" + m_.siteNames[site] +
                     "' depends on a module that runs later in the forward; it is not ready yet");
-      still.push_back(i);
+      pending_[keep++] = i;
       continue;
     }
     exec(n, &x);
   }
-  pending_.swap(still);
+  pending_.resize(keep);
   if (r_.traces[trace_].stop && remaining_ == 0) {
     stopped_ = true;  // the JIT may wrap what we throw; this flag says it was a stop
     throw StopForward();

@@ -61,3 +61,19 @@ export function parseIndex(spec: IndexSpec): IndexItem[] {
 function showSpec(spec: unknown[]): string {
   return `[${spec.map((x) => (x === null ? 'null' : typeof x === 'string' ? `'${x}'` : String(x))).join(', ')}]`;
 }
+
+// String specs parsed for the op methods: a trace usually indexes with the same few literals,
+// and parsing one cost more than the rest of recording its node. The ops never change a result.
+const parsed = new Map<string, IndexItem[]>();
+
+/** parseIndex, remembering string specs (for internal callers that do not change the result). */
+export function parseIndexShared(spec: IndexSpec): IndexItem[] {
+  if (typeof spec !== 'string') return parseIndex(spec);
+  let items = parsed.get(spec);
+  if (!items) {
+    items = parseIndex(spec);
+    if (parsed.size >= 512) parsed.clear();
+    parsed.set(spec, items);
+  }
+  return items;
+}

@@ -15,7 +15,9 @@ export interface Row {
 }
 
 function isIdRow(x: unknown): x is number[] {
-  return Array.isArray(x) && x.every((v) => typeof v === 'number');
+  if (!Array.isArray(x)) return false;
+  for (let i = 0; i < x.length; i++) if (typeof x[i] !== 'number') return false;
+  return true;
 }
 
 export function toRows(input: TraceInput, tok: Tokenizer, vocabSize: number): Row[] {
@@ -35,21 +37,24 @@ export function toRows(input: TraceInput, tok: Tokenizer, vocabSize: number): Ro
   } else {
     throw new Error('input must be a string, an array of strings, token ids (number[] or number[][]), or { inputIds, attentionMask }');
   }
-  rows.forEach((r, i) => {
-    if (r.ids.length === 0) throw new Error(`input row ${i} is empty (no tokens)`);
-    r.ids.forEach((t, j) => {
+  for (let i = 0; i < rows.length; i++) {
+    const { ids, mask } = rows[i];
+    if (ids.length === 0) throw new Error(`input row ${i} is empty (no tokens)`);
+    for (let j = 0; j < ids.length; j++) {
+      const t = ids[j];
       if (!Number.isInteger(t) || t < 0 || t >= vocabSize)
         throw new Error(`input row ${i}, position ${j}: token id ${t} is outside the vocabulary [0, ${vocabSize})`);
-    });
-    r.mask.forEach((m, j) => {
+    }
+    for (let j = 0; j < mask.length; j++) {
+      const m = mask[j];
       if (m !== 0 && m !== 1) throw new Error(`input row ${i}, position ${j}: attention mask values must be 0 or 1, got ${m}`);
-    });
-  });
+    }
+  }
   return rows;
 }
 
 function row(ids: number[]): Row {
-  return { ids, mask: ids.map(() => 1) };
+  return { ids, mask: new Array<number>(ids.length).fill(1) };
 }
 
 export interface Batch {

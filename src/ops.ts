@@ -1,7 +1,7 @@
 // The op methods shared by eager `Tensor` and in-trace proxies. Each entry names the native
 // op and its parameters after `self`, in PyTorch's order; calls accept positional arguments
 // or one trailing options object ({ dim, keepdim }). The native op table does the work.
-import { parseIndex, type IndexSpec } from './indexspec.js';
+import { parseIndexShared, type IndexSpec } from './indexspec.js';
 
 export type Dim = number | number[];
 
@@ -102,7 +102,7 @@ export const OP_SPECS: Record<string, OpSpec> = {
   squeeze: { params: ['dim'] },
   unsqueeze: { params: ['dim'] },
   flatten: { params: ['startDim', 'endDim'] },
-  index: { params: ['spec'], prepare: (a) => [parseIndex(a[0] as IndexSpec)] },
+  index: { params: ['spec'], prepare: (a) => [parseIndexShared(a[0] as IndexSpec)] },
   clone: { params: [] },
   detach: { params: [] },
   contiguous: { params: [] },

@@ -120,10 +120,12 @@ export class Graph {
   }
 
   wireTraces(): WireTrace[] {
-    return this.segments.map((s) => {
+    const out: WireTrace[] = [];
+    for (const s of this.segments) {
       const b = makeBatch(s.rows, this.padId);
-      return { ...b, invokes: s.invokes, begin: s.begin, end: s.end, stop: s.stop };
-    });
+      out.push({ batch: b.batch, seq: b.seq, ids: b.ids, mask: b.mask, pos: b.pos, invokes: s.invokes, begin: s.begin, end: s.end, stop: s.stop });
+    }
+    return out;
   }
 }
 
