@@ -26,6 +26,10 @@ struct ModelState {
   bool hasStep = false;
   torch::jit::Module step;
   int64_t cacheLayers = 0, cacheHeads = 0, cacheHeadDim = 0;
+  // The forwards as inlined graphs (model.cpp's inlinedForward): with their sites, and with every
+  // site removed for forwards no intervention touches (these cost what an export without sites
+  // does). They share the modules' weights; null with TORCHSIGHT_INLINE=0.
+  std::shared_ptr<torch::jit::GraphFunction> forward, plainForward, stepForward, plainStep;
   std::mutex mu;  // one forward at a time per model
   // The submodule at a dotted path; throws UserError when missing.
   torch::jit::Module submodule(const std::string& path) const;
@@ -123,7 +127,8 @@ class Interpreter {
  private:
   void runReady();
   bool active(const Node& n, int step) const;
-  c10::IValue forwardStep(int ti, int step, torch::jit::Module& module, std::vector<c10::IValue> inputs);
+  c10::IValue forwardStep(int ti, int step, torch::jit::Module& module, torch::jit::GraphFunction* withSites,
+                          torch::jit::GraphFunction* plain, std::vector<c10::IValue> inputs);
   c10::IValue resolve(const Arg& a) const;
   void exec(Node& n, c10::IValue* live);
   [[noreturn]] void fail(const Node& n, const std::string& msg);

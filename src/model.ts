@@ -2,7 +2,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { native, type NativeModel, type RunResult, type ApplyRule } from './native.js';
-import { buildTree, formatTree, readManifest, type Manifest, type ModuleNode } from './manifest.js';
+import { buildTree, formatTree, readManifest, type Manifest, type ModuleNode, type Struct } from './manifest.js';
 import { Tokenizer } from './tokenizer.js';
 import { toRows, type TraceInput } from './inputs.js';
 import { Graph, userLocation } from './trace/graph.js';
@@ -21,8 +21,9 @@ export interface LoadOptions {
   onProgress?: (progress: LoadProgress) => void;
   /**
    * Runs the forward (and a short generation, when the export has a key/value-cache graph) a few
-   * times before load resolves, so TorchScript's profiling executor has optimized both graphs and
-   * the first trace is as fast as the rest (default true; without it the first two traces and the
+   * times before load resolves, so TorchScript's profiling executor has optimized its graphs (with
+   * hook sites, and without them for forwards no intervention touches) and the first trace is as
+   * fast as the rest (default true; without it the first two traces and the
    * first generation each take hundreds of milliseconds more).
    */
   warmup?: boolean;
@@ -31,8 +32,8 @@ export interface LoadOptions {
 export interface LoadProgress {
   /**
    * 'tokenizer'; 'weights' (model.pt, `done`/`total` in bytes); 'convert' (to the requested dtype);
-   * 'step' (step.pt, the key/value-cache graph, in bytes); 'warmup' (`done`/`total` in forward
-   * passes); 'ready' (last, once).
+   * 'step' (step.pt, the key/value-cache graph, in bytes); 'warmup' (`done`/`total` in warm-up
+   * runs: forwards and short generations); 'ready' (last, once).
    */
   phase: 'tokenizer' | 'weights' | 'convert' | 'step' | 'warmup' | 'ready';
   done: number;
@@ -169,21 +170,40 @@ export class LanguageModel<T = unknown> {
   }
 
   /**
-   * Two plain forwards (TorchScript profiles the first and optimizes at the second) and, with a
-   * key/value-cache graph, a three-step greedy generation (prefill and decode), on 8 tokens.
+   * TorchScript's profiling executor profiles a graph at its first run and optimizes it at the
+   * second; each model has two graphs per forward kind (with its hook sites, and without them for
+   * forwards no intervention touches), so both are run twice here: plain forwards, forwards that
+   * read the logits' site, and with a key/value-cache graph, two three-step greedy generations
+   * (prefill and decode), on 8 tokens.
    */
   async #warmup(onProgress: LoadOptions['onProgress']): Promise<void> {
     const nm = this.native;
     const cfg = (this.manifest.config ?? {}) as Record<string, unknown>;
     const maxPos = Number(cfg.n_positions ?? cfg.max_position_embeddings ?? 0) || 64;
     const ids = Array.from({ length: Math.max(1, Math.min(8, maxPos - 4)) }, (_, i) => (i + 1) % this.manifest.vocabSize);
-    const total = nm.hasCache ? 3 : 2;
-    for (let i = 0; i < total; i++) {
-      onProgress?.({ phase: 'warmup', done: i, total, fraction: 1 });
+    // a site every forward fires: the first tensor of the model's own output
+    const root = this.manifest.modules.find((m) => m.path === '');
+    type Leaf = Extract<Struct, { kind: 'tensor' }>;
+    const first = (s: Struct | null | undefined): Leaf | undefined => (s?.kind === 'tensor' ? s : s?.kind === 'tuple' ? s.items.map(first).find(Boolean) : undefined);
+    const leaf = first(root?.output);
+    const site = leaf?.site && !leaf.pruned ? leaf.site : undefined;
+    const runs: { read: boolean; generate: boolean }[] = [];
+    for (const read of site ? [false, true] : [false]) {
+      runs.push({ read, generate: false }, { read, generate: false });
+      if (nm.hasCache) runs.push({ read, generate: true });
+    }
+    for (let i = 0; i < runs.length; i++) {
+      onProgress?.({ phase: 'warmup', done: i, total: runs.length, fraction: 1 });
+      const { read, generate } = runs[i];
       const graph = new Graph(this.padId);
-      this.recordTrace(graph, ids, () => undefined);
+      this.recordTrace(graph, ids, () => {
+        if (!read) return;
+        if (generate) graph.steps = [0, -1];
+        graph.add('read', [], site, 0);
+        graph.steps = undefined;
+      });
       const request = graph.request(nm);
-      if (i < 2) await nm.run(request);
+      if (!generate) await nm.run(request);
       else await nm.generate(request, { maxNewTokens: 3, temperature: 0, topK: 0, topP: 1, seed: 0, stopIds: [], padId: this.padId, useCache: true });
     }
   }

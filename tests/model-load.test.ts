@@ -52,6 +52,15 @@ result = {'single': [model(*batch_inputs([r]))[0][0] for r in ids], 'batch': mod
       const mine = logits.index(`${i}, ${longest - r.length}:`);
       expectClose(mine, ref.single[i], 1e-4, 1e-4);
     });
+    // forwardRaw touches no site, so it ran the graph without sites; a trace reading the logits'
+    // site runs the graph with them: the same numbers
+    const viaSites = await model.trace(ids, (m) => m.output[0]);
+    expect(viaSites.shape).toEqual(logits.shape);
+    const a = logits.data() as Float32Array;
+    const b = viaSites.data() as Float32Array;
+    let worst = 0;
+    for (let k = 0; k < a.length; k++) worst = Math.max(worst, Math.abs(a[k] - b[k]));
+    expect(worst).toBeLessThan(1e-5);
   });
 
   it('fires every site of the manifest once per call, in eager order', async () => {
