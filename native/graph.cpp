@@ -53,6 +53,7 @@ class PackedReader {
     strDone_.assign(strings_.Length(), 0);
   }
   size_t pos() const { return i_; }
+  size_t remaining() const { return n_ - i_; }
   bool atEnd() const { return i_ == n_; }
   double word() {
     if (i_ >= n_) throw UserError("graph: the packed code ends early (word " + std::to_string(i_) + ")");
@@ -219,6 +220,10 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
   if (in.integer(0, INT32_MAX, "version", header) != kPackVersion)
     throw UserError("graph: packed with another version of torchsight (expected version " + std::to_string(kPackVersion) + ")");
   const int nodeCount = (int)in.integer(0, kMaxNodes, "node count", header);
+  // every node takes at least 9 words: refuse a count the code cannot hold before allocating
+  if ((size_t)nodeCount * 9 > in.remaining())
+    throw UserError("graph: the packed code ends early (" + std::to_string(nodeCount) + " nodes need at least " +
+                    std::to_string((size_t)nodeCount * 9) + " more words, " + std::to_string(in.remaining()) + " follow)");
   auto traces = tracesV.As<Napi::Array>();
   if (traces.Length() == 0 || traces.Length() > 4096) throw UserError("graph: a request needs 1 to 4096 traces");
 
@@ -283,7 +288,7 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
     // error prefixes are built only when an error needs one
     auto bare = [&] { return nodeWhere(i, n.op.substr(0, 64), n.loc); };
     int64_t opStr = in.integer(0, INT32_MAX, "op", bare);
-    int64_t site = in.integer(-(1 << 20), INT32_MAX, "site", bare);
+    int64_t site = in.integer(-(1 << 21), INT32_MAX, "site", bare);
     n.occ = (int)in.integer(0, 1 << 20, "occ", bare);
     n.invoke = (int)in.integer(-1, 4096, "invoke", bare);
     n.save = in.integer(0, 1, "save", bare) == 1;

@@ -164,6 +164,8 @@ describe('trace errors', () => {
       [withCode((c) => c.slice(0, -1)), /ends early/],
       [withCode((c) => [...c, 0]), /more follow the last node/],
       [withCode((c) => [1, 2 ** 40, ...c.slice(2)]), /'node count' must be an integer/],
+      // a large count with little code behind it is refused before anything is allocated for it
+      [withCode((c) => [1, 100000, ...c.slice(2)]), /100000 nodes need at least 900000 more words, 13 follow/],
       [withCode((c) => c.map((x, i) => (i === 2 ? 99 : x))), /string 99 is not in the table/],
       [withCode((c) => c.map((x, i) => (i === 3 ? 1e9 : x))), /only read and write nodes have a site/],
       [withCode((c) => c.map((x, i) => (i === 4 ? NaN : x))), /'occ' must be an integer/],
