@@ -612,8 +612,9 @@ c10::IValue Interpreter::forwardStep(int ti, int step, torch::jit::Module& modul
   stopped_ = false;
   c10::IValue out;
   // nothing waits at a site (and no site list or mid-forward cancel is asked for): the
-  // forward without sites does the same work without ~30 hook calls a layer
-  bool sitesIdle = remaining_ == 0 && !r_.recordSites && !r_.cancel;
+  // forward without sites does the same work without ~30 hook calls a layer. Generation always
+  // carries a cancel flag (stop strings use it too); there an abort ends at the next step.
+  bool sitesIdle = remaining_ == 0 && !r_.recordSites && (!r_.cancel || generating_);
   if (remaining_ > 0 || !tr.stop) {
     try {
       torch::jit::GraphFunction* fn = sitesIdle && plain ? plain : withSites;
@@ -720,6 +721,7 @@ void Interpreter::generate(const GenOptions& o, const std::function<void(int, co
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
   bool cache = o.useCache && m_.hasStep;
   usedCache = cache;
+  generating_ = true;
   at::Tensor ids = tr.ids.to(dev), mask = tr.mask.to(dev), pos = tr.pos.to(dev);
   at::Tensor pastK, pastV;
   if (cache) {

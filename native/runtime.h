@@ -148,6 +148,7 @@ class Interpreter {
   int64_t batch_ = 0;
   int remaining_ = 0;
   bool stopped_ = false;
+  bool generating_ = false;
 };
 
 // The context of the forward running on this thread, read by the hook op.

@@ -15,7 +15,7 @@ export interface GenerateOptions {
   seed?: number;
   /** stop strings and/or token ids (the end-of-sequence token always stops) */
   stop?: string | number | Array<string | number>;
-  /** aborts between steps (or at the next module); rejects with the signal's reason */
+  /** aborts at the next step (or at the next module of a step an intervention applies at); rejects with the signal's reason */
   signal?: AbortSignal;
   /** each step's new tokens, as they come */
   onToken?: (event: TokenEvent) => void;

@@ -159,23 +159,24 @@ describe('trace errors', () => {
     expect(Array.from((saved.saved[0][1] as { data(): Float32Array }).data())).toEqual([2, 3]);
     const withCode = (edit: (c: number[]) => number[], tables: Partial<typeof good.graph> = {}) =>
       nm.run({ ...good, graph: { ...good.graph, ...tables, code: Float64Array.from(edit([...good.graph.code])) } });
-    const packed: [Promise<unknown>, RegExp][] = [
-      [withCode((c) => [2, ...c.slice(1)]), /packed with another version/],
-      [withCode((c) => c.slice(0, -1)), /ends early/],
-      [withCode((c) => [...c, 0]), /more follow the last node/],
-      [withCode((c) => [1, 2 ** 40, ...c.slice(2)]), /'node count' must be an integer/],
+    // thunks: each request is sent when its expectation runs (no promise left unawaited on a failure)
+    const packed: [() => Promise<unknown>, RegExp][] = [
+      [() => withCode((c) => [2, ...c.slice(1)]), /packed with another version/],
+      [() => withCode((c) => c.slice(0, -1)), /ends early/],
+      [() => withCode((c) => [...c, 0]), /more follow the last node/],
+      [() => withCode((c) => [1, 2 ** 40, ...c.slice(2)]), /'node count' must be an integer/],
       // a large count with little code behind it is refused before anything is allocated for it
-      [withCode((c) => [1, 100000, ...c.slice(2)]), /100000 nodes need at least 900000 more words, 13 follow/],
-      [withCode((c) => c.map((x, i) => (i === 2 ? 99 : x))), /string 99 is not in the table/],
-      [withCode((c) => c.map((x, i) => (i === 3 ? 1e9 : x))), /only read and write nodes have a site/],
-      [withCode((c) => c.map((x, i) => (i === 4 ? NaN : x))), /'occ' must be an integer/],
-      [withCode((c) => c.map((x, i) => (i === 11 ? 9 : x))), /'argument tag' must be an integer in \[0, 6\]/],
-      [withCode((c) => c.map((x, i) => (i === 12 ? 3 : x))), /tensor 3 is not in the table/],
-      [withCode((c) => c, { tensors: [{} as never] }), /tensor 0 of the table is not a Tensor/],
-      [withCode((c) => c, { strings: [7 as never] }), /string 0 of the table is not a string/],
-      [nm.run({ ...good, graph: { ...good.graph, code: [1, 0] as never } }), /'code' must be a Float64Array/],
+      [() => withCode((c) => [1, 100000, ...c.slice(2)]), /100000 nodes need at least 900000 more words, 13 follow/],
+      [() => withCode((c) => c.map((x, i) => (i === 2 ? 99 : x))), /string 99 is not in the table/],
+      [() => withCode((c) => c.map((x, i) => (i === 3 ? 1e9 : x))), /only read and write nodes have a site/],
+      [() => withCode((c) => c.map((x, i) => (i === 4 ? NaN : x))), /'occ' must be an integer/],
+      [() => withCode((c) => c.map((x, i) => (i === 11 ? 9 : x))), /'argument tag' must be an integer in \[0, 6\]/],
+      [() => withCode((c) => c.map((x, i) => (i === 12 ? 3 : x))), /tensor 3 is not in the table/],
+      [() => withCode((c) => c, { tensors: [{} as never] }), /tensor 0 of the table is not a Tensor/],
+      [() => withCode((c) => c, { strings: [7 as never] }), /string 0 of the table is not a string/],
+      [() => nm.run({ ...good, graph: { ...good.graph, code: [1, 0] as never } }), /'code' must be a Float64Array/],
     ];
-    for (const [k, [p, msg]] of packed.entries()) await expect(p.then(() => `case ${k} ran`)).rejects.toThrow(msg);
+    for (const [k, [send, msg]] of packed.entries()) await expect(send().then(() => `case ${k} ran`)).rejects.toThrow(msg);
     // and the model is still fine
     expect(Array.from(((await nm.run(good)).saved[0][1] as { data(): Float32Array }).data())).toEqual([2, 3]);
   });
