@@ -26,6 +26,8 @@ std::string deviceName(const c10::Device& d);
 // A JS value (number, boolean, null, string, array, Tensor) as an IValue.
 // Integral numbers become ints, others doubles. Throws UserError (with `where`) otherwise.
 c10::IValue jsToIValue(const Napi::Value& v, const std::string& where, int depth = 0);
+// A list's value as ops take it: all ints -> int[], all tensors -> Tensor[] (non-empty), else a generic list.
+c10::IValue listValue(std::vector<c10::IValue> items);
 // Tensors become Tensor objects, tuples and lists arrays, None null.
 Napi::Value ivalueToJs(Napi::Env env, const c10::IValue& v);
 

@@ -37,7 +37,7 @@ enum Tag { TagNull = 0, TagBool = 1, TagNum = 2, TagStr = 3, TagTensor = 4, TagR
 
 class PackedReader {
  public:
-  PackedReader(const Napi::Object& graph) : env_(graph.Env()) {
+  explicit PackedReader(const Napi::Object& graph) {
     auto code = graph.Get(key(graph.Env(), Key::code));
     if (!code.IsTypedArray() || code.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
       throw UserError("graph: 'code' must be a Float64Array");
@@ -88,35 +88,12 @@ class PackedReader {
   }
 
  private:
-  Napi::Env env_;
   const double* w_ = nullptr;
   size_t n_ = 0, i_ = 0;
   Napi::Array strings_, tensors_;
   std::vector<std::string> strCache_;
   std::vector<char> strDone_;
 };
-
-// A constant list's value: ints -> int[], tensors -> Tensor[], else a generic list (as jsToIValue).
-c10::IValue constantList(std::vector<Arg>& items) {
-  bool allInt = true, allTensor = !items.empty();
-  for (const auto& x : items) {
-    allInt = allInt && x.value.isInt();
-    allTensor = allTensor && x.value.isTensor();
-  }
-  if (allInt) {
-    c10::List<int64_t> l;
-    for (auto& x : items) l.push_back(x.value.toInt());
-    return l;
-  }
-  if (allTensor) {
-    c10::List<at::Tensor> l;
-    for (auto& x : items) l.push_back(x.value.toTensor());
-    return l;
-  }
-  c10::impl::GenericList l(c10::AnyType::get());
-  for (auto& x : items) l.push_back(std::move(x.value));
-  return l;
-}
 
 template <class Where>
 Arg parseArg(PackedReader& in, int nodeId, std::vector<int>& deps, const Where& where, int depth) {
@@ -159,7 +136,9 @@ Arg parseArg(PackedReader& in, int nodeId, std::vector<int>& deps, const Where& 
       if (anyRef) {
         a.isList = true;
       } else {
-        a.value = constantList(a.items);
+        std::vector<c10::IValue> values;
+        for (auto& x : a.items) values.push_back(std::move(x.value));
+        a.value = listValue(std::move(values));
         a.items.clear();
       }
       break;
@@ -285,18 +264,17 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
   for (int i = 0; i < nodeCount; ++i) {
     Node& n = r.nodes[i];
     n.id = i;
-    // error prefixes are built only when an error needs one
-    auto bare = [&] { return nodeWhere(i, n.op.substr(0, 64), n.loc); };
-    int64_t opStr = in.integer(0, INT32_MAX, "op", bare);
-    int64_t site = in.integer(-(1 << 21), INT32_MAX, "site", bare);
-    n.occ = (int)in.integer(0, 1 << 20, "occ", bare);
-    n.invoke = (int)in.integer(-1, 4096, "invoke", bare);
-    n.save = in.integer(0, 1, "save", bare) == 1;
-    int64_t sb = in.integer(0, 1 << 20, "steps", bare), se = in.integer(-1, 1 << 20, "steps", bare);
-    int64_t loc = in.integer(-1, INT32_MAX, "loc", bare);
-    n.loc = loc >= 0 ? in.str(loc, bare).substr(0, 1024) : "\u0001" + std::to_string(i) + "\u0001";
-    n.op = in.str(opStr, bare);
+    // error prefixes are built only when an error needs one (from the fields read so far)
     auto where = [&] { return nodeWhere(i, n.op.substr(0, 64), n.loc); };
+    int64_t opStr = in.integer(0, INT32_MAX, "op", where);
+    int64_t site = in.integer(-(1 << 21), INT32_MAX, "site", where);
+    n.occ = (int)in.integer(0, 1 << 20, "occ", where);
+    n.invoke = (int)in.integer(-1, 4096, "invoke", where);
+    n.save = in.integer(0, 1, "save", where) == 1;
+    int64_t sb = in.integer(0, 1 << 20, "steps", where), se = in.integer(-1, 1 << 20, "steps", where);
+    int64_t loc = in.integer(-1, INT32_MAX, "loc", where);
+    n.loc = loc >= 0 ? in.str(loc, where).substr(0, 1024) : "\u0001" + std::to_string(i) + "\u0001";
+    n.op = in.str(opStr, where);
     if (n.op == "read") n.kind = NodeKind::Read;
     else if (n.op == "write") n.kind = NodeKind::Write;
     else if (n.op == "apply") n.kind = NodeKind::Apply;
@@ -362,25 +340,8 @@ c10::IValue Interpreter::resolve(const Arg& a) const {
   if (a.ref >= 0) return values_[a.ref];
   if (!a.isList) return a.value;
   std::vector<c10::IValue> items;
-  bool allTensor = !a.items.empty(), allInt = true;
-  for (const auto& x : a.items) {
-    items.push_back(resolve(x));
-    allTensor = allTensor && items.back().isTensor();
-    allInt = allInt && items.back().isInt();
-  }
-  if (allTensor) {
-    c10::List<at::Tensor> l;
-    for (auto& x : items) l.push_back(x.toTensor());
-    return l;
-  }
-  if (allInt) {
-    c10::List<int64_t> l;
-    for (auto& x : items) l.push_back(x.toInt());
-    return l;
-  }
-  c10::impl::GenericList l(c10::AnyType::get());
-  for (auto& x : items) l.push_back(x);
-  return l;
+  for (const auto& x : a.items) items.push_back(resolve(x));
+  return listValue(std::move(items));
 }
 
 void Interpreter::fail(const Node& n, const std::string& msg) {

@@ -60,12 +60,16 @@ torch::jit::Module ModelState::submodule(const std::string& path) const {
 }
 
 // Every site the traced graphs call, in the order first seen, interned to ids.
+static const c10::Symbol& hookKind() {
+  static const auto k = c10::Symbol::fromQualString("torchsight::hook");
+  return k;
+}
+
 static void collectSites(ModelState& s) {
-  static const auto hookKind = c10::Symbol::fromQualString("torchsight::hook");
   std::function<void(torch::jit::Block*)> walk = [&](torch::jit::Block* b) {
     for (auto* node : b->nodes()) {
       for (auto* sub : node->blocks()) walk(sub);
-      if (node->kind() != hookKind || node->inputs().size() != 2) continue;
+      if (node->kind() != hookKind() || node->inputs().size() != 2) continue;
       auto v = torch::jit::toIValue(node->input(1));
       if (!v || !v->isString()) continue;
       const auto& name = v->toStringRef();
@@ -84,22 +88,21 @@ static void collectSites(ModelState& s) {
 // output replaced by its input). An inlined forward skips one interpreter frame and executor
 // lookup per module call: ~12% of the tiny GPT-2's forward here.
 static std::shared_ptr<torch::jit::GraphFunction> inlinedForward(torch::jit::Module& m, const char* name, bool stripSites) {
-  static const auto hookKind = c10::Symbol::fromQualString("torchsight::hook");
   auto g = torch::jit::toGraphFunction(m.get_method("forward").function()).graph()->copy();
   torch::jit::Inline(*g);
-  std::function<void(torch::jit::Block*)> strip = [&](torch::jit::Block* b) {
-    for (auto it = b->nodes().begin(); it != b->nodes().end();) {
-      torch::jit::Node* node = *it;
-      for (auto* sub : node->blocks()) strip(sub);
-      if (node->kind() == hookKind) {
-        node->output()->replaceAllUsesWith(node->input(0));
-        it.destroyCurrent();
-      } else {
-        ++it;
-      }
-    }
-  };
   if (stripSites) {
+    std::function<void(torch::jit::Block*)> strip = [&](torch::jit::Block* b) {
+      for (auto it = b->nodes().begin(); it != b->nodes().end();) {
+        torch::jit::Node* node = *it;
+        for (auto* sub : node->blocks()) strip(sub);
+        if (node->kind() == hookKind()) {
+          node->output()->replaceAllUsesWith(node->input(0));
+          it.destroyCurrent();
+        } else {
+          ++it;
+        }
+      }
+    };
     strip(g->block());
     torch::jit::EliminateDeadCode(g);
   }

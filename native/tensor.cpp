@@ -113,28 +113,32 @@ c10::IValue jsToIValue(const Napi::Value& v, const std::string& where, int depth
     if (n > (1u << 20)) throw UserError(where + ": list too long (" + std::to_string(n) + ")");
     std::vector<c10::IValue> items;
     items.reserve(n);
-    bool allInt = true, allTensor = n > 0;
-    for (uint32_t i = 0; i < n; ++i) {
-      items.push_back(jsToIValue(arr.Get(i), where, depth + 1));
-      allInt = allInt && items.back().isInt();
-      allTensor = allTensor && items.back().isTensor();
-    }
-    if (allInt) {
-      c10::List<int64_t> l;
-      for (auto& x : items) l.push_back(x.toInt());
-      return c10::IValue(l);
-    }
-    if (allTensor) {
-      c10::List<at::Tensor> l;
-      for (auto& x : items) l.push_back(x.toTensor());
-      return c10::IValue(l);
-    }
-    c10::impl::GenericList l(c10::AnyType::get());
-    for (auto& x : items) l.push_back(std::move(x));
-    return c10::IValue(l);
+    for (uint32_t i = 0; i < n; ++i) items.push_back(jsToIValue(arr.Get(i), where, depth + 1));
+    return listValue(std::move(items));
   }
   if (auto* tw = asTensor(v)) return c10::IValue(tw->tensor());
   throw UserError(where + ": unsupported value (expected a number, boolean, null, string, array or Tensor)");
+}
+
+c10::IValue listValue(std::vector<c10::IValue> items) {
+  bool allInt = true, allTensor = !items.empty();
+  for (const auto& x : items) {
+    allInt = allInt && x.isInt();
+    allTensor = allTensor && x.isTensor();
+  }
+  if (allInt) {
+    c10::List<int64_t> l;
+    for (auto& x : items) l.push_back(x.toInt());
+    return c10::IValue(l);
+  }
+  if (allTensor) {
+    c10::List<at::Tensor> l;
+    for (auto& x : items) l.push_back(x.toTensor());
+    return c10::IValue(l);
+  }
+  c10::impl::GenericList l(c10::AnyType::get());
+  for (auto& x : items) l.push_back(std::move(x));
+  return c10::IValue(l);
 }
 
 Napi::Value ivalueToJs(Napi::Env env, const c10::IValue& v) {

@@ -8,8 +8,6 @@ import { native, type NativeModel, type NativeTensor, type PackedGraph, type Wir
 export const PACK_VERSION = 1;
 const TAG = { null: 0, bool: 1, num: 2, str: 3, tensor: 4, ref: 5, list: 6 } as const;
 
-export type { PackedGraph };
-
 const siteTables = new WeakMap<NativeModel, Map<string, number>>();
 
 /** Site name -> the native site id, read once per model. */
