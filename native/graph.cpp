@@ -543,8 +543,27 @@ bool Interpreter::active(const Node& n, int step) const {
 
 // One forward of trace `ti` at generation step `step` (0 for a plain trace): the nodes active
 // at that step run at their sites; returns the forward's output (None when stopped early).
-c10::IValue Interpreter::forwardStep(int ti, int step, torch::jit::Module& module, torch::jit::GraphFunction* withSites,
-                                     torch::jit::GraphFunction* plain, std::vector<c10::IValue> inputs) {
+// The site graph for this forward's sites of interest, when built (see SiteGraphs); a second
+// request for the same sites also records a build for its worker to queue.
+std::shared_ptr<torch::jit::GraphFunction> Interpreter::siteGraphFor(ForwardGraphs& f) {
+  std::string key(1, f.kind);
+  for (size_t i = 0; i < interest_.size(); ++i) {
+    if (!interest_[i]) continue;
+    int32_t id = (int32_t)i;
+    key.append(reinterpret_cast<const char*>(&id), sizeof id);
+  }
+  bool want = false;
+  auto fn = m_.siteGraphs->find(key, want);
+  if (want && std::none_of(builds.begin(), builds.end(), [&](const SiteGraphBuild& b) { return b.key == key; })) {
+    SiteGraphBuild b{key, f.graph, {}, m_.siteGraphs};
+    for (size_t i = 0; i < interest_.size(); ++i)
+      if (interest_[i]) b.sites.insert(m_.siteNames[i]);
+    builds.push_back(std::move(b));
+  }
+  return fn;
+}
+
+c10::IValue Interpreter::forwardStep(int ti, int step, ForwardGraphs& f, std::vector<c10::IValue> inputs) {
   Trace& tr = r_.traces[ti];
   trace_ = ti;
   batch_ = inputs[0].toTensor().size(0);
@@ -572,18 +591,23 @@ c10::IValue Interpreter::forwardStep(int ti, int step, torch::jit::Module& modul
   bool stopped = false;
   stopped_ = false;
   c10::IValue out;
-  // nothing waits at a site (and no site list or mid-forward cancel is asked for): the
-  // forward without sites does the same work without ~30 hook calls a layer. Generation always
-  // carries a cancel flag (stop strings use it too); there an abort ends at the next step.
-  bool sitesIdle = remaining_ == 0 && !r_.recordSites && (!r_.cancel || generating_);
+  // Unless a site list or a cancel check at every module is asked for, the forward need not
+  // call every site: with nothing waiting at a site, the graph without sites does the same work
+  // without ~30 hook calls a layer; otherwise a graph keeping only the sites waited at, once
+  // built. Generation always carries a cancel flag (stop strings use it too): there an abort
+  // ends at the next step, or the next site kept.
+  bool quiet = !r_.recordSites && (!r_.cancel || generating_);
   if (remaining_ > 0 || !tr.stop) {
     try {
-      torch::jit::GraphFunction* fn = sitesIdle && plain ? plain : withSites;
+      torch::jit::GraphFunction* fn = f.withSites.get();
+      std::shared_ptr<torch::jit::GraphFunction> special;  // held while it runs (the cache may drop it)
+      if (quiet && remaining_ == 0 && f.plain) fn = f.plain.get();
+      else if (quiet && m_.siteGraphs && (special = siteGraphFor(f))) fn = special.get();
       if (fn) {
-        inputs.insert(inputs.begin(), module._ivalue());
+        inputs.insert(inputs.begin(), f.module._ivalue());
         out = (*fn)(std::move(inputs));
       } else {
-        out = module.forward(inputs);
+        out = f.module.forward(inputs);
       }
     } catch (const StopForward&) {
       stopped = true;
@@ -645,7 +669,7 @@ void Interpreter::run() {
   for (size_t ti = 0; ti < r_.traces.size(); ++ti) {
     Trace& tr = r_.traces[ti];
     auto dev = m_.device;
-    logits = firstTensor(forwardStep((int)ti, 0, m_.module, m_.forward.get(), m_.plainForward.get(), {tr.ids.to(dev), tr.mask.to(dev), tr.pos.to(dev)}));
+    logits = firstTensor(forwardStep((int)ti, 0, m_.forward, {tr.ids.to(dev), tr.mask.to(dev), tr.pos.to(dev)}));
   }
 }
 
@@ -695,8 +719,8 @@ void Interpreter::generate(const GenOptions& o, const std::function<void(int, co
   tokens.assign(B, {});
   for (int step = 0; step < o.maxNewTokens; ++step) {
     if (r_.cancel && __atomic_load_n(r_.cancel, __ATOMIC_RELAXED) == 2) break;  // a stop string was seen
-    c10::IValue out = cache ? forwardStep(0, step, m_.step, m_.stepForward.get(), m_.plainStep.get(), {cur, mask, curPos, pastK, pastV})
-                            : forwardStep(0, step, m_.module, m_.forward.get(), m_.plainForward.get(), {cur, mask, curPos});
+    c10::IValue out = cache ? forwardStep(0, step, m_.stepForward, {cur, mask, curPos, pastK, pastV})
+                            : forwardStep(0, step, m_.forward, {cur, mask, curPos});
     if (out.isNone()) throw UserError("generate: the forward stopped early (tracer.stop() has no meaning in generation)");
     at::Tensor all = firstTensor(out);
     if (step == 0) logits = all;

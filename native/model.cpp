@@ -83,30 +83,113 @@ static void collectSites(ModelState& s) {
       for (const auto& method : mod.get_methods()) walk(method.graph()->block());
 }
 
-// `m`'s forward inlined into one graph (submodule calls become the calls' bodies), as a function
-// that takes the module as its first argument; `stripSites` also removes every hook op (its
-// output replaced by its input). An inlined forward skips one interpreter frame and executor
+// `m`'s forward inlined into one graph (submodule calls become the calls' bodies), taking the
+// module as its first argument. An inlined forward skips one interpreter frame and executor
 // lookup per module call: ~12% of the tiny GPT-2's forward here.
-static std::shared_ptr<torch::jit::GraphFunction> inlinedForward(torch::jit::Module& m, const char* name, bool stripSites) {
+static std::shared_ptr<torch::jit::Graph> inlinedGraph(torch::jit::Module& m) {
   auto g = torch::jit::toGraphFunction(m.get_method("forward").function()).graph()->copy();
   torch::jit::Inline(*g);
-  if (stripSites) {
+  return g;
+}
+
+std::shared_ptr<torch::jit::GraphFunction> siteGraph(torch::jit::Graph& graph, const std::string& name,
+                                                     const std::function<bool(const std::string&)>* keep,
+                                                     torch::jit::ExecutorExecutionMode mode) {
+  auto g = graph.copy();
+  if (keep) {
+    // a hook op dropped: its output is its input
     std::function<void(torch::jit::Block*)> strip = [&](torch::jit::Block* b) {
       for (auto it = b->nodes().begin(); it != b->nodes().end();) {
         torch::jit::Node* node = *it;
         for (auto* sub : node->blocks()) strip(sub);
         if (node->kind() == hookKind()) {
-          node->output()->replaceAllUsesWith(node->input(0));
-          it.destroyCurrent();
-        } else {
-          ++it;
+          auto site = torch::jit::toIValue(node->input(1));
+          if (!(site && site->isString() && (*keep)(site->toStringRef()))) {
+            node->output()->replaceAllUsesWith(node->input(0));
+            it.destroyCurrent();
+            continue;
+          }
         }
+        ++it;
       }
     };
     strip(g->block());
     torch::jit::EliminateDeadCode(g);
   }
-  return std::make_shared<torch::jit::GraphFunction>(c10::QualifiedName(std::string(name)), g, nullptr);
+  auto fn = std::make_shared<torch::jit::GraphFunction>(c10::QualifiedName(name), g, nullptr, mode);
+  if (mode == torch::jit::ExecutorExecutionMode::SIMPLE) {
+    torch::jit::Stack none;  // the simple executor compiles without looking at inputs
+    fn->get_executor().getPlanFor(none);
+  }
+  return fn;
+}
+
+static ForwardGraphs loadForward(torch::jit::Module& m, char kind, const ModelState& s) {
+  ForwardGraphs f;
+  f.kind = kind;
+  f.module = m;
+  // TORCHSIGHT_INLINE=0 runs the modules' own forward methods instead (for comparison)
+  const char* inl = std::getenv("TORCHSIGHT_INLINE");
+  if (inl && std::string(inl) == "0") return f;
+  f.graph = inlinedGraph(m);
+  std::string name = kind == 's' ? "step" : "forward";
+  std::function<bool(const std::string&)> none = [](const std::string&) { return false; };
+  f.withSites = siteGraph(*f.graph, name, nullptr, s.executor);
+  f.plain = siteGraph(*f.graph, name + "_without_sites", &none, s.executor);
+  return f;
+}
+
+std::shared_ptr<torch::jit::GraphFunction> SiteGraphs::find(const std::string& key, bool& want) {
+  std::lock_guard<std::mutex> lock(mu_);
+  want = false;
+  auto it = entries_.find(key);
+  if (it == entries_.end()) {
+    // keys asked for once are forgotten in bulk when a sweep over many site sets piles them up
+    if (entries_.size() >= 64 * capacity_ + 256)
+      for (auto e = entries_.begin(); e != entries_.end();) e = !e->second.fn && !e->second.building ? entries_.erase(e) : std::next(e);
+    it = entries_.emplace(key, Entry()).first;
+  }
+  Entry& e = it->second;
+  if (e.fn) {
+    e.lastUse = ++clock_;
+    e.uses++;
+    return e.fn;
+  }
+  want = ++e.requests >= 2 && !e.building && !e.failed;
+  return nullptr;
+}
+
+bool SiteGraphs::claim(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(key);
+  if (it == entries_.end() || it->second.fn || it->second.building || it->second.failed) return false;
+  it->second.building = true;
+  return true;
+}
+
+void SiteGraphs::finish(const std::string& key, std::shared_ptr<torch::jit::GraphFunction> fn) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry& e = entries_[key];
+  e.building = false;
+  e.failed = !fn;
+  e.fn = std::move(fn);
+  e.lastUse = ++clock_;
+  size_t built = 0;
+  for (auto& [k, v] : entries_) built += !!v.fn;
+  while (built-- > capacity_) {  // the least recently used goes (a forward running it holds its own reference)
+    auto lru = entries_.end();
+    for (auto i = entries_.begin(); i != entries_.end(); ++i)
+      if (i->second.fn && (lru == entries_.end() || i->second.lastUse < lru->second.lastUse)) lru = i;
+    entries_.erase(lru);
+  }
+}
+
+std::vector<SiteGraphs::Info> SiteGraphs::info() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<Info> out;
+  for (auto& [k, v] : entries_)
+    if (v.fn || v.building) out.push_back({k, !!v.fn, v.uses});
+  return out;
 }
 
 // Binds every parameter of `step` (placeholders in step.pt) to the tensor of the same path in
@@ -197,16 +280,19 @@ std::shared_ptr<ModelState> loadModelState(const std::string& path, const std::s
     s->hasStep = true;
   }
   collectSites(*s);
-  // TORCHSIGHT_INLINE=0 runs the modules' own forward methods instead (for comparison)
-  const char* inl = std::getenv("TORCHSIGHT_INLINE");
-  if (!(inl && std::string(inl) == "0")) {
-    s->forward = inlinedForward(s->module, "forward", false);
-    s->plainForward = inlinedForward(s->module, "forward_without_sites", true);
-    if (s->hasStep) {
-      s->stepForward = inlinedForward(s->step, "step", false);
-      s->plainStep = inlinedForward(s->step, "step_without_sites", true);
-    }
+  if (!s->device.is_cpu()) s->executor = torch::jit::ExecutorExecutionMode::PROFILING;
+  if (const char* ex = std::getenv("TORCHSIGHT_EXECUTOR")) {
+    if (std::string(ex) == "simple") s->executor = torch::jit::ExecutorExecutionMode::SIMPLE;
+    if (std::string(ex) == "profiling") s->executor = torch::jit::ExecutorExecutionMode::PROFILING;
   }
+  s->forward = loadForward(s->module, 'f', *s);
+  if (s->hasStep) s->stepForward = loadForward(s->step, 's', *s);
+  // site graphs need the simple executor: under the profiling one a new graph's first two runs
+  // are slow (profiled, then optimized), and those would fall on the user's requests
+  const char* cap = std::getenv("TORCHSIGHT_SITE_GRAPHS");
+  size_t capacity = cap ? std::strtoul(cap, nullptr, 10) : 16;
+  if (capacity > 0 && s->forward.graph && s->executor == torch::jit::ExecutorExecutionMode::SIMPLE)
+    s->siteGraphs = std::make_shared<SiteGraphs>(capacity);
   return s;
 }
 
@@ -247,7 +333,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod("sites", &ModelWrap::Sites), InstanceMethod("configure", &ModelWrap::Configure),
                         InstanceMethod("run", &ModelWrap::Run), InstanceMethod("generate", &ModelWrap::Generate),
-                        InstanceMethod("dispose", &ModelWrap::Dispose),
+                        InstanceMethod("dispose", &ModelWrap::Dispose), InstanceMethod("siteGraphs", &ModelWrap::SiteGraphsInfo),
                         InstanceAccessor("hasCache", &ModelWrap::HasCache, nullptr),
                         InstanceAccessor("device", &ModelWrap::Device, nullptr),
                         InstanceAccessor("dtype", &ModelWrap::Dtype, nullptr)});
@@ -339,6 +425,30 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       Napi::Function onStep;
       if (info.Length() > 2 && info[2].IsFunction()) onStep = info[2].As<Napi::Function>();
       return queueGenerate(info.Env(), state_, std::move(req), o, onStep, info[0]);
+    });
+  }
+  // siteGraphs(): the site graphs built or building, as [{forward: 'model' | 'step', sites, ready, uses}]
+  Napi::Value SiteGraphsInfo(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      Napi::Env env = info.Env();
+      auto& s = state();
+      auto arr = Napi::Array::New(env);
+      if (!s.siteGraphs) return arr;
+      for (const auto& g : s.siteGraphs->info()) {
+        auto o = Napi::Object::New(env);
+        o.Set("forward", g.key[0] == 's' ? "step" : "model");
+        auto sites = Napi::Array::New(env);
+        for (size_t i = 1; i + sizeof(int32_t) <= g.key.size(); i += sizeof(int32_t)) {
+          int32_t id;
+          std::memcpy(&id, g.key.data() + i, sizeof id);
+          sites.Set(sites.Length(), s.siteNames.at(id));
+        }
+        o.Set("sites", sites);
+        o.Set("ready", g.ready);
+        o.Set("uses", (double)g.uses);
+        arr.Set(arr.Length(), o);
+      }
+      return arr;
     });
   }
   Napi::Value HasCache(const Napi::CallbackInfo& info) {

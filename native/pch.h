@@ -4,6 +4,7 @@
 #pragma once
 #include <torch/script.h>
 #include <torch/csrc/jit/runtime/custom_operator.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include <napi.h>
@@ -15,4 +16,5 @@
 #include <sstream>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>

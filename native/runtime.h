@@ -12,6 +12,60 @@ struct ApplyRule {
   std::string fn;    // for act
 };
 
+// One forward of the model (model.pt's, or step.pt's key/value-cache step) as graphs built at
+// load (model.cpp's loadForward): its forward inlined into one graph (submodule calls become
+// their bodies), run with every hook site, or with none for forwards no intervention touches
+// (that one costs what an export without sites does). Null graphs with TORCHSIGHT_INLINE=0:
+// the module's own forward method runs.
+struct ForwardGraphs {
+  char kind = 'f';  // 'f' model.pt, 's' step.pt: the first byte of a SiteGraphs key
+  torch::jit::Module module;
+  std::shared_ptr<torch::jit::Graph> graph;  // the inlined graph, every site; never changed once built
+  std::shared_ptr<torch::jit::GraphFunction> withSites, plain;
+};
+
+// Forwards keeping only the sites a request uses (~350 hook calls on a 12-layer GPT-2 become
+// the dozen a trace reads), so a trace repeated in a loop pays only for its own sites. Built off
+// the request path: the second request asking for a set of sites queues a build on the libuv
+// pool (workers.cpp) and later requests run it once it is ready; the least recently used graph
+// goes when more than `capacity` are kept. Keys: ForwardGraphs::kind then the site ids (int32s).
+class SiteGraphs {
+ public:
+  explicit SiteGraphs(size_t capacity) : capacity_(capacity) {}
+  // The built graph for `key` (its use counted) or null; counts the request, and sets `want`
+  // when this request should queue the build (see claim).
+  std::shared_ptr<torch::jit::GraphFunction> find(const std::string& key, bool& want);
+  bool claim(const std::string& key);  // on the JS thread: true once per key, when it should build
+  void finish(const std::string& key, std::shared_ptr<torch::jit::GraphFunction> fn);  // null: failed, never again
+  struct Info { std::string key; bool ready; uint64_t uses; };
+  std::vector<Info> info();
+
+ private:
+  struct Entry {
+    std::shared_ptr<torch::jit::GraphFunction> fn;
+    int requests = 0;
+    bool building = false, failed = false;
+    uint64_t lastUse = 0, uses = 0;
+  };
+  std::mutex mu_;
+  std::unordered_map<std::string, Entry> entries_;
+  size_t capacity_;
+  uint64_t clock_ = 0;
+};
+
+// What a worker queues after its request: the graph of `forward` keeping only `sites`.
+struct SiteGraphBuild {
+  std::string key;
+  std::shared_ptr<torch::jit::Graph> graph;  // ForwardGraphs::graph
+  std::unordered_set<std::string> sites;
+  std::shared_ptr<SiteGraphs> cache;
+};
+// The graph of `graph` keeping only the hook sites `keep` says yes to (all when keep is null),
+// compiled for `mode` (model.cpp); `graph` is only read (copied), so builds may run beside forwards.
+std::shared_ptr<torch::jit::GraphFunction> siteGraph(torch::jit::Graph& graph, const std::string& name,
+                                                     const std::function<bool(const std::string&)>* keep,
+                                                     torch::jit::ExecutorExecutionMode mode);
+
 struct ModelState {
   torch::jit::Module module;
   c10::Device device{c10::kCPU};
@@ -26,10 +80,12 @@ struct ModelState {
   bool hasStep = false;
   torch::jit::Module step;
   int64_t cacheLayers = 0, cacheHeads = 0, cacheHeadDim = 0;
-  // The forwards as inlined graphs (model.cpp's inlinedForward): with their sites, and with every
-  // site removed for forwards no intervention touches (these cost what an export without sites
-  // does). They share the modules' weights; null with TORCHSIGHT_INLINE=0.
-  std::shared_ptr<torch::jit::GraphFunction> forward, plainForward, stepForward, plainStep;
+  ForwardGraphs forward, stepForward;  // model.pt's forward; step.pt's when hasStep
+  // The executor the graphs run under: SIMPLE on the CPU (no profiling runs, so no warm-up per
+  // graph; as fast once running, measured), PROFILING elsewhere (it may fuse kernels on CUDA).
+  // TORCHSIGHT_EXECUTOR=simple|profiling chooses.
+  torch::jit::ExecutorExecutionMode executor = torch::jit::ExecutorExecutionMode::SIMPLE;
+  std::shared_ptr<SiteGraphs> siteGraphs;  // null: off (TORCHSIGHT_SITE_GRAPHS=0, or PROFILING)
   std::mutex mu;  // one forward at a time per model
   // The submodule at a dotted path; throws UserError when missing.
   torch::jit::Module submodule(const std::string& path) const;
@@ -123,12 +179,13 @@ class Interpreter {
   at::Tensor logits;                       // element 0 of the last forward's output
   std::vector<std::string> firedSites;     // when recordSites
   std::string error;                       // the real error when a forward threw
+  std::vector<SiteGraphBuild> builds;      // site graphs this request asked for a second time
 
  private:
   void runReady();
   bool active(const Node& n, int step) const;
-  c10::IValue forwardStep(int ti, int step, torch::jit::Module& module, torch::jit::GraphFunction* withSites,
-                          torch::jit::GraphFunction* plain, std::vector<c10::IValue> inputs);
+  c10::IValue forwardStep(int ti, int step, ForwardGraphs& f, std::vector<c10::IValue> inputs);
+  std::shared_ptr<torch::jit::GraphFunction> siteGraphFor(ForwardGraphs& f);
   c10::IValue resolve(const Arg& a) const;
   void exec(Node& n, c10::IValue* live);
   [[noreturn]] void fail(const Node& n, const std::string& msg);

@@ -17,6 +17,33 @@ Napi::Array savedToJs(Napi::Env env, const std::vector<std::pair<int, c10::IValu
   return arr;
 }
 
+// Builds a site graph (SiteGraphs) on libuv's pool; a graph that cannot be built is never tried
+// again and the requests for it keep running the graph with every site.
+class SiteGraphWorker : public Napi::AsyncWorker {
+ public:
+  SiteGraphWorker(Napi::Env env, SiteGraphBuild b) : Napi::AsyncWorker(env), b_(std::move(b)) {}
+  void Execute() override {
+    std::shared_ptr<torch::jit::GraphFunction> fn;
+    try {
+      std::function<bool(const std::string&)> keep = [this](const std::string& site) { return b_.sites.count(site) > 0; };
+      fn = siteGraph(*b_.graph, b_.key[0] == 's' ? "step_sites" : "forward_sites", &keep, torch::jit::ExecutorExecutionMode::SIMPLE);
+    } catch (...) {
+      fn = nullptr;
+    }
+    b_.cache->finish(b_.key, std::move(fn));
+  }
+
+ private:
+  SiteGraphBuild b_;
+};
+
+// Queues the builds a request asked for (on the JS thread: a worker is queued from there).
+void queueSiteGraphs(Napi::Env env, std::vector<SiteGraphBuild>& builds) {
+  for (auto& b : builds)
+    if (b.cache->claim(b.key)) (new SiteGraphWorker(env, std::move(b)))->Queue();
+  builds.clear();
+}
+
 class Worker : public Napi::AsyncWorker {
  public:
   explicit Worker(Napi::Env env) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
@@ -126,6 +153,7 @@ class RunWorker : public Worker {
     saved_ = interp.saved();
     if (req_.returnLogits) logits_ = interp.logits;
     fired_ = std::move(interp.firedSites);
+    builds_ = std::move(interp.builds);
   }
   Napi::Value result(Napi::Env env) override {
     auto out = Napi::Object::New(env);
@@ -138,6 +166,7 @@ class RunWorker : public Worker {
     }
     saved_.clear();
     req_ = Request();  // drop the inputs and intermediate values now
+    queueSiteGraphs(env, builds_);
     return out;
   }
 
@@ -147,6 +176,7 @@ class RunWorker : public Worker {
   std::vector<std::pair<int, c10::IValue>> saved_;
   at::Tensor logits_;
   std::vector<std::string> fired_;
+  std::vector<SiteGraphBuild> builds_;
   Napi::ObjectReference keep_;
 };
 
@@ -177,6 +207,7 @@ class GenWorker : public Worker {
     tokens_ = interp.tokens;
     steps_ = interp.stepsRun;
     usedCache_ = interp.usedCache;
+    builds_ = std::move(interp.builds);
   }
   Napi::Value result(Napi::Env env) override {
     auto out = Napi::Object::New(env);
@@ -192,6 +223,7 @@ class GenWorker : public Worker {
     out.Set("usedCache", usedCache_);
     saved_.clear();
     req_ = Request();
+    queueSiteGraphs(env, builds_);
     return out;
   }
 
@@ -205,6 +237,7 @@ class GenWorker : public Worker {
   std::vector<std::vector<int64_t>> tokens_;
   int steps_ = 0;
   bool usedCache_ = false;
+  std::vector<SiteGraphBuild> builds_;
 };
 
 }  // namespace

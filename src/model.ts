@@ -21,10 +21,10 @@ export interface LoadOptions {
   onProgress?: (progress: LoadProgress) => void;
   /**
    * Runs the forward (and a short generation, when the export has a key/value-cache graph) a few
-   * times before load resolves, so TorchScript's profiling executor has optimized its graphs (with
-   * hook sites, and without them for forwards no intervention touches) and the first trace is as
-   * fast as the rest (default true; without it the first two traces and the
-   * first generation each take hundreds of milliseconds more).
+   * times before load resolves, so the first trace is as fast as the rest (default true). On
+   * CUDA TorchScript's profiling executor optimizes each graph at its first runs (without warm-up
+   * the first two traces and the first generation each take hundreds of milliseconds more); on
+   * the CPU the graphs are compiled at load and the warm-up runs the forward's first allocations.
    */
   warmup?: boolean;
 }
@@ -170,11 +170,11 @@ export class LanguageModel<T = unknown> {
   }
 
   /**
-   * TorchScript's profiling executor profiles a graph at its first run and optimizes it at the
-   * second; each model has two graphs per forward kind (with its hook sites, and without them for
-   * forwards no intervention touches), so both are run twice here: plain forwards, forwards that
-   * read the logits' site, and with a key/value-cache graph, two three-step greedy generations
-   * (prefill and decode), on 8 tokens.
+   * TorchScript's profiling executor (CUDA) profiles a graph at its first run and optimizes it at
+   * the second; each model has two graphs per forward kind (with its hook sites, and without them
+   * for forwards no intervention touches), so both are run twice here: plain forwards, forwards
+   * that read the logits' site, and with a key/value-cache graph, two three-step greedy
+   * generations (prefill and decode), on 8 tokens.
    */
   async #warmup(onProgress: LoadOptions['onProgress']): Promise<void> {
     const nm = this.native;
@@ -202,7 +202,9 @@ export class LanguageModel<T = unknown> {
         graph.add('read', [], site, 0);
         graph.steps = undefined;
       });
-      const request = graph.request(nm);
+      // a site list keeps these on the graph with every site (which they warm), rather than
+      // building a site graph for the logits' site
+      const request = { ...graph.request(nm), recordSites: read };
       if (!generate) await nm.run(request);
       else await nm.generate(request, { maxNewTokens: 3, temperature: 0, topK: 0, topP: 1, seed: 0, stopIds: [], padId: this.padId, useCache: true });
     }

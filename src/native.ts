@@ -68,6 +68,8 @@ export interface NativeModel {
     onStep?: (tokens: number[], step: number) => void,
   ): Promise<{ saved: [number, unknown][]; tokens: number[][]; steps: number; usedCache: boolean }>;
   dispose(): void;
+  /** The site graphs (forwards keeping only the sites a repeated request uses) built or building. */
+  siteGraphs(): { forward: 'model' | 'step'; sites: string[]; ready: boolean; uses: number }[];
 }
 
 export interface NativeAddon {
