@@ -290,7 +290,7 @@ std::shared_ptr<ModelState> loadModelState(const std::string& path, const std::s
   // site graphs need the simple executor: under the profiling one a new graph's first two runs
   // are slow (profiled, then optimized), and those would fall on the user's requests
   const char* cap = std::getenv("TORCHSIGHT_SITE_GRAPHS");
-  size_t capacity = cap ? std::strtoul(cap, nullptr, 10) : 16;
+  size_t capacity = cap ? std::strtoul(cap, nullptr, 10) : 8;  // ~2-5 MB each (a graph and its compiled code)
   if (capacity > 0 && s->forward.graph && s->executor == torch::jit::ExecutorExecutionMode::SIMPLE)
     s->siteGraphs = std::make_shared<SiteGraphs>(capacity);
   return s;

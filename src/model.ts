@@ -101,6 +101,7 @@ export class LanguageModel<T = unknown> {
   #scope: Scope | undefined;
   #tree: { root: ModuleNode; byPath: Map<string, ModuleNode> };
   #queue: Promise<unknown> = Promise.resolve();
+  #pending = 0; // requests queued or running
   #warnedNoCache = false;
 
   private constructor(dir: string, manifest: Manifest, tokenizer: Tokenizer, nativeModel: NativeModel) {
@@ -314,11 +315,28 @@ export class LanguageModel<T = unknown> {
   async #enqueue<T>(graph: Graph, signal: AbortSignal | undefined, cancel: Int32Array | undefined, start: () => Promise<T>): Promise<T> {
     const onAbort = () => cancel && Atomics.store(cancel, 0, 1);
     signal?.addEventListener('abort', onAbort, { once: true });
-    const run = this.#queue.then(() => {
+    const go = () => {
       signal?.throwIfAborted();
       return start();
-    });
-    this.#queue = run.catch(() => undefined);
+    };
+    // with nothing queued the request starts now, not a microtask later (a trace after a forward
+    // is the common case, and each hop costs there)
+    let run: Promise<T>;
+    if (this.#pending === 0) {
+      try {
+        run = go();
+      } catch (e) {
+        run = Promise.reject(e);
+      }
+    } else {
+      run = this.#queue.then(go);
+    }
+    this.#pending++;
+    const settled = run.then(
+      () => void this.#pending--,
+      () => void this.#pending--,
+    );
+    this.#queue = settled;
     try {
       return await run;
     } catch (e) {
@@ -340,7 +358,10 @@ export class LanguageModel<T = unknown> {
     // the native side polls this flag at every hook site
     const cancel = signal ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
     const nm = this.native;
-    const request = { ...graph.request(nm), recordSites: !!options.recordSites, returnLogits: !!options.returnLogits, cancel };
+    const request: Parameters<NativeModel['run']>[0] = graph.request(nm);
+    request.recordSites = !!options.recordSites;
+    request.returnLogits = !!options.returnLogits;
+    request.cancel = cancel;
     const raw: RunResult = await this.#enqueue(graph, signal, cancel, () => nm.run(request));
     resolveSaved(graph, raw.saved);
     return { value: substitute(result), raw };
