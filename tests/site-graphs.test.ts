@@ -154,3 +154,21 @@ result = acts`);
     for (const l of [0, 1, 2]) expectClose(await read(l), expected[l]);
   });
 });
+
+describe('site graphs and dispose', () => {
+  it('a model disposed while its site graph builds frees cleanly (the build holds no model)', async () => {
+    const model = await LanguageModel.load(MODELS.gpt2, { device: 'cpu', warmup: false });
+    const ids = model.tokenizer.encode('Paris is');
+    const read = () => model.trace(ids, (m) => m.transformer.h[3].output[0]);
+    const a = await read();
+    await read();
+    expect(model.native.siteGraphs()).toHaveLength(1); // queued (most likely still building)
+    await model.dispose();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(() => model.native).toThrow('this model was disposed');
+    // another model of the same file is unaffected
+    const again = await LanguageModel.load(MODELS.gpt2, { device: 'cpu', warmup: false });
+    sameValues(await again.trace(ids, (m) => m.transformer.h[3].output[0]), a);
+    await again.dispose();
+  });
+});
