@@ -69,20 +69,47 @@ result = {'blocks': acts, 'logits': logits}`);
     sameValues(third.logits, first.logits);
   });
 
+  it('tracer.stop() ends a forward run by a site graph too', async () => {
+    const stopAt1 = (m: any, tracer: any) => {
+      const h = m.transformer.h[1].output[0].save();
+      tracer.stop();
+      return h;
+    };
+    const n = model.native.siteGraphs().length;
+    const first = await model.trace(ids, stopAt1);
+    await model.trace(ids, stopAt1);
+    await built(model, n + 1);
+    const g = model.native.siteGraphs().find((x) => x.sites.length === 1)!;
+    expect(g.sites).toEqual(['transformer.h.1:output:0']);
+    // asking for the logits shows where the forward ended: they are never made when it stops
+    const graph = new Graph(model.padId);
+    const res = model.recordTrace(graph, ids, stopAt1);
+    const { value: third, raw } = (await model.submit(graph, res, { returnLogits: true })) as { value: Tensor; raw: { logits?: Tensor } };
+    expect(model.native.siteGraphs().find((x) => x.sites.length === 1)!.uses).toBe(1);
+    expect(raw.logits).toBeUndefined();
+    sameValues(third, first);
+    const ref = oracle('gpt2', `acts = []
+model.transformer.h[1].register_forward_hook(lambda mod, i, o: acts.append(o[0].clone()))
+model(*batch_inputs([${py(ids)}]))
+result = acts[0]`);
+    expectClose(third, ref);
+  });
+
   it('a site list or an abort signal runs every site, even when a site graph is built', async () => {
     const run = async (options: { recordSites?: boolean; signal?: AbortSignal }) => {
       const graph = new Graph(model.padId);
       const res = model.recordTrace(graph, ids, intervention);
       return (await model.submit(graph, res, options)).raw;
     };
-    await built(model, 1);
-    const uses = model.native.siteGraphs()[0].uses;
+    await model.trace(ids, intervention);
+    await model.trace(ids, intervention);
+    const before = await built(model, 1);
     const listed = await run({ recordSites: true });
     expect(listed.fired).toContain('transformer.h.3.mlp.c_fc:output');
     expect(listed.fired!.length).toBeGreaterThan(300);
     await run({ signal: new AbortController().signal });
     await run({ signal: new AbortController().signal });
-    expect(model.native.siteGraphs().map((g) => g.uses)).toEqual([uses]);
+    expect(model.native.siteGraphs().map((g) => g.uses)).toEqual(before.map((g) => g.uses));
   });
 
   it('steered generation builds a graph for the cache step, and its tokens match the oracle', async () => {
@@ -94,9 +121,10 @@ result = {'blocks': acts, 'logits': logits}`);
           m.transformer.h[2].output[0].add_(steer);
         });
       });
+    const n = model.native.siteGraphs().length;
     const first = await gen();
     await gen();
-    const gs = await built(model, 2);
+    const gs = await built(model, n + 1); // with the cache every step, the prompt too, runs step.pt
     const step = gs.find((g) => g.forward === 'step')!;
     expect(step.sites).toEqual(['transformer.h.2:output:0']);
     const third = await gen();
