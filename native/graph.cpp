@@ -555,10 +555,7 @@ std::shared_ptr<torch::jit::GraphFunction> Interpreter::siteGraphFor(ForwardGrap
   bool want = false;
   auto fn = m_.siteGraphs->find(key, want);
   if (want && std::none_of(builds.begin(), builds.end(), [&](const SiteGraphBuild& b) { return b.key == key; })) {
-    SiteGraphBuild b{key, f.graph, {}, m_.siteGraphs};
-    for (size_t i = 0; i < interest_.size(); ++i)
-      if (interest_[i]) b.sites.insert(m_.siteNames[i]);
-    builds.push_back(std::move(b));
+    builds.push_back(SiteGraphBuild{key, f.graph, interest_, m_.siteGraphs});
   }
   return fn;
 }

@@ -15,7 +15,8 @@ ForwardContext*& currentForward() {
 }
 
 // Identity unless a forward on this thread has an interpreter waiting. CONSERVATIVE alias
-// analysis keeps the JIT from merging two calls with equal inputs into one.
+// analysis keeps the JIT from merging two calls with equal inputs into one. The export's graphs
+// call this one, by site name; inlined graphs call siteOp below, by id.
 static void hookOp(torch::jit::Stack& stack) {
   ForwardContext* ctx = currentForward();
   if (!ctx || ctx->suppress || !ctx->interp) {
@@ -25,7 +26,9 @@ static void hookOp(torch::jit::Stack& stack) {
   c10::IValue site = std::move(stack.back());
   stack.pop_back();
   // Site names are graph constants: the same string object every call, so its address is a
-  // cheaper key than its text (one forward at a time per model: the cache needs no lock).
+  // cheaper key than its text (one forward at a time per model: the cache needs no lock). Only
+  // the modules' own graphs call this op, and they live as long as the model, so an address is
+  // never reused for another name.
   const std::string& name = site.toStringRef();
   auto& byAddr = ctx->model->siteByAddress;
   auto hit = byAddr.find(&name);
@@ -40,9 +43,22 @@ static void hookOp(torch::jit::Stack& stack) {
   if (id >= 0) ctx->interp->fire(id, stack.back());
 }
 
-static torch::jit::RegisterOperators registerHook({torch::jit::Operator(
-    "torchsight::hook(Tensor x, str site) -> Tensor", [](torch::jit::Stack& s) { hookOp(s); },
-    c10::AliasAnalysisKind::CONSERVATIVE)});
+// The hook op with the site's id (interned at load) in place of its name: no lookup a call, and
+// nothing cached by address (site graphs are built and freed while the model lives).
+static void siteOp(torch::jit::Stack& stack) {
+  int64_t id = stack.back().toInt();
+  stack.pop_back();
+  ForwardContext* ctx = currentForward();
+  if (!ctx || ctx->suppress || !ctx->interp) return;
+  ctx->interp->fire((int)id, stack.back());
+}
+
+static torch::jit::RegisterOperators registerHook({
+    torch::jit::Operator("torchsight::hook(Tensor x, str site) -> Tensor", [](torch::jit::Stack& s) { hookOp(s); },
+                         c10::AliasAnalysisKind::CONSERVATIVE),
+    torch::jit::Operator("torchsight::site(Tensor x, int id) -> Tensor", [](torch::jit::Stack& s) { siteOp(s); },
+                         c10::AliasAnalysisKind::CONSERVATIVE),
+});
 
 torch::jit::Module ModelState::submodule(const std::string& path) const {
   torch::jit::Module m = module;
@@ -59,12 +75,16 @@ torch::jit::Module ModelState::submodule(const std::string& path) const {
   return m;
 }
 
-// Every site the traced graphs call, in the order first seen, interned to ids.
 static const c10::Symbol& hookKind() {
   static const auto k = c10::Symbol::fromQualString("torchsight::hook");
   return k;
 }
+static const c10::Symbol& siteKind() {
+  static const auto k = c10::Symbol::fromQualString("torchsight::site");
+  return k;
+}
 
+// Every site the traced graphs call, in the order first seen, interned to ids.
 static void collectSites(ModelState& s) {
   std::function<void(torch::jit::Block*)> walk = [&](torch::jit::Block* b) {
     for (auto* node : b->nodes()) {
@@ -84,33 +104,54 @@ static void collectSites(ModelState& s) {
 }
 
 // `m`'s forward inlined into one graph (submodule calls become the calls' bodies), taking the
-// module as its first argument. An inlined forward skips one interpreter frame and executor
-// lookup per module call: ~12% of the tiny GPT-2's forward here.
-static std::shared_ptr<torch::jit::Graph> inlinedGraph(torch::jit::Module& m) {
+// module as its first argument, its hook ops turned into site ops (by id). An inlined forward
+// skips one interpreter frame and executor lookup per module call: ~12% of the tiny GPT-2's
+// forward here.
+static std::shared_ptr<torch::jit::Graph> inlinedGraph(torch::jit::Module& m, const ModelState& s) {
   auto g = torch::jit::toGraphFunction(m.get_method("forward").function()).graph()->copy();
   torch::jit::Inline(*g);
+  std::function<void(torch::jit::Block*)> walk = [&](torch::jit::Block* b) {
+    for (auto it = b->nodes().begin(); it != b->nodes().end();) {
+      torch::jit::Node* node = *it;
+      ++it;  // before node is replaced
+      for (auto* sub : node->blocks()) walk(sub);
+      if (node->kind() != hookKind() || node->inputs().size() != 2) continue;
+      auto name = torch::jit::toIValue(node->input(1));
+      auto id = name && name->isString() ? s.siteIds.find(name->toStringRef()) : s.siteIds.end();
+      if (id == s.siteIds.end()) continue;
+      torch::jit::WithInsertPoint at(node);
+      torch::jit::Node* site = g->create(siteKind(), {node->input(0), g->insertConstant((int64_t)id->second)}, 1);
+      site->insertBefore(node);
+      site->output()->setType(node->output()->type());
+      node->output()->replaceAllUsesWith(site->output());
+      node->destroy();
+    }
+  };
+  walk(g->block());
+  torch::jit::EliminateDeadCode(g);  // the names' constants
   return g;
 }
 
 std::shared_ptr<torch::jit::GraphFunction> siteGraph(torch::jit::Graph& graph, const std::string& name,
-                                                     const std::function<bool(const std::string&)>* keep,
-                                                     torch::jit::ExecutorExecutionMode mode) {
+                                                     const std::vector<char>* keep, torch::jit::ExecutorExecutionMode mode) {
   auto g = graph.copy();
   if (keep) {
-    // a hook op dropped: its output is its input
+    // a site op dropped: its output is its input
     std::function<void(torch::jit::Block*)> strip = [&](torch::jit::Block* b) {
       for (auto it = b->nodes().begin(); it != b->nodes().end();) {
         torch::jit::Node* node = *it;
         for (auto* sub : node->blocks()) strip(sub);
-        if (node->kind() == hookKind()) {
-          auto site = torch::jit::toIValue(node->input(1));
-          if (!(site && site->isString() && (*keep)(site->toStringRef()))) {
-            node->output()->replaceAllUsesWith(node->input(0));
-            it.destroyCurrent();
-            continue;
-          }
+        bool hook = node->kind() == hookKind();
+        if (node->kind() == siteKind()) {
+          auto id = torch::jit::toIValue(node->input(1));
+          hook = !(id && id->isInt() && id->toInt() >= 0 && id->toInt() < (int64_t)keep->size() && (*keep)[id->toInt()]);
         }
-        ++it;
+        if (hook) {
+          node->output()->replaceAllUsesWith(node->input(0));
+          it.destroyCurrent();
+        } else {
+          ++it;
+        }
       }
     };
     strip(g->block());
@@ -131,9 +172,9 @@ static ForwardGraphs loadForward(torch::jit::Module& m, char kind, const ModelSt
   // TORCHSIGHT_INLINE=0 runs the modules' own forward methods instead (for comparison)
   const char* inl = std::getenv("TORCHSIGHT_INLINE");
   if (inl && std::string(inl) == "0") return f;
-  f.graph = inlinedGraph(m);
+  f.graph = inlinedGraph(m, s);
   std::string name = kind == 's' ? "step" : "forward";
-  std::function<bool(const std::string&)> none = [](const std::string&) { return false; };
+  const std::vector<char> none;
   f.withSites = siteGraph(*f.graph, name, nullptr, s.executor);
   f.plain = siteGraph(*f.graph, name + "_without_sites", &none, s.executor);
   return f;

@@ -20,7 +20,7 @@ struct ApplyRule {
 struct ForwardGraphs {
   char kind = 'f';  // 'f' model.pt, 's' step.pt: the first byte of a SiteGraphs key
   torch::jit::Module module;
-  std::shared_ptr<torch::jit::Graph> graph;  // the inlined graph, every site; never changed once built
+  std::shared_ptr<torch::jit::Graph> graph;  // the inlined graph, every site (as site ops, by id); never changed once built
   std::shared_ptr<torch::jit::GraphFunction> withSites, plain;
 };
 
@@ -53,18 +53,17 @@ class SiteGraphs {
   uint64_t clock_ = 0;
 };
 
-// What a worker queues after its request: the graph of `forward` keeping only `sites`.
+// What a worker queues after its request: the graph of a forward keeping only some sites.
 struct SiteGraphBuild {
   std::string key;
   std::shared_ptr<torch::jit::Graph> graph;  // ForwardGraphs::graph
-  std::unordered_set<std::string> sites;
+  std::vector<char> keep;                    // by site id
   std::shared_ptr<SiteGraphs> cache;
 };
-// The graph of `graph` keeping only the hook sites `keep` says yes to (all when keep is null),
-// compiled for `mode` (model.cpp); `graph` is only read (copied), so builds may run beside forwards.
+// A copy of `graph` keeping the sites whose id `keep` marks (every site when keep is null),
+// compiled for `mode` (model.cpp); `graph` is only read, so builds may run beside forwards.
 std::shared_ptr<torch::jit::GraphFunction> siteGraph(torch::jit::Graph& graph, const std::string& name,
-                                                     const std::function<bool(const std::string&)>* keep,
-                                                     torch::jit::ExecutorExecutionMode mode);
+                                                     const std::vector<char>* keep, torch::jit::ExecutorExecutionMode mode);
 
 struct ModelState {
   torch::jit::Module module;

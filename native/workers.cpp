@@ -25,8 +25,7 @@ class SiteGraphWorker : public Napi::AsyncWorker {
   void Execute() override {
     std::shared_ptr<torch::jit::GraphFunction> fn;
     try {
-      std::function<bool(const std::string&)> keep = [this](const std::string& site) { return b_.sites.count(site) > 0; };
-      fn = siteGraph(*b_.graph, b_.key[0] == 's' ? "step_sites" : "forward_sites", &keep, torch::jit::ExecutorExecutionMode::SIMPLE);
+      fn = siteGraph(*b_.graph, b_.key[0] == 's' ? "step_sites" : "forward_sites", &b_.keep, torch::jit::ExecutorExecutionMode::SIMPLE);
     } catch (...) {
       fn = nullptr;
     }
