@@ -23,7 +23,7 @@ const QUICK = !!process.env.BENCH_QUICK;
 
 const MODELS = {
   tiny: { dir: join(ROOT, 'models', 'gpt2'), tokens: 16, iters: 700, what: 'GPT-2 shape, 12 layers, d=64, vocab 512' },
-  gpt2_124m: { dir: join(ROOT, 'bench', 'models', 'gpt2-124m'), tokens: 32, iters: 28, what: 'GPT-2-small shape, 12 layers, d=768, 12 heads, vocab 50257 (124M parameters)' },
+  gpt2_124m: { dir: join(ROOT, 'bench', 'models', 'gpt2-124m'), tokens: 32, iters: 112, what: 'GPT-2-small shape, 12 layers, d=768, 12 heads, vocab 50257 (124M parameters)' },
 };
 
 function sh(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): string {
