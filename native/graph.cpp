@@ -546,6 +546,7 @@ bool Interpreter::active(const Node& n, int step) const {
 // The site graph for this forward's sites of interest, when built (see SiteGraphs); a second
 // request for the same sites also records a build for its worker to queue.
 std::shared_ptr<torch::jit::GraphFunction> Interpreter::siteGraphFor(ForwardGraphs& f) {
+  if (!f.graph) return nullptr;
   std::string key(1, f.kind);
   for (size_t i = 0; i < interest_.size(); ++i) {
     if (!interest_[i]) continue;
@@ -553,7 +554,9 @@ std::shared_ptr<torch::jit::GraphFunction> Interpreter::siteGraphFor(ForwardGrap
     key.append(reinterpret_cast<const char*>(&id), sizeof id);
   }
   bool want = false;
-  auto fn = m_.siteGraphs->find(key, want);
+  bool newRequest = std::find(siteKeys_.begin(), siteKeys_.end(), key) == siteKeys_.end();
+  if (newRequest) siteKeys_.push_back(key);
+  auto fn = m_.siteGraphs->find(key, newRequest, want);
   if (want && std::none_of(builds.begin(), builds.end(), [&](const SiteGraphBuild& b) { return b.key == key; })) {
     builds.push_back(SiteGraphBuild{key, f.graph, interest_, m_.siteGraphs});
   }

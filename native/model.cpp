@@ -180,14 +180,15 @@ static ForwardGraphs loadForward(torch::jit::Module& m, char kind, const ModelSt
   return f;
 }
 
-std::shared_ptr<torch::jit::GraphFunction> SiteGraphs::find(const std::string& key, bool& want) {
+std::shared_ptr<torch::jit::GraphFunction> SiteGraphs::find(const std::string& key, bool newRequest, bool& want) {
   std::lock_guard<std::mutex> lock(mu_);
   want = false;
   auto it = entries_.find(key);
   if (it == entries_.end()) {
     // keys asked for once are forgotten in bulk when a sweep over many site sets piles them up
     if (entries_.size() >= 64 * capacity_ + 256)
-      for (auto e = entries_.begin(); e != entries_.end();) e = !e->second.fn && !e->second.building ? entries_.erase(e) : std::next(e);
+      for (auto e = entries_.begin(); e != entries_.end();)
+        e = !e->second.fn && !e->second.building && !e->second.failed ? entries_.erase(e) : std::next(e);
     it = entries_.emplace(key, Entry()).first;
   }
   Entry& e = it->second;
@@ -196,20 +197,22 @@ std::shared_ptr<torch::jit::GraphFunction> SiteGraphs::find(const std::string& k
     e.uses++;
     return e.fn;
   }
-  want = ++e.requests >= 2 && !e.building && !e.failed;
+  if (newRequest) e.requests++;
+  want = e.requests >= 2 && !e.building && !e.failed;
   return nullptr;
 }
 
 bool SiteGraphs::claim(const std::string& key) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(key);
-  if (it == entries_.end() || it->second.fn || it->second.building || it->second.failed) return false;
-  it->second.building = true;
+  if (building_ || it == entries_.end() || it->second.fn || it->second.building || it->second.failed) return false;
+  it->second.building = building_ = true;
   return true;
 }
 
 void SiteGraphs::finish(const std::string& key, std::shared_ptr<torch::jit::GraphFunction> fn) {
   std::lock_guard<std::mutex> lock(mu_);
+  building_ = false;
   Entry& e = entries_[key];
   e.building = false;
   e.failed = !fn;
@@ -225,11 +228,21 @@ void SiteGraphs::finish(const std::string& key, std::shared_ptr<torch::jit::Grap
   }
 }
 
+// How many site ops a graph calls (blocks included): what a site graph really kept.
+static int countSiteOps(torch::jit::Block* b) {
+  int n = 0;
+  for (auto* node : b->nodes()) {
+    n += node->kind() == siteKind() || node->kind() == hookKind();
+    for (auto* sub : node->blocks()) n += countSiteOps(sub);
+  }
+  return n;
+}
+
 std::vector<SiteGraphs::Info> SiteGraphs::info() {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<Info> out;
   for (auto& [k, v] : entries_)
-    if (v.fn || v.building) out.push_back({k, !!v.fn, v.uses});
+    if (v.fn || v.building) out.push_back({k, !!v.fn, v.uses, v.fn ? countSiteOps(v.fn->graph()->block()) : 0});
   return out;
 }
 
@@ -487,6 +500,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         o.Set("sites", sites);
         o.Set("ready", g.ready);
         o.Set("uses", (double)g.uses);
+        o.Set("siteOps", g.siteOps);  // site calls in the built graph (0 while building)
         arr.Set(arr.Length(), o);
       }
       return arr;

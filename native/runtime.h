@@ -27,17 +27,22 @@ struct ForwardGraphs {
 // Forwards keeping only the sites a request uses (~350 hook calls on a 12-layer GPT-2 become
 // the dozen a trace reads), so a trace repeated in a loop pays only for its own sites. Built off
 // the request path: the second request asking for a set of sites queues a build on the libuv
-// pool (workers.cpp) and later requests run it once it is ready; the least recently used graph
-// goes when more than `capacity` are kept. Keys: ForwardGraphs::kind then the site ids (int32s).
+// pool (workers.cpp), one build at a time, and later requests run it once it is ready; the least
+// recently used graph goes when more than `capacity` are kept. Keys: ForwardGraphs::kind then
+// the site ids (int32s).
 class SiteGraphs {
  public:
   explicit SiteGraphs(size_t capacity) : capacity_(capacity) {}
-  // The built graph for `key` (its use counted) or null; counts the request, and sets `want`
-  // when this request should queue the build (see claim).
-  std::shared_ptr<torch::jit::GraphFunction> find(const std::string& key, bool& want);
-  bool claim(const std::string& key);  // on the JS thread: true once per key, when it should build
+  // The built graph for `key` (its use counted) or null; `newRequest` counts a request (a
+  // request's later forwards with the same sites, generation steps or a session's traces, do
+  // not), and `want` says when this request should queue the build (see claim).
+  std::shared_ptr<torch::jit::GraphFunction> find(const std::string& key, bool newRequest, bool& want);
+  // On the JS thread: true when `key` should be built now (once per key; never two builds at once,
+  // so a build does not hold a second libuv thread from the forwards; a key passed over is
+  // wanted again at its next request).
+  bool claim(const std::string& key);
   void finish(const std::string& key, std::shared_ptr<torch::jit::GraphFunction> fn);  // null: failed, never again
-  struct Info { std::string key; bool ready; uint64_t uses; };
+  struct Info { std::string key; bool ready; uint64_t uses; int siteOps; };
   std::vector<Info> info();
 
  private:
@@ -51,6 +56,7 @@ class SiteGraphs {
   std::unordered_map<std::string, Entry> entries_;
   size_t capacity_;
   uint64_t clock_ = 0;
+  bool building_ = false;
 };
 
 // What a worker queues after its request: the graph of a forward keeping only some sites.
@@ -199,6 +205,7 @@ class Interpreter {
   std::vector<int> counts_;          // calls of each site in this forward
   std::vector<char> interest_;       // sites with nodes waiting in this trace
   std::vector<int> pending_;
+  std::vector<std::string> siteKeys_;  // site-graph keys this request has counted
   int trace_ = 0;
   int64_t event_ = 0;
   int64_t batch_ = 0;

@@ -29,7 +29,10 @@ class SiteGraphWorker : public Napi::AsyncWorker {
     } catch (...) {
       fn = nullptr;
     }
-    b_.cache->finish(b_.key, std::move(fn));
+    try {
+      b_.cache->finish(b_.key, std::move(fn));
+    } catch (...) {  // nothing may leave Execute; the entry then stays unbuilt
+    }
   }
 
  private:
@@ -37,9 +40,21 @@ class SiteGraphWorker : public Napi::AsyncWorker {
 };
 
 // Queues the builds a request asked for (on the JS thread: a worker is queued from there).
+// Never throws: the request has succeeded whatever happens to its builds.
 void queueSiteGraphs(Napi::Env env, std::vector<SiteGraphBuild>& builds) {
-  for (auto& b : builds)
-    if (b.cache->claim(b.key)) (new SiteGraphWorker(env, std::move(b)))->Queue();
+  for (auto& b : builds) {
+    if (!b.cache->claim(b.key)) continue;
+    auto cache = b.cache;
+    std::string key = b.key;
+    try {
+      (new SiteGraphWorker(env, std::move(b)))->Queue();
+    } catch (...) {
+      try {
+        cache->finish(key, nullptr);
+      } catch (...) {
+      }
+    }
+  }
   builds.clear();
 }
 

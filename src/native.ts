@@ -69,7 +69,7 @@ export interface NativeModel {
   ): Promise<{ saved: [number, unknown][]; tokens: number[][]; steps: number; usedCache: boolean }>;
   dispose(): void;
   /** The site graphs (forwards keeping only the sites a repeated request uses) built or building. */
-  siteGraphs(): { forward: 'model' | 'step'; sites: string[]; ready: boolean; uses: number }[];
+  siteGraphs(): { forward: 'model' | 'step'; sites: string[]; ready: boolean; uses: number; siteOps: number }[];
 }
 
 export interface NativeAddon {
