@@ -557,9 +557,7 @@ std::shared_ptr<torch::jit::GraphFunction> Interpreter::siteGraphFor(ForwardGrap
   bool newRequest = std::find(siteKeys_.begin(), siteKeys_.end(), key) == siteKeys_.end();
   if (newRequest) siteKeys_.push_back(key);
   auto fn = m_.siteGraphs->find(key, newRequest, want);
-  if (want && std::none_of(builds.begin(), builds.end(), [&](const SiteGraphBuild& b) { return b.key == key; })) {
-    builds.push_back(SiteGraphBuild{key, f.graph, interest_, m_.siteGraphs});
-  }
+  if (want && newRequest) builds.push_back(SiteGraphBuild{key, f.graph, interest_, m_.siteGraphs});  // once per key
   return fn;
 }
 

@@ -141,12 +141,12 @@ std::shared_ptr<torch::jit::GraphFunction> siteGraph(torch::jit::Graph& graph, c
       for (auto it = b->nodes().begin(); it != b->nodes().end();) {
         torch::jit::Node* node = *it;
         for (auto* sub : node->blocks()) strip(sub);
-        bool hook = node->kind() == hookKind();
+        bool drop = node->kind() == hookKind();  // a site no id was interned for (none expected)
         if (node->kind() == siteKind()) {
           auto id = torch::jit::toIValue(node->input(1));
-          hook = !(id && id->isInt() && id->toInt() >= 0 && id->toInt() < (int64_t)keep->size() && (*keep)[id->toInt()]);
+          drop = !(id && id->isInt() && id->toInt() >= 0 && id->toInt() < (int64_t)keep->size() && (*keep)[id->toInt()]);
         }
-        if (hook) {
+        if (drop) {
           node->output()->replaceAllUsesWith(node->input(0));
           it.destroyCurrent();
         } else {
@@ -481,7 +481,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return queueGenerate(info.Env(), state_, std::move(req), o, onStep, info[0]);
     });
   }
-  // siteGraphs(): the site graphs built or building, as [{forward: 'model' | 'step', sites, ready, uses}]
+  // siteGraphs(): the site graphs built or building, as [{forward: 'model' | 'step', sites, ready, uses, siteOps}]
   Napi::Value SiteGraphsInfo(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       Napi::Env env = info.Env();
