@@ -23,7 +23,7 @@ const intervention = (m: any) => {
 const trace = { ...makeBatch([{ ids, mask: ids.map(() => 1) }], model.padId), invokes: [[0, 1]] as [number, number][], begin: 0, end: 0, stop: false };
 const g = new Graph(model.padId);
 model.recordTrace(g, ids, intervention);
-for (const n of g.nodes) if (n.op === 'read') n.save = true;
+g.ops.forEach((op, i) => op === 'read' && g.save(i));
 const pre = g.request(model.native);
 const fns: Record<string, () => Promise<unknown>> = {
   plain: () => plain.run({ traces: [trace], graph: packGraph([]) }),

@@ -104,7 +104,7 @@ export async function inspect(dir: string, text = 'The Eiffel Tower is in the ci
       for (const site of leaves(m.output)) {
         const r = graph.add('read', [], site, 0);
         const shape = graph.add('shape', [{ ref: r }], undefined, 0);
-        graph.nodes[shape].save = true;
+        graph.save(shape);
         reads.set(site, shape);
       }
     graph.endTrace();

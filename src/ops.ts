@@ -54,7 +54,7 @@ export interface TensorOps<T, Other = T | number> {
   zero_(): T;
 }
 
-interface OpSpec {
+export interface OpSpec {
   params: string[];
   /** shape-like varargs: reshape(2, 3) or reshape([2, 3]) */
   varargs?: boolean;
@@ -120,24 +120,44 @@ export const OP_SPECS: Record<string, OpSpec> = {
   zero_: { params: [] },
 };
 
-export const INPLACE_OPS = new Set(['copy_', 'add_', 'sub_', 'mul_', 'div_', 'fill_', 'zero_']);
+const INPLACE_OPS = new Set(['copy_', 'add_', 'sub_', 'mul_', 'div_', 'fill_', 'zero_']);
+
+/** An op as its methods see it: the spec, with its name and whether it works in place. */
+export interface BoundOp extends OpSpec {
+  op: string;
+  inplace: boolean;
+}
 
 function isOptions(x: unknown, isValue: (v: unknown) => boolean): x is Record<string, unknown> {
   return typeof x === 'object' && x !== null && !Array.isArray(x) && !isValue(x) && !ArrayBuffer.isView(x);
 }
 
-/** Positional arguments (after self) in the native op's order; trailing nulls dropped. */
-export function normalizeArgs(op: string, raw: unknown[], isValue: (v: unknown) => boolean): unknown[] {
-  const spec = OP_SPECS[op];
-  if (!spec) throw new Error(`unknown op '${op}'`);
+/**
+ * Positional arguments (after self) in the native op's order; trailing nulls dropped. The
+ * common call (positional, no options object, nothing to convert) takes the first loop only:
+ * a trace records right after a forward, when every extra line of code runs cold.
+ */
+export function normalizeArgs(spec: BoundOp, raw: unknown[], isValue: (v: unknown) => boolean): unknown[] {
+  const { op } = spec;
   let args: unknown[];
   if (spec.varargs) {
     args = [raw.length === 1 && (Array.isArray(raw[0]) || isValue(raw[0])) ? raw[0] : raw];
   } else {
-    args = [...raw];
-    const last = args[args.length - 1];
-    if (args.length > 0 && isOptions(last, isValue)) {
-      args.pop();
+    const last = raw.length > 0 ? raw[raw.length - 1] : undefined;
+    if (last === undefined || !isOptions(last, isValue)) {
+      if (raw.length > spec.params.length)
+        throw new Error(`${op}: expected at most ${spec.params.length} argument(s) (${spec.params.join(', ') || 'none'}), got ${raw.length}`);
+      if (!spec.prepare) {
+        // positional: undefined becomes null, trailing nulls go
+        let n = raw.length;
+        while (n > 0 && (raw[n - 1] === undefined || raw[n - 1] === null)) n--;
+        args = new Array(n);
+        for (let i = 0; i < n; i++) args[i] = raw[i] === undefined ? null : raw[i];
+        return args;
+      }
+      args = raw.slice();
+    } else {
+      args = raw.slice(0, -1);
       for (const [k, v] of Object.entries(last)) {
         const i = spec.params.indexOf(k);
         if (i < 0) throw new Error(`${op}: unknown option '${k}' (options: ${spec.params.join(', ') || 'none'})`);
@@ -145,9 +165,9 @@ export function normalizeArgs(op: string, raw: unknown[], isValue: (v: unknown) 
         while (args.length <= i) args.push(undefined);
         args[i] = v;
       }
+      if (args.length > spec.params.length)
+        throw new Error(`${op}: expected at most ${spec.params.length} argument(s) (${spec.params.join(', ') || 'none'}), got ${args.length}`);
     }
-    if (args.length > spec.params.length)
-      throw new Error(`${op}: expected at most ${spec.params.length} argument(s) (${spec.params.join(', ')}), got ${args.length}`);
   }
   if (spec.prepare) args = spec.prepare(args);
   args = args.map((a) => (a === undefined ? null : a));
@@ -155,20 +175,21 @@ export function normalizeArgs(op: string, raw: unknown[], isValue: (v: unknown) 
   return args;
 }
 
-export function returnsPair(op: string, args: unknown[]): boolean {
-  const p = OP_SPECS[op]?.pair;
+export function returnsPair(spec: BoundOp, args: unknown[]): boolean {
+  const p = spec.pair;
   return typeof p === 'function' ? p(args) : !!p;
 }
 
 /**
- * Installs every op of OP_SPECS on a class prototype. `call(self, op, args)` runs it: the
+ * Installs every op of OP_SPECS on a class prototype. `call(self, spec, args)` runs it: the
  * eager Tensor calls the native op table now, a proxy records a graph node.
  */
-export function installOps(proto: object, call: (self: any, op: string, args: unknown[]) => unknown): void {
-  for (const op of Object.keys(OP_SPECS)) {
+export function installOps(proto: object, call: (self: any, op: BoundOp, args: unknown[]) => unknown): void {
+  for (const [op, spec] of Object.entries(OP_SPECS)) {
+    const bound: BoundOp = { ...spec, op, inplace: INPLACE_OPS.has(op) };
     Object.defineProperty(proto, op, {
       value: function (this: unknown, ...args: unknown[]) {
-        return call(this, op, args);
+        return call(this, bound, args);
       },
       writable: true,
       configurable: true,

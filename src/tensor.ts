@@ -1,7 +1,7 @@
 // `Tensor`: a handle on a native tensor that stays on its device until read. Its op methods
 // call the same native op table the graph interpreter uses.
 import { native, type NativeTensor } from './native.js';
-import { installOps, normalizeArgs, returnsPair, INPLACE_OPS, type TensorOps } from './ops.js';
+import { installOps, normalizeArgs, returnsPair, type BoundOp, type TensorOps } from './ops.js';
 import { formatTensor } from './format.js';
 
 export type Dtype = 'float32' | 'float16' | 'bfloat16' | 'float64' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
@@ -208,19 +208,20 @@ export function fromNative(v: unknown): unknown {
   return v;
 }
 
-function eager(self: Tensor, op: string, raw: unknown[]): unknown {
+function eager(self: Tensor, spec: BoundOp, raw: unknown[]): unknown {
+  const { op } = spec;
   if (raw.some((a) => proxyHooks.isProxy(a)))
     throw new Error(`${op}: a proxy from a trace cannot be used with an eager Tensor outside the trace's callback; use it inside the trace`);
-  const args = normalizeArgs(op, raw, isValueLike);
+  const args = normalizeArgs(spec, raw, isValueLike);
   const nativeArgs = [self.native, ...args.map(toNativeArg)];
   const result = callNative(op, nativeArgs);
-  if (INPLACE_OPS.has(op)) {
+  if (spec.inplace) {
     // PyTorch's `t.add_(x) is t`: the same Tensor, now changed; drop the extra handle now
     (result as NativeTensor).dispose();
     return self;
   }
   const out = fromNative(result);
-  if (returnsPair(op, args)) {
+  if (returnsPair(spec, args)) {
     const [values, indices] = out as [Tensor, Tensor];
     return { values, indices };
   }

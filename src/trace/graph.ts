@@ -3,8 +3,7 @@
 import { basename, dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NativeModel, PackedGraph, WireNode, WireTrace } from '../native.js';
-import { packGraph, siteIdsOf } from './wire.js';
-import { Tensor } from '../tensor.js';
+import { PackWriter, siteIdsOf, unpackNodes } from './wire.js';
 import { makeBatch, type Row } from '../inputs.js';
 
 const libDir = join(dirname(fileURLToPath(import.meta.url)), '..') + sep;
@@ -45,15 +44,18 @@ export interface TraceSegment {
 
 /** One request to the native side: one or more traces (a session) and their nodes. */
 export class Graph {
-  readonly nodes: WireNode[] = [];
+  /** the packed nodes, written as they are recorded (wire.ts) */
+  readonly w: PackWriter = new PackWriter(this);
+  /** each node's op (for messages) and its first word */
+  readonly ops: string[] = [];
+  readonly starts: number[] = [];
   readonly stacks: { stack?: string }[] = [];
   readonly segments: TraceSegment[] = [];
   sealed = false;
   /** generation steps the nodes being recorded apply at ([begin, end), end -1: every step) */
   steps: [number, number] | undefined;
-  values = new Map<number, unknown>();
-  /** every proxy recorded, so saved ones get their value after the run */
-  readonly proxies: { id: number; resolve(v: unknown): void }[] = [];
+  /** the proxy of each node (by id), so saved ones get their value after the run */
+  readonly proxies: ({ resolve(v: unknown): void } | undefined)[] = [];
 
   /** replays the user's callback into a graph that captures locations (see locationOf) */
   rerecord: (() => Graph) | undefined;
@@ -63,6 +65,11 @@ export class Graph {
     readonly captureLocations = EAGER_LOCATIONS,
   ) {}
 
+  /** how many nodes are recorded */
+  get size(): number {
+    return this.ops.length;
+  }
+
   get current(): TraceSegment {
     const s = this.segments[this.segments.length - 1];
     if (!s) throw new Error('no trace is being recorded');
@@ -70,25 +77,53 @@ export class Graph {
   }
 
   beginTrace(): TraceSegment {
-    const s: TraceSegment = { rows: [], invokes: [], begin: this.nodes.length, end: this.nodes.length, stop: false };
+    const s: TraceSegment = { rows: [], invokes: [], begin: this.size, end: this.size, stop: false };
     this.segments.push(s);
     return s;
   }
 
   endTrace(): void {
     const s = this.current;
-    s.end = this.nodes.length;
+    s.end = this.size;
     if (s.rows.length === 0) throw new Error('a trace needs an input: pass one to trace(), or call tracer.invoke(input, fn)');
   }
 
-  /** Adds a node; `args` are already in wire form. Returns its id. */
-  add(op: string, args: unknown[], site?: string, invoke?: number): number {
+  /**
+   * Adds a node and writes its words. `args` are proxies, Tensors, constants or arrays of
+   * them ({ref: id} names a node by id). An argument that cannot be encoded throws and leaves
+   * no trace of the node. Returns its id.
+   */
+  add(op: string, args: readonly unknown[], site?: string, invoke?: number): number {
     if (this.sealed) throw new Error(`${op}: this trace has already been sent; record operations inside the trace callback`);
-    const id = this.nodes.length;
-    // one shape for every node keeps the recording and packing code monomorphic
-    this.nodes.push({ id, op, args, site, occ: undefined, invoke, save: false, steps: this.steps });
+    if (args.length > 64) throw new Error(`${op}: too many arguments`);
+    const w = this.w;
+    const mark = w.code.length;
+    const tensors = w.tensors.length;
+    const steps = this.steps;
+    // a site goes by name here; request() sends the model's id for it
+    const at = w.header(op, site === undefined ? -1 : -2 - w.str(site), 0, invoke ?? -1, false, steps ? steps[0] : 0, steps ? steps[1] : 1, -1, args.length);
+    w.label = op;
+    try {
+      for (let k = 0; k < args.length; k++) w.arg(args[k], 0);
+    } catch (e) {
+      w.code.length = mark;
+      w.tensors.length = tensors;
+      throw e;
+    }
+    const id = this.ops.length;
+    this.ops.push(op);
+    this.starts.push(at);
     if (this.captureLocations) this.stacks.push(captureStack());
     return id;
+  }
+
+  /** Marks node `id` to come back in the results. */
+  save(id: number): void {
+    this.w.code[this.starts[id] + 4] = 1;
+  }
+
+  isSaved(id: number): boolean {
+    return this.w.code[this.starts[id] + 4] === 1;
   }
 
   /**
@@ -101,12 +136,12 @@ export class Graph {
     if (this.rerecord) {
       try {
         const again = this.rerecord();
-        if (again.nodes[id]?.op === this.nodes[id]?.op) return again.locationOf(id);
+        if (again.ops[id] === this.ops[id]) return again.locationOf(id);
       } catch {
         // the replay itself failed: fall through
       }
     }
-    return `node ${id} (${this.nodes[id]?.op ?? '?'}; its source line could not be recovered)`;
+    return `node ${id} (${this.ops[id] ?? '?'}; its source line could not be recovered)`;
   }
 
   /** Replaces node markers in a native error message with the user's source locations. */
@@ -116,7 +151,23 @@ export class Graph {
 
   /** The request for the native entry: the traces' inputs and the packed nodes. */
   request(nm: NativeModel): { traces: WireTrace[]; graph: PackedGraph } {
-    return { traces: this.wireTraces(), graph: packGraph(this.nodes, siteIdsOf(nm)) };
+    const graph = this.w.finish(this.size);
+    // sites were written by name; the copy sent goes by the model's ids
+    const ids = siteIdsOf(nm);
+    const { code, strings } = graph;
+    for (let i = 0; i < this.starts.length; i++) {
+      const k = this.starts[i] + 1;
+      if (code[k] <= -2) {
+        const id = ids.get(strings[-2 - code[k]]);
+        if (id !== undefined) code[k] = id; // an unknown site stays named, for the native message
+      }
+    }
+    return { traces: this.wireTraces(), graph };
+  }
+
+  /** The nodes in object form (wire.ts's WireNode), read back from the packed words. */
+  toNodes(): WireNode[] {
+    return unpackNodes(this.w);
   }
 
   wireTraces(): WireTrace[] {
@@ -127,20 +178,4 @@ export class Graph {
     }
     return out;
   }
-}
-
-/** Wire form of an argument: proxies become {ref}, Tensors native handles, arrays walked. */
-export function wireArg(graph: Graph, v: unknown, isProxy: (v: unknown) => v is { graph: Graph; id: number }): unknown {
-  if (isProxy(v)) {
-    if (v.graph !== graph)
-      throw new Error('a proxy from another trace was used; pass its .value (a Tensor) after that trace, or use model.session to share values');
-    return { ref: v.id };
-  }
-  if (v instanceof Tensor) return v.native;
-  if (Array.isArray(v)) return v.map((x) => wireArg(graph, x, isProxy));
-  if (v === undefined) return null;
-  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'string' || v === null) return v;
-  if (typeof v === 'object' && v !== null && typeof (v as { toArgs?: unknown }).toArgs === 'function')
-    return wireArg(graph, (v as { toArgs(): unknown }).toArgs(), isProxy);
-  throw new Error(`unsupported argument ${Object.prototype.toString.call(v)}: expected a number, a Tensor or a proxy`);
 }

@@ -1,8 +1,9 @@
 // Proxies: values inside a trace. Every op on one records a graph node; nothing runs until
 // the trace is sent. After it resolves, saved proxies carry `.value`.
-import { installOps, normalizeArgs, returnsPair, INPLACE_OPS, type TensorOps } from '../ops.js';
+import { installOps, normalizeArgs, returnsPair, type BoundOp, type TensorOps } from '../ops.js';
 import { Tensor, proxyHooks, fromNative } from '../tensor.js';
-import { Graph, wireArg } from './graph.js';
+import type { Graph } from './graph.js';
+import { NODE_REF } from './wire.js';
 
 const NOT_YET = Symbol('not yet');
 
@@ -16,23 +17,23 @@ export class TraceProxy {
     readonly id: number,
     readonly invoke: number | undefined,
   ) {
-    graph.proxies.push(this);
+    graph.proxies[id] = this;
   }
 
   /** Keeps this value after the trace: it becomes `.value` (a Tensor). */
   save(): this {
-    this.graph.nodes[this.id].save = true;
+    this.graph.save(this.id);
     return this;
   }
 
   /** The saved value, once the trace has resolved. */
   get value(): any {
     if (this.#value === NOT_YET) {
-      const saved = this.graph.nodes[this.id].save;
+      const { graph, id } = this;
       throw new Error(
-        saved
-          ? `the value of this proxy (${this.graph.nodes[this.id].op} at ${this.graph.locationOf(this.id)}) is available once the trace has resolved (await it)`
-          : `this proxy (${this.graph.nodes[this.id].op} at ${this.graph.locationOf(this.id)}) was not saved: call .save() on it inside the trace, or return it from the callback`,
+        graph.isSaved(id)
+          ? `the value of this proxy (${graph.ops[id]} at ${graph.locationOf(id)}) is available once the trace has resolved (await it)`
+          : `this proxy (${graph.ops[id]} at ${graph.locationOf(id)}) was not saved: call .save() on it inside the trace, or return it from the callback`,
       );
     }
     return this.#value;
@@ -62,13 +63,16 @@ export class TraceProxy {
   }
 
   toString(): string {
-    return `TraceProxy(${this.graph.nodes[this.id].op} #${this.id})`;
+    return `TraceProxy(${this.graph.ops[this.id]} #${this.id})`;
   }
 
   get [Symbol.toStringTag](): string {
     return 'TraceProxy';
   }
 }
+
+// arguments that are proxies refer to their node (wire.ts)
+Object.defineProperty(TraceProxy.prototype, NODE_REF, { value: true });
 
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type
 export interface TraceProxy extends TensorOps<TraceProxy, TraceProxy | Tensor | number> {}
@@ -77,18 +81,16 @@ export const isProxy = (v: unknown): v is TraceProxy => v instanceof TraceProxy;
 const isValueLike = (v: unknown) => v instanceof TraceProxy || v instanceof Tensor;
 
 /** Records one op node whose inputs are `args` (proxies, Tensors, constants). */
-export function record(graph: Graph, invoke: number | undefined, op: string, args: unknown[], site?: string): TraceProxy {
-  const wire = new Array(args.length);
-  for (let i = 0; i < args.length; i++) wire[i] = wireArg(graph, args[i], isProxy);
-  const id = graph.add(op, wire, site, invoke);
-  return new TraceProxy(graph, id, invoke);
+export function record(graph: Graph, invoke: number | undefined, op: string, args: readonly unknown[], site?: string): TraceProxy {
+  return new TraceProxy(graph, graph.add(op, args, site, invoke), invoke);
 }
 
-function recordOp(self: TraceProxy, op: string, raw: unknown[]): unknown {
-  const args = normalizeArgs(op, raw, isValueLike);
-  const out = record(self.graph, self.invoke, op, [self, ...args]);
-  if (INPLACE_OPS.has(op)) return self; // in place: the same live value, now changed
-  if (returnsPair(op, args)) return { values: out.at(0), indices: out.at(1) };
+function recordOp(self: TraceProxy, spec: BoundOp, raw: unknown[]): unknown {
+  const args = normalizeArgs(spec, raw, isValueLike);
+  args.unshift(self);
+  const out = record(self.graph, self.invoke, spec.op, args);
+  if (spec.inplace) return self; // in place: the same live value, now changed
+  if (spec.pair && returnsPair(spec, args.slice(1))) return { values: out.at(0), indices: out.at(1) };
   return out;
 }
 
@@ -146,6 +148,5 @@ export function substitute(v: unknown, seen = new Map<unknown, unknown>()): unkn
 
 /** Gives every saved proxy of the graph its value from the native results. */
 export function resolveSaved(graph: Graph, saved: [number, unknown][]): void {
-  for (const [id, value] of saved) graph.values.set(id, fromNative(value));
-  for (const p of graph.proxies) if (graph.values.has(p.id)) p.resolve(graph.values.get(p.id));
+  for (let i = 0; i < saved.length; i++) graph.proxies[saved[i][0]]?.resolve(fromNative(saved[i][1]));
 }

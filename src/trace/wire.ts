@@ -3,6 +3,7 @@
 // reading node objects took ~10 property reads a node (~2 us each node, most of a small
 // trace's parse). native/graph.cpp documents the layout and checks every word, since a
 // graph may come from anywhere; this encoder only turns JavaScript values into words.
+import { Tensor } from '../tensor.js';
 import { native, type NativeModel, type NativeTensor, type PackedGraph, type WireNode, type WireTrace } from '../native.js';
 
 export const PACK_VERSION = 1;
@@ -24,26 +25,32 @@ function where(i: number, n: { op?: unknown; loc?: unknown } | undefined): strin
   return `node ${i} (${typeof n?.op === 'string' && n.op ? n.op.slice(0, 64) : '?'}${typeof n?.loc === 'string' ? ` at ${n.loc}` : ''})`;
 }
 
-// The encoder as a class: its methods are shared, so a pack makes no closures (a trace's
-// JavaScript runs right after a forward, with cold caches: less code and fewer objects count).
-class Packer {
-  code: Float64Array;
-  n = 0;
+/** Marks values that stand for a node of a graph (TraceProxy): an argument refers to it. */
+export const NODE_REF = Symbol('torchsight.nodeRef');
+interface NodeRef {
+  readonly graph: unknown;
+  readonly id: number;
+}
+
+let NativeTensorClass: (abstract new (...a: never[]) => NativeTensor) | undefined;
+
+/**
+ * Writes packed words and the string and tensor tables they point into. The tracer writes a
+ * node's words as the user's call records it (no node objects, no second pass); `packGraph`
+ * writes nodes given in object form. Words go to a plain array, cheap to grow on the V8 heap,
+ * and are copied once into the Float64Array the native side reads.
+ */
+export class PackWriter {
+  code: number[] = [PACK_VERSION, 0];
   readonly strings: string[] = [];
   readonly stringIds = new Map<string, number>();
   readonly tensors: NativeTensor[] = [];
-  readonly TensorClass = native().NativeTensor;
-  constructor(size: number) {
-    this.code = new Float64Array(size);
-  }
-  push(x: number): void {
-    if (this.n === this.code.length) {
-      const grown = new Float64Array(this.code.length * 2);
-      grown.set(this.code);
-      this.code = grown;
-    }
-    this.code[this.n++] = x;
-  }
+  /** names the node being written in messages */
+  label = '';
+
+  /** `owner`: the graph whose proxies arguments may refer to (a proxy of another is refused) */
+  constructor(readonly owner?: unknown) {}
+
   str(s: string): number {
     let k = this.stringIds.get(s);
     if (k === undefined) {
@@ -53,77 +60,86 @@ class Packer {
     }
     return k;
   }
-  int(v: unknown, dflt: number, what: string, i: number, node: WireNode): number {
-    if (v === undefined || v === null) return dflt;
-    if (typeof v !== 'number') throw new Error(`${where(i, node)}: '${what}' must be an integer`);
-    return v; // range and integrality are checked natively
+
+  /** A node's header words; returns where the node starts (its save word is start + 4). */
+  header(op: string, site: number, occ: number, invoke: number, save: boolean, begin: number, end: number, loc: number, nargs: number): number {
+    const c = this.code;
+    const at = c.length;
+    c.push(this.str(op), site, occ, invoke, save ? 1 : 0, begin, end, loc, nargs);
+    return at;
   }
-  arg(v: unknown, i: number, node: WireNode, depth: number): void {
-    if (depth > 16) throw new Error(`${where(i, node)}: argument nested too deeply`);
-    if (v === null || v === undefined) this.push(TAG.null);
-    else if (typeof v === 'number') {
-      this.push(TAG.num);
-      this.push(v);
-    } else if (typeof v === 'boolean') {
-      this.push(TAG.bool);
-      this.push(v ? 1 : 0);
-    } else if (typeof v === 'string') {
-      this.push(TAG.str);
-      this.push(this.str(v));
+
+  arg(v: unknown, depth: number): void {
+    if (depth > 16) throw new Error(`${this.label}: argument nested too deeply`);
+    const c = this.code;
+    if (v === null || v === undefined) c.push(TAG.null);
+    else if (typeof v === 'number') c.push(TAG.num, v);
+    else if (typeof v === 'object' && (v as Record<symbol, unknown>)[NODE_REF] === true) {
+      if ((v as NodeRef).graph !== this.owner)
+        throw new Error('a proxy from another trace was used; pass its .value (a Tensor) after that trace, or use model.session to share values');
+      c.push(TAG.ref, (v as NodeRef).id);
+    } else if (v instanceof Tensor) {
+      c.push(TAG.tensor, this.tensors.length);
+      this.tensors.push(v.native);
+    } else if (typeof v === 'boolean') c.push(TAG.bool, v ? 1 : 0);
+    else if (typeof v === 'string') c.push(TAG.str, this.str(v));
+    else if (Array.isArray(v)) {
+      if (v.length > 4096) throw new Error(`${this.label}: argument list too long`);
+      c.push(TAG.list, v.length);
+      for (let k = 0; k < v.length; k++) this.arg(v[k], depth + 1);
     } else if (typeof v === 'bigint') {
-      if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) throw new Error(`${where(i, node)}: bigint out of range`);
-      this.push(TAG.num);
-      this.push(Number(v));
-    } else if (Array.isArray(v)) {
-      if (v.length > 4096) throw new Error(`${where(i, node)}: argument list too long`);
-      this.push(TAG.list);
-      this.push(v.length);
-      for (let k = 0; k < v.length; k++) this.arg(v[k], i, node, depth + 1);
-    } else if (v instanceof this.TensorClass) {
-      this.push(TAG.tensor);
-      this.push(this.tensors.length);
+      if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) throw new Error(`${this.label}: bigint out of range`);
+      c.push(TAG.num, Number(v));
+    } else if (typeof v === 'object' && v instanceof (NativeTensorClass ??= native().NativeTensor)) {
+      c.push(TAG.tensor, this.tensors.length);
       this.tensors.push(v as NativeTensor);
     } else if (typeof v === 'object' && typeof (v as { ref?: unknown }).ref === 'number') {
-      this.push(TAG.ref);
-      this.push((v as { ref: number }).ref);
+      c.push(TAG.ref, (v as { ref: number }).ref);
+    } else if (typeof v === 'object' && typeof (v as { toArgs?: unknown }).toArgs === 'function') {
+      this.arg((v as { toArgs(): unknown }).toArgs(), depth + 1);
     } else {
-      throw new Error(`${where(i, node)}: an argument must be a number, boolean, null, string, array, Tensor or {ref: nodeId}`);
+      throw new Error(`${this.label}: an argument must be a number, boolean, null, string, array, Tensor or proxy; got ${Object.prototype.toString.call(v)}`);
     }
   }
-  node(n: WireNode, i: number, siteIds: ReadonlyMap<string, number> | undefined): void {
-    if (n === null || typeof n !== 'object' || Array.isArray(n)) throw new Error(`${where(i, undefined)}: must be an object`);
-    if (typeof n.op !== 'string') throw new Error(`${where(i, n)}: 'op' must be a string`);
-    if (n.id !== i) throw new Error(`${where(i, n)}: ids must be 0, 1, 2, ... in order`);
-    let site = -1;
-    if (n.site !== undefined && n.site !== null) {
-      if (typeof n.site !== 'string') throw new Error(`${where(i, n)}: 'site' must be a string`);
-      site = siteIds?.get(n.site) ?? -2 - this.str(n.site);
-    }
-    let begin = 0;
-    let end = 1;
-    if (n.steps !== undefined && n.steps !== null) {
-      const st = n.steps as unknown;
-      if (!Array.isArray(st) || st.length !== 2 || typeof st[0] !== 'number' || typeof st[1] !== 'number')
-        throw new Error(`${where(i, n)}: 'steps' must be [begin, end] (end -1 for every step)`);
-      begin = st[0];
-      end = st[1];
-    }
-    const args = n.args === undefined ? [] : n.args;
-    if (!Array.isArray(args)) throw new Error(`${where(i, n)}: 'args' must be an array`);
-    if (args.length > 64) throw new Error(`${where(i, n)}: too many arguments`);
-    const occ = this.int(n.occ, 0, 'occ', i, n);
-    const invoke = this.int(n.invoke, -1, 'invoke', i, n);
-    this.push(this.str(n.op));
-    this.push(site);
-    this.push(occ);
-    this.push(invoke);
-    this.push(n.save ? 1 : 0);
-    this.push(begin);
-    this.push(end);
-    this.push(typeof n.loc === 'string' ? this.str(n.loc.slice(0, 1024)) : -1);
-    this.push(args.length);
-    for (let k = 0; k < args.length; k++) this.arg(args[k], i, n, 0);
+
+  /** The packed graph of `count` nodes. */
+  finish(count: number): PackedGraph {
+    this.code[1] = count;
+    return { code: new Float64Array(this.code), strings: this.strings, tensors: this.tensors };
   }
+}
+
+function nodeWords(p: PackWriter, n: WireNode, i: number, siteIds: ReadonlyMap<string, number> | undefined): void {
+  if (n === null || typeof n !== 'object' || Array.isArray(n)) throw new Error(`${where(i, undefined)}: must be an object`);
+  if (typeof n.op !== 'string') throw new Error(`${where(i, n)}: 'op' must be a string`);
+  p.label = where(i, n);
+  if (n.id !== i) throw new Error(`${p.label}: ids must be 0, 1, 2, ... in order`);
+  let site = -1;
+  if (n.site !== undefined && n.site !== null) {
+    if (typeof n.site !== 'string') throw new Error(`${p.label}: 'site' must be a string`);
+    site = siteIds?.get(n.site) ?? -2 - p.str(n.site);
+  }
+  let begin = 0;
+  let end = 1;
+  if (n.steps !== undefined && n.steps !== null) {
+    const st = n.steps as unknown;
+    if (!Array.isArray(st) || st.length !== 2 || typeof st[0] !== 'number' || typeof st[1] !== 'number')
+      throw new Error(`${p.label}: 'steps' must be [begin, end] (end -1 for every step)`);
+    begin = st[0];
+    end = st[1];
+  }
+  const args = n.args === undefined ? [] : n.args;
+  if (!Array.isArray(args)) throw new Error(`${p.label}: 'args' must be an array`);
+  if (args.length > 64) throw new Error(`${p.label}: too many arguments`);
+  const int = (v: unknown, dflt: number, what: string) => {
+    if (v === undefined || v === null) return dflt;
+    if (typeof v !== 'number') throw new Error(`${p.label}: '${what}' must be an integer`);
+    return v; // range and integrality are checked natively
+  };
+  p.str(n.op); // the table lists a node's strings in the order site, op, loc
+  const loc = typeof n.loc === 'string' ? p.str(n.loc.slice(0, 1024)) : -1;
+  p.header(n.op, site, int(n.occ, 0, 'occ'), int(n.invoke, -1, 'invoke'), !!n.save, begin, end, loc, args.length);
+  for (let k = 0; k < args.length; k++) p.arg(args[k], 0);
 }
 
 /**
@@ -132,15 +148,55 @@ class Packer {
  */
 export function packGraph(nodes: readonly WireNode[], siteIds?: ReadonlyMap<string, number>): PackedGraph {
   if (!Array.isArray(nodes)) throw new Error('graph: expected {traces: [], nodes: []}');
-  const p = new Packer(2 + nodes.length * 14);
-  p.push(PACK_VERSION);
-  p.push(nodes.length);
-  for (let i = 0; i < nodes.length; i++) p.node(nodes[i], i, siteIds);
-  return { code: p.code.subarray(0, p.n), strings: p.strings, tensors: p.tensors };
+  const p = new PackWriter();
+  for (let i = 0; i < nodes.length; i++) nodeWords(p, nodes[i], i, siteIds);
+  return p.finish(nodes.length);
 }
 
 /** The native request for traces and nodes in object form. */
 export function wireRequest<T extends object>(nm: NativeModel, req: T & { traces: WireTrace[]; nodes: WireNode[] }) {
   const { nodes, ...rest } = req;
   return { ...rest, graph: packGraph(nodes, siteIdsOf(nm)) };
+}
+
+/** The nodes a writer holds, back in object form (for tests, debugging and mutation). */
+export function unpackNodes(p: PackWriter): WireNode[] {
+  const c = p.code;
+  let i = 2;
+  const arg = (): unknown => {
+    const tag = c[i++];
+    if (tag === TAG.null) return null;
+    const x = c[i++];
+    switch (tag) {
+      case TAG.bool:
+        return x === 1;
+      case TAG.num:
+        return x;
+      case TAG.str:
+        return p.strings[x];
+      case TAG.tensor:
+        return p.tensors[x];
+      case TAG.ref:
+        return { ref: x };
+      default: {
+        const items: unknown[] = [];
+        for (let k = 0; k < x; k++) items.push(arg());
+        return items;
+      }
+    }
+  };
+  const nodes: WireNode[] = [];
+  while (i < c.length) {
+    const [op, site, occ, invoke, save, begin, end, loc, nargs] = c.slice(i, i + 9);
+    i += 9;
+    const args: unknown[] = [];
+    for (let k = 0; k < nargs; k++) args.push(arg());
+    const n: WireNode = { id: nodes.length, op: p.strings[op], args, occ, save: save === 1 };
+    if (site <= -2) n.site = p.strings[-2 - site];
+    if (invoke >= 0) n.invoke = invoke;
+    if (begin !== 0 || end !== 1) n.steps = [begin, end];
+    if (loc >= 0) n.loc = p.strings[loc];
+    nodes.push(n);
+  }
+  return nodes;
 }
