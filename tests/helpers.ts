@@ -72,6 +72,12 @@ export function expectClose(actual: Tensor, expected: OracleTensor, atol = 1e-4,
   if (where >= 0) throw new Error(`tensors differ at flat index ${where}: ${a[where]} vs ${b[where]} (shape [${expected.shape}])`);
 }
 
+/** Asserts two Tensors hold exactly the same shape and values (the same run read two ways). */
+export function sameValues(a: Tensor, b: Tensor): void {
+  expect(a.shape).toEqual(b.shape);
+  expect(Array.from(a.data() as Float32Array)).toEqual(Array.from(b.data() as Float32Array));
+}
+
 /** Python literal of a JS number array (nested). */
 export function py(v: unknown): string {
   return JSON.stringify(v).replace(/null/g, 'None').replace(/true/g, 'True').replace(/false/g, 'False');

@@ -3,7 +3,7 @@
 // PyTorch's hooks; site lists, abort checks and the least-recently-used bound still hold.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { LanguageModel, Tensor } from '../src/index.js';
-import { MODELS, expectClose, oracle, py } from './helpers.js';
+import { MODELS, expectClose, oracle, py, sameValues } from './helpers.js';
 import { Graph } from '../src/trace/graph.js';
 
 const PATCH = Array.from({ length: 64 }, (_, i) => Math.cos(i) * 0.5);
@@ -17,11 +17,6 @@ async function built(model: LanguageModel, count: number): Promise<ReturnType<La
   }
   throw new Error(`site graphs not built: ${JSON.stringify(model.native.siteGraphs())}`);
 }
-
-const sameValues = (a: Tensor, b: Tensor) => {
-  expect(a.shape).toEqual(b.shape);
-  expect(Array.from(a.data() as Float32Array)).toEqual(Array.from(b.data() as Float32Array));
-};
 
 describe('site graphs', () => {
   let model: LanguageModel;

@@ -2,7 +2,7 @@
 // outputs, applying modules, shapes, stop, save/value, return walking, Tensors as inputs.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { LanguageModel, Tensor, TraceProxy } from '../src/index.js';
-import { MODELS, expectClose, oracle, py } from './helpers.js';
+import { MODELS, expectClose, oracle, py, sameValues } from './helpers.js';
 
 let model: LanguageModel;
 let ids: number[];
@@ -37,7 +37,69 @@ describe('envoys', () => {
     const l = await model.trace(ids, (m) => m.output.logits);
     expect(l.shape).toEqual([1, ids.length, 512]);
   });
+
+  it('envoys refuse what is not a module, and only .output and .input can be set', async () => {
+    await model.trace(ids, (m) => {
+      expect('h' in m.transformer).toBe(true);
+      expect('hh' in m.transformer).toBe(false);
+      expect(`${m.transformer.h[3]}`).toBe('Envoy(transformer.h.3)');
+      expect(m.transformer.h[3].type).toBe('GPT2Block');
+      expect(m.transformer.h[3].length).toBeUndefined(); // not a list
+      expect(m.transformer.children.map((c: any) => c.path)).toEqual(['transformer.wte', 'transformer.wpe', 'transformer.drop', 'transformer.h', 'transformer.ln_f']);
+      expect(m.transformer.then).toBeUndefined(); // an envoy is not a promise
+      expect(() => m.transformer.h[3].map).toThrow(/module 'transformer.h.3.map' not found/);
+      expect(() => m.transformer.name).toThrow(/module 'transformer.name' not found/);
+      expect(() => {
+        m.transformer.h = 1;
+      }).toThrow("cannot set 'h' on module 'transformer': only .output and .input can be replaced");
+      expect(() => {
+        m.transformer.foo = 1;
+      }).toThrow("cannot set 'foo' on module 'transformer': only .output and .input can be replaced");
+    });
+  });
+
+  it('tuple outputs: items by index and negative index, length, iteration, array methods, bounds', async () => {
+    const r = await model.trace(ids, (m) => {
+      const out = m.transformer.h[2].output;
+      expect(out.length).toBe(1);
+      expect(() => out[1]).toThrow('transformer.h.2.output[1]: index out of range for a tuple of 1');
+      expect(() => {
+        (out as any)[3] = 0;
+      }).toThrow('transformer.h.2.output[3]: index out of range for a tuple of 1');
+      expect(0 in out).toBe(true);
+      expect(1 in out).toBe(false);
+      const [first] = out;
+      const attn = m.transformer.h[2].attn.output;
+      expect(attn.length).toBe(2);
+      expect(attn[1]).toBeNull();
+      expect(attn.map((x: unknown) => x === null)).toEqual([false, true]);
+      return { first, last: out[-1], again: out[0], viaMap: out.map((x: unknown) => x)[0], logits: m.output.logits, named: m.output[0] };
+    });
+    // the same item read through each form is the same value, read once per view
+    sameValues(r.last, r.first);
+    sameValues(r.again, r.first);
+    sameValues(r.viaMap, r.first);
+    sameValues(r.named, r.logits);
+    const ref = oracle('gpt2', `acts = {}
+model.transformer.h[2].register_forward_hook(lambda mod, i, o: acts.__setitem__('b', o[0]))
+model(*batch_inputs([${py(ids)}]))
+result = acts['b']`);
+    expectClose(r.first, ref);
+  });
+
+  it('a tuple output set from another tuple view takes its items', async () => {
+    const logits = await model.trace(ids, (m) => {
+      m.transformer.h[5].output = m.transformer.h[3].output;
+      return m.output.logits;
+    });
+    const ref = oracle('gpt2', `acts = {}
+model.transformer.h[3].register_forward_hook(lambda mod, i, o: acts.__setitem__('h3', o[0]))
+model.transformer.h[5].register_forward_hook(lambda mod, i, o: (acts['h3'],) + tuple(o[1:]))
+result = model(*batch_inputs([${py(ids)}]))[0]`);
+    expectClose(logits, ref);
+  });
 });
+
 
 describe('patching on views and replacing values', () => {
   it.each([':, -1', '0, 2:5', '..., 0:4'])('in-place add_ on the index view %s', async (spec) => {

@@ -3,7 +3,7 @@
 // module's (a tuple output indexes like Python's). Calling one applies the module.
 import { closest, type Manifest, type ModuleNode, type Struct } from '../manifest.js';
 import type { Graph } from './graph.js';
-import { record, TraceProxy } from './proxy.js';
+import { record, TraceProxy, TUPLE_ITEMS } from './proxy.js';
 
 /**
  * What envoys record into: one per model, its graph and invoke set while a trace callback runs
@@ -35,26 +35,26 @@ export function envoyOf(scope: Scope, node: ModuleNode): Envoy {
 
 const RESERVED = new Set(['output', 'input', 'inputs', 'path', 'length', 'map', 'forEach', 'children', 'type']);
 
+const NO_ARGS: readonly unknown[] = [];
+
 function leafValue(scope: Scope, s: Struct, what: string): TraceProxy {
   if (s.kind !== 'tensor') throw new Error(`${what} is not a tensor`);
   if (!s.site) throw new Error(`${what} has no hook site in this export`);
   if (s.pruned)
     throw new Error(`${what} ('${s.site}') was pruned by the export: nothing in the model uses it, so it cannot be read or patched`);
-  return record(graphOf(scope, what), scope.invoke, 'read', [], s.site);
+  return record(graphOf(scope, what), scope.invoke, 'read', NO_ARGS, s.site);
 }
 
 function writeLeaf(scope: Scope, s: Struct, what: string, value: unknown): void {
   if (s.kind !== 'tensor' || !s.site) throw new Error(`${what} is not a tensor with a hook site; it cannot be replaced`);
   if (s.pruned) throw new Error(`${what} ('${s.site}') was pruned by the export: replacing it would change nothing`);
-  if (value instanceof Array || (value !== null && typeof value === 'object' && TUPLE in (value as object)))
+  if (value instanceof Array || value instanceof TupleView)
     throw new Error(`${what} is a tensor; assign a proxy, a Tensor or a number`);
   record(graphOf(scope, what), scope.invoke, 'write', [value], s.site);
 }
 
-const TUPLE = Symbol('tuple');
-
 /** The value of a struct: a proxy for a tensor, a tuple view for a tuple, null for None. */
-export function structValue(scope: Scope, s: Struct | null | undefined, what: string, names: string[] = []): unknown {
+export function structValue(scope: Scope, s: Struct | null | undefined, what: string, names: readonly string[] = []): unknown {
   if (!s) throw new Error(`${what} does not exist: the module never ran in the exported forward`);
   switch (s.kind) {
     case 'tensor':
@@ -72,7 +72,7 @@ export function writeStruct(scope: Scope, s: Struct | null | undefined, what: st
   if (!s) throw new Error(`${what} does not exist: the module never ran in the exported forward`);
   if (s.kind === 'tensor') return writeLeaf(scope, s, what, value);
   if (s.kind === 'tuple') {
-    const items = Array.isArray(value) ? value : null;
+    const items = Array.isArray(value) ? value : value instanceof TupleView ? value.toArray() : null;
     if (!items || items.length !== s.items.length)
       throw new Error(`${what} is a tuple of ${s.items.length}; assign an array of ${s.items.length} values (null leaves a None as is)`);
     s.items.forEach((item, i) => {
@@ -84,93 +84,143 @@ export function writeStruct(scope: Scope, s: Struct | null | undefined, what: st
   throw new Error(`${what} cannot be replaced`);
 }
 
-interface TupleState {
-  scope: Scope;
-  items: Struct[];
-  what: string;
-  names: string[];
-  cache: unknown[]; // item values read so far (a read records a node once per view)
-}
-const STATE = Symbol('tuple state');
+/**
+ * A tuple value: `output[0]`, `output[-1]`, `output.logits`, `output.length`, `output[0] = v`,
+ * iteration, `save()`, and Array's methods. Items are accessors on a class made once per
+ * arity and names (no Proxy on the path a trace takes); reading one records its node once
+ * per view. A view keeps the trace and invoke it was made in: a returned view reads its items
+ * after the callback, when the model's scope has moved on.
+ */
+class TupleView {
+  readonly #scope: Scope;
+  readonly #items: Struct[];
+  readonly #what: string;
+  readonly #cache: unknown[] = [];
 
-/** `key` as an item index of the tuple, or undefined. */
-function itemIndex(st: TupleState, key: string): number | undefined {
-  const c = key.charCodeAt(0);
-  if ((c >= 48 && c <= 57) || (c === 45 && key.length > 1)) {
-    const i = Number(key);
-    if (Number.isInteger(i) && String(i) === key) {
-      const j = i < 0 ? i + st.items.length : i;
-      if (j < 0 || j >= st.items.length) throw new Error(`${st.what}[${i}]: index out of range for a tuple of ${st.items.length}`);
-      return j;
-    }
+  /** @internal */
+  constructor(scope: Scope, items: Struct[], what: string) {
+    this.#scope = { graph: scope.graph, invoke: scope.invoke, manifest: scope.manifest, byPath: scope.byPath, envoys: scope.envoys };
+    this.#items = items;
+    this.#what = what;
   }
-  const n = st.names.indexOf(key);
-  return n >= 0 ? n : undefined;
+
+  get length(): number {
+    return this.#items.length;
+  }
+
+  /** Saves every item. */
+  save(): this {
+    for (let k = 0; k < this.#items.length; k++) {
+      const v = this.item(k);
+      if (v instanceof TraceProxy || v instanceof TupleView) v.save();
+    }
+    return this;
+  }
+
+  [Symbol.iterator](): Iterator<unknown> {
+    return this.toArray()[Symbol.iterator]();
+  }
+
+  /** The items as an array (reading each). */
+  toArray(): unknown[] {
+    const out = new Array(this.#items.length);
+    for (let k = 0; k < out.length; k++) out[k] = this.item(k);
+    return out;
+  }
+
+  /** @internal */
+  [TUPLE_ITEMS](): unknown[] {
+    return this.toArray();
+  }
+
+  /** @internal item i's value (its node is recorded on the first read) */
+  item(i: number): unknown {
+    if (!(i in this.#cache)) this.#cache[i] = structValue(this.#scope, this.#items[i], `${this.#what}[${i}]`);
+    return this.#cache[i];
+  }
+
+  /** @internal */
+  setItem(i: number, value: unknown): void {
+    writeStruct(this.#scope, this.#items[i], `${this.#what}[${i}]`, value);
+    delete this.#cache[i];
+  }
+
+  /** @internal names index `i` in a message */
+  static outOfRange(v: TupleView, i: number): Error {
+    return new Error(`${v.#what}[${i}]: index out of range for a tuple of ${v.#items.length}`);
+  }
+
+  /** @internal */
+  static cannotSet(v: TupleView, key: string | symbol): Error {
+    return new Error(`${v.#what}: cannot set '${String(key)}'`);
+  }
+
+  toString(): string {
+    return `TupleView(${this.#what})`;
+  }
 }
 
-function itemValue(st: TupleState, i: number): unknown {
-  if (!(i in st.cache)) st.cache[i] = structValue(st.scope, st.items[i], `${st.what}[${i}]`);
-  return st.cache[i];
+/** An integer-like key ('3', '-1') as a number, else undefined. */
+function intKey(key: string | symbol): number | undefined {
+  if (typeof key !== 'string') return undefined;
+  const i = Number(key);
+  return key !== '' && Number.isInteger(i) && String(i) === key ? i : undefined;
 }
 
-// one handler for every tuple view (each view's state lives on its target)
-const tupleHandler: ProxyHandler<unknown[]> = {
-  get(t, key, receiver) {
-    if (key === TUPLE) return true;
-    const st = (t as unknown as Record<symbol, TupleState>)[STATE];
-    if (typeof key === 'string') {
-      const i = itemIndex(st, key);
-      if (i !== undefined) return itemValue(st, i);
-      if (key === 'length') return st.items.length;
-      if (key === 'save')
-        return () => {
-          st.items.forEach((_, k) => {
-            const v = itemValue(st, k);
-            if (v instanceof TraceProxy) v.save();
-            else if (v && typeof v === 'object' && 'save' in v) (v as { save(): void }).save();
-          });
-          return receiver;
-        };
+// What a view's own class does not define ends here: an index out of range throws, Array's
+// methods run on the items, anything else is undefined (as on an array).
+Object.setPrototypeOf(
+  TupleView.prototype,
+  new Proxy(Object.create(null) as object, {
+    get(_t, key, receiver: TupleView) {
+      const i = intKey(key);
+      if (i !== undefined) throw TupleView.outOfRange(receiver, i);
+      if (typeof key === 'string' && key in Array.prototype) {
+        const arr = receiver.toArray();
+        const v = (arr as unknown as Record<string, unknown>)[key];
+        return typeof v === 'function' ? v.bind(arr) : v;
+      }
+      return undefined;
+    },
+    set(_t, key, _v, receiver: TupleView) {
+      const i = intKey(key);
+      throw i !== undefined ? TupleView.outOfRange(receiver, i) : TupleView.cannotSet(receiver, key);
+    },
+    has: () => false,
+  }),
+);
+
+// One subclass per arity and item names: its prototype has an accessor for each index (and
+// negative index, and name), so `output[0]` is a plain getter call.
+const viewClasses = new Map<string, new (scope: Scope, items: Struct[], what: string) => TupleView>();
+
+function viewClass(n: number, names: readonly string[]): new (scope: Scope, items: Struct[], what: string) => TupleView {
+  const key = `${n}|${names.join('|')}`;
+  let C = viewClasses.get(key);
+  if (!C) {
+    C = class extends TupleView {};
+    for (let k = 0; k < n; k++) {
+      const acc = {
+        get(this: TupleView) {
+          return this.item(k);
+        },
+        set(this: TupleView, v: unknown) {
+          this.setItem(k, v);
+        },
+        configurable: true,
+      };
+      Object.defineProperty(C.prototype, String(k), { ...acc, enumerable: true });
+      Object.defineProperty(C.prototype, String(k - n), acc);
+      if (k < names.length && names[k] && intKey(names[k]) === undefined && !(names[k] in TupleView.prototype)) Object.defineProperty(C.prototype, names[k], acc);
     }
-    if (key === Symbol.iterator) return function* () { for (let k = 0; k < st.items.length; k++) yield itemValue(st, k); };
-    if (typeof key === 'string' && key in Array.prototype) {
-      const arr = st.items.map((_, k) => itemValue(st, k));
-      const v = (arr as unknown as Record<string, unknown>)[key];
-      return typeof v === 'function' ? v.bind(arr) : v;
-    }
-    return Reflect.get(t, key);
-  },
-  set(t, key, value) {
-    const st = (t as unknown as Record<symbol, TupleState>)[STATE];
-    const i = typeof key === 'string' ? itemIndex(st, key) : undefined;
-    if (i === undefined) throw new Error(`${st.what}: cannot set '${String(key)}'`);
-    writeStruct(st.scope, st.items[i], `${st.what}[${i}]`, value);
-    delete st.cache[i];
-    return true;
-  },
-  has(t, key) {
-    const st = (t as unknown as Record<symbol, TupleState>)[STATE];
-    return typeof key === 'string' && (itemIndex(st, key) !== undefined || key === 'length');
-  },
-  ownKeys(t) {
-    const st = (t as unknown as Record<symbol, TupleState>)[STATE];
-    return [...st.items.map((_, k) => String(k)), 'length'];
-  },
-  getOwnPropertyDescriptor(t, key) {
-    const st = (t as unknown as Record<symbol, TupleState>)[STATE];
-    if (key === 'length') return { value: st.items.length, writable: true, enumerable: false, configurable: false };
-    const i = typeof key === 'string' ? itemIndex(st, key) : undefined;
-    return i === undefined ? undefined : { value: itemValue(st, i), writable: true, enumerable: true, configurable: true };
-  },
-};
+    viewClasses.set(key, C);
+  }
+  return C;
+}
 
 /** An array-like view of a tuple: `output[0]`, `output.length`, `output[0] = v`. */
-function tupleView(scope: Scope, items: Struct[], what: string, names: string[]): unknown[] {
-  const target = [] as unknown as unknown[] & { [STATE]: TupleState };
-  // the view belongs to the trace it was made in (a returned view reads its items after the
-  // callback, when the model's scope has moved on)
-  target[STATE] = { scope: { ...scope }, items, what, names, cache: [] };
-  return new Proxy(target, tupleHandler);
+function tupleView(scope: Scope, items: Struct[], what: string, names: readonly string[]): TupleView {
+  return new (viewClass(items.length, names))(scope, items, what);
 }
 
 /** The result of applying a module, shaped like its eager output. */
@@ -205,19 +255,47 @@ function notFound(node: ModuleNode, name: string): Error {
 
 export type Envoy = any;
 
-/** The envoy of a module: a callable proxy that resolves children, outputs and inputs. */
-function makeEnvoy(scope: Scope, node: ModuleNode): Envoy {
-  let list: Envoy[] | undefined;
-  const envoys = () => (list ??= node.list.map((c) => envoyOf(scope, c)));
-  const what = (x: string) => `${node.path || 'model'}.${x}`;
-  const child = (key: string): ModuleNode | undefined => {
-    if (node.children.has(key)) return node.children.get(key);
-    if (/^-\d+$/.test(key) && node.isList) {
-      const i = Number(key) + node.children.size;
-      return i >= 0 ? node.list[i] : undefined;
+const NODE = Symbol('torchsight.envoyNode');
+type EnvoyFn = ((...args: unknown[]) => unknown) & { [NODE]: ModuleNode };
+
+// An envoy is a function (calling it applies the module) with its own properties for what a
+// module has: children (an own data property after the first read), output/input accessors,
+// path, type, and a list's length, negative indices and map/forEach. A name it does not have
+// ends in this Proxy at the end of its prototype chain, which names the missing module; the
+// names it has never reach a Proxy trap.
+const envoyMiss = new Proxy(Object.create(null) as object, {
+  get(_t, key, receiver: EnvoyFn) {
+    const node = receiver[NODE];
+    if (typeof key === 'symbol') return key === Symbol.toPrimitive ? () => `Envoy(${node.path})` : undefined;
+    switch (key) {
+      case 'then':
+      case 'toJSON':
+      case 'constructor':
+      case 'asymmetricMatch':
+      case '$$typeof':
+      case 'nodeType':
+      case 'length':
+        return undefined;
+      case 'toString':
+        return () => `Envoy(${node.path})`;
     }
-    return undefined;
-  };
+    throw notFound(node, key);
+  },
+  set(_t, key, _v, receiver: EnvoyFn) {
+    throw new Error(`cannot set '${String(key)}' on module '${receiver[NODE].path}': only .output and .input can be replaced`);
+  },
+  has: () => false,
+});
+
+function define(e: object, key: string | symbol, desc: PropertyDescriptor): void {
+  Object.defineProperty(e, key, { enumerable: false, configurable: true, ...desc });
+}
+
+/** The envoy of a module: a function with a property for each child, output and input. */
+function makeEnvoy(scope: Scope, node: ModuleNode): Envoy {
+  const rootNames = node.path === '' ? scope.manifest.outputNames : [];
+  const outWhat = `${node.path || 'model'}.output`;
+  const inWhat = `${node.path || 'model'}.input`;
   const call = (...args: unknown[]) => {
     const rule = node.entry.apply;
     if (!rule || rule.kind === 'none')
@@ -226,64 +304,46 @@ function makeEnvoy(scope: Scope, node: ModuleNode): Envoy {
     const out = record(graphOf(scope, `module '${node.path}'`), scope.invoke, 'apply', [node.path, ...args]);
     return applyResult(scope, node, out);
   };
-  return new Proxy(call, {
-    get(_t, key) {
-      if (typeof key === 'symbol') {
-        if (key === Symbol.iterator && node.isList) return function* () { yield* envoys(); };
-        if (key === Symbol.toPrimitive) return () => `Envoy(${node.path})`;
-        return undefined;
-      }
-      const c = RESERVED.has(key) ? undefined : child(key);
-      if (c) return envoyOf(scope, c);
-      switch (key) {
-        case 'path':
-          return node.path;
-        case 'type':
-          return node.entry.type;
-        case 'output':
-          return structValue(scope, node.entry.output, `${node.path || 'model'}.output`, node.path === '' ? scope.manifest.outputNames : []);
-        case 'input':
-          if (!node.entry.inputs.length) throw new Error(`${what('input')}: the module takes no positional tensor input${node.entry.calls ? '' : ' (it never ran)'}`);
-          return structValue(scope, node.entry.inputs[0], `${node.path || 'model'}.input`);
-        case 'inputs':
-          return node.entry.inputs.map((s, i) => structValue(scope, s, `${node.path || 'model'}.inputs[${i}]`));
-        case 'length':
-          return node.isList ? node.children.size : undefined;
-        case 'children':
-          return [...envoys()];
-        case 'map':
-        case 'forEach':
-          if (node.isList) {
-            const l = envoys();
-            return (l[key] as (...a: unknown[]) => unknown).bind(l);
-          }
-          break;
-        case 'then':
-        case 'toJSON':
-        case 'constructor':
-        case 'asymmetricMatch':
-        case '$$typeof':
-        case 'nodeType':
-          return undefined;
-        case 'toString':
-          return () => `Envoy(${node.path})`;
-      }
-      throw notFound(node, key);
+  const e = call as unknown as EnvoyFn;
+  // a function's own name and length are not a module's
+  delete (e as { name?: unknown }).name;
+  delete (e as { length?: unknown }).length;
+  Object.setPrototypeOf(e, envoyMiss);
+  define(e, NODE, { value: node });
+  const readOnly = (key: string) => () => {
+    throw new Error(`cannot set '${key}' on module '${node.path}': only .output and .input can be replaced`);
+  };
+  const child = (key: string, c: ModuleNode) => {
+    let v: Envoy;
+    define(e, key, { enumerable: true, get: () => (v ??= envoyOf(scope, c)), set: readOnly(key) });
+  };
+  for (const [key, c] of node.children) if (!RESERVED.has(key)) child(key, c);
+  define(e, 'output', {
+    get: () => structValue(scope, node.entry.output, outWhat, rootNames),
+    set: (value: unknown) => writeStruct(scope, node.entry.output, outWhat, value),
+  });
+  define(e, 'input', {
+    get: () => {
+      if (!node.entry.inputs.length) throw new Error(`${inWhat}: the module takes no positional tensor input${node.entry.calls ? '' : ' (it never ran)'}`);
+      return structValue(scope, node.entry.inputs[0], inWhat);
     },
-    set(_t, key, value) {
-      if (key === 'output') {
-        writeStruct(scope, node.entry.output, `${node.path || 'model'}.output`, value);
-        return true;
-      }
-      if (key === 'input') {
-        if (!node.entry.inputs.length) throw new Error(`${what('input')}: the module has no positional tensor input`);
-        writeStruct(scope, node.entry.inputs[0], `${node.path || 'model'}.input`, value);
-        return true;
-      }
-      throw new Error(`cannot set '${String(key)}' on module '${node.path}': only .output and .input can be replaced`);
-    },
-    has(_t, key) {
-      return typeof key === 'string' && (child(key) !== undefined || RESERVED.has(key));
+    set: (value: unknown) => {
+      if (!node.entry.inputs.length) throw new Error(`${inWhat}: the module has no positional tensor input`);
+      writeStruct(scope, node.entry.inputs[0], inWhat, value);
     },
   });
+  define(e, 'inputs', { get: () => node.entry.inputs.map((s, i) => structValue(scope, s, `${node.path || 'model'}.inputs[${i}]`)), set: readOnly('inputs') });
+  define(e, 'path', { value: node.path });
+  define(e, 'type', { value: node.entry.type });
+  let list: Envoy[] | undefined;
+  const envoys = () => (list ??= node.list.map((c) => envoyOf(scope, c)));
+  define(e, 'children', { get: () => [...envoys()], set: readOnly('children') });
+  if (node.isList) {
+    define(e, 'length', { value: node.children.size });
+    for (let i = 1; i <= node.list.length; i++) child(String(-i), node.list[node.list.length - i]);
+    define(e, 'map', { get: () => envoys().map.bind(envoys()) });
+    define(e, 'forEach', { get: () => envoys().forEach.bind(envoys()) });
+    define(e, Symbol.iterator, { value: () => envoys()[Symbol.iterator]() });
+  }
+  return e;
 }

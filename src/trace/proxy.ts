@@ -7,6 +7,10 @@ import { NODE_REF } from './wire.js';
 
 const NOT_YET = Symbol('not yet');
 
+/** A tuple view's items as an array (envoy.ts): returned views are walked like arrays. */
+export const TUPLE_ITEMS = Symbol('torchsight.tupleItems');
+const tupleItems = (v: object): unknown[] | undefined => (TUPLE_ITEMS in v ? (v as { [TUPLE_ITEMS](): unknown[] })[TUPLE_ITEMS]() : undefined);
+
 export class TraceProxy {
   #value: unknown = NOT_YET;
 
@@ -111,6 +115,8 @@ proxyHooks.record = (op, args) => {
 export function materialize(v: unknown, seen = new Set<unknown>()): void {
   if (v === null || typeof v !== 'object' || seen.has(v) || isProxy(v) || v instanceof Tensor) return;
   seen.add(v);
+  const items = tupleItems(v);
+  if (items) return items.forEach((x) => materialize(x, seen));
   if (Array.isArray(v)) return v.forEach((x) => materialize(x, seen));
   if (Object.getPrototypeOf(v) === Object.prototype) Object.values(v).forEach((x) => materialize(x, seen));
 }
@@ -121,6 +127,8 @@ export function markSaved(v: unknown, seen = new Set<unknown>()): void {
   seen.add(v);
   if (isProxy(v)) return void v.save();
   if (v instanceof Tensor) return;
+  const items = tupleItems(v);
+  if (items) return items.forEach((x) => markSaved(x, seen));
   if (Array.isArray(v)) return v.forEach((x) => markSaved(x, seen));
   if (Object.getPrototypeOf(v) === Object.prototype) Object.values(v).forEach((x) => markSaved(x, seen));
 }
@@ -131,10 +139,11 @@ export function substitute(v: unknown, seen = new Map<unknown, unknown>()): unkn
   if (seen.has(v)) return seen.get(v);
   if (isProxy(v)) return v.value;
   if (v instanceof Tensor) return v;
-  if (Array.isArray(v)) {
+  const items = tupleItems(v) ?? (Array.isArray(v) ? v : undefined);
+  if (items) {
     const out: unknown[] = [];
     seen.set(v, out);
-    for (const x of v) out.push(substitute(x, seen));
+    for (const x of items) out.push(substitute(x, seen));
     return out;
   }
   if (Object.getPrototypeOf(v) === Object.prototype) {
