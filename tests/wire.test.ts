@@ -1,7 +1,9 @@
 // The packed graph: the words the encoder writes are the layout native/graph.cpp reads.
 import { describe, expect, it } from 'vitest';
-import { Tensor } from '../src/index.js';
-import { packGraph, PACK_VERSION } from '../src/trace/wire.js';
+import { Tensor, TraceProxy } from '../src/index.js';
+import type { NativeModel } from '../src/native.js';
+import { Graph } from '../src/trace/graph.js';
+import { packGraph, unpackNodes, PACK_VERSION } from '../src/trace/wire.js';
 
 describe('packGraph', () => {
   it('writes the documented layout: header, node fields, tagged arguments, shared tables', () => {
@@ -44,5 +46,52 @@ describe('packGraph', () => {
     for (let i = 0; i < 20; i++) deep = [deep];
     expect(() => packGraph([{ id: 0, op: 'add', args: [deep] }])).toThrow(/nested too deeply/);
     expect(() => packGraph('nodes' as never)).toThrow(/expected \{traces: \[\], nodes: \[\]\}/);
+  });
+});
+
+describe('the tracer writes packed words as it records', () => {
+  const nm = { sites: () => ['x:output:0', 'a:output:0'] } as unknown as NativeModel;
+
+  it('gives the words packGraph gives for the same nodes, and reads them back as nodes', () => {
+    const t = Tensor.from([1, 2]);
+    const g = new Graph(0);
+    expect(g.add('read', [], 'a:output:0', 0)).toBe(0);
+    g.steps = [1, 3];
+    expect(g.add('index', [{ ref: 0 }, [null, [1, -1.5], true, 'x']], undefined, 1)).toBe(1);
+    g.steps = undefined;
+    // an argument that cannot be encoded throws and leaves nothing of its node behind
+    expect(() => g.add('add', [{ ref: 1 }, t, {}])).toThrow(/add: an argument must be a number, boolean, null, string, array, Tensor or proxy; got \[object Object\]/);
+    expect(() => g.add('add', [t, 2n ** 60n])).toThrow(/add: bigint out of range/);
+    expect(g.size).toBe(2);
+    expect(g.add('add', [{ ref: 1 }, t, 7n], 'not:a:site')).toBe(2);
+    g.save(0);
+    expect(g.isSaved(0)).toBe(true);
+    expect(g.isSaved(1)).toBe(false);
+    const nodes = g.toNodes();
+    expect(nodes).toEqual([
+      { id: 0, op: 'read', args: [], occ: 0, save: true, site: 'a:output:0', invoke: 0 },
+      { id: 1, op: 'index', args: [{ ref: 0 }, [null, [1, -1.5], true, 'x']], occ: 0, save: false, invoke: 1, steps: [1, 3] },
+      { id: 2, op: 'add', args: [{ ref: 1 }, t.native, 7], occ: 0, save: false, site: 'not:a:site' },
+    ]);
+    // packed by packGraph and read back, the nodes are the same
+    expect(unpackNodes(packGraph(nodes))).toEqual(nodes);
+    // what is sent: the site the model has goes by its id, the one it lacks by name (the
+    // native side names it in its error); everything else is the recorded words
+    const sent = g.request(nm).graph;
+    expect(sent.code[g.starts[0] + 1]).toBe(1);
+    expect(sent.tensors).toEqual([t.native]);
+    const back = unpackNodes(sent);
+    expect(back.map((n) => n.site)).toEqual([undefined, undefined, 'not:a:site']);
+    expect(back.map(({ site: _, ...n }) => n)).toEqual(nodes.map(({ site: _, ...n }) => n));
+  });
+
+  it('refuses a proxy from another trace, and nodes once the trace is sent', () => {
+    const g = new Graph(0);
+    const other = new Graph(0);
+    const p = new TraceProxy(other, other.add('read', [], 'a:output:0'), 0);
+    expect(() => g.add('add', [p])).toThrow(/a proxy from another trace was used/);
+    expect(g.size).toBe(0);
+    g.sealed = true;
+    expect(() => g.add('read', [], 'a:output:0')).toThrow(/read: this trace has already been sent/);
   });
 });

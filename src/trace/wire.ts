@@ -1,8 +1,10 @@
 // The packed form in which a graph crosses N-API: one Float64Array of words and two tables
 // (strings, tensors) it points into. The native side reads it with a few N-API calls in all;
 // reading node objects took ~10 property reads a node (~2 us each node, most of a small
-// trace's parse). native/graph.cpp documents the layout and checks every word, since a
-// graph may come from anywhere; this encoder only turns JavaScript values into words.
+// trace's parse). The tracer writes a node's words as the user's call records it (Graph.add);
+// packGraph writes nodes given as objects. native/graph.cpp documents the layout and checks
+// every word, since a graph may come from anywhere; this encoder only turns JavaScript values
+// into words.
 import { Tensor } from '../tensor.js';
 import { native, type NativeModel, type NativeTensor, type PackedGraph, type WireNode, type WireTrace } from '../native.js';
 
@@ -159,8 +161,8 @@ export function wireRequest<T extends object>(nm: NativeModel, req: T & { traces
   return { ...rest, graph: packGraph(nodes, siteIdsOf(nm)) };
 }
 
-/** The nodes a writer holds, back in object form (for tests, debugging and mutation). */
-export function unpackNodes(p: PackWriter): WireNode[] {
+/** Packed nodes (a writer's or a packed graph's) back in object form, for tests, debugging and mutation. */
+export function unpackNodes(p: { code: ArrayLike<number>; strings: readonly string[]; tensors: readonly NativeTensor[] }): WireNode[] {
   const c = p.code;
   let i = 2;
   const arg = (): unknown => {
@@ -187,7 +189,7 @@ export function unpackNodes(p: PackWriter): WireNode[] {
   };
   const nodes: WireNode[] = [];
   while (i < c.length) {
-    const [op, site, occ, invoke, save, begin, end, loc, nargs] = c.slice(i, i + 9);
+    const [op, site, occ, invoke, save, begin, end, loc, nargs] = Array.prototype.slice.call(c, i, i + 9) as number[];
     i += 9;
     const args: unknown[] = [];
     for (let k = 0; k < nargs; k++) args.push(arg());
