@@ -1,10 +1,14 @@
-// A/B of two builds of torchsight's JavaScript on the tiny model, in one process, call by call:
+// A/B of two builds of torchsight's JavaScript on the tiny model, call by call in one process:
 //   npx tsx bench/ab.ts <base dist folder> [new dist folder, default ./dist]
 // Both load the same addon and model folder. On a machine whose speed drifts by more than the
 // difference being measured (this VM's does), only paired differences taken within a few
 // forwards of each other show a change of tens of microseconds; two separate runs do not.
+// The build loaded second ran 50-90 us faster a trace here whatever it was (the same build
+// against itself shows it), so the comparison runs twice, once in each order, in two processes,
+// and the change is the mean of the two: the order's bias cancels.
 // A base build of an earlier commit: git worktree add /tmp/base REV, then in /tmp/base link
 // node_modules, build and models to this checkout's and run npx tsc -p tsconfig.json.
+import { execFileSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
@@ -43,8 +47,20 @@ async function setup(dist: string) {
   };
 }
 
+if (!process.env.AB_FIRST) {
+  // the parent: one child a order, then the mean of their paired differences
+  const run = (first: 'base' | 'new') =>
+    JSON.parse(execFileSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env: { ...process.env, AB_FIRST: first }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').at(-1)!) as Record<string, number>;
+  const a = run('base');
+  const b = run('new');
+  for (const k of Object.keys(a))
+    console.log(`${k.padEnd(32)} ${((a[k] + b[k]) / 2).toFixed(1)} us (base loaded first ${a[k].toFixed(1)}, new first ${b[k].toFixed(1)}; medians of ${N} paired differences)`);
+  process.exit(0);
+}
+
+const first = process.env.AB_FIRST === 'new' ? await setup(newDist) : undefined;
 const A = await setup(baseDist);
-const B = await setup(newDist);
+const B = first ?? (await setup(newDist));
 const fns: Record<string, () => Promise<unknown>> = {
   plain: A.plain,
   baseTrace12: A.trace12,
@@ -65,7 +81,7 @@ for (let i = 0; i < N; i++)
   }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 const paired = (a: string, b: string) => median(samples[a].map((x, i) => x - samples[b][i]));
-console.log(`medians (us): ${keys.map((k) => `${k} ${median(samples[k]).toFixed(0)}`).join(', ')}`);
+const out: Record<string, number> = {};
 for (const [a, b] of [
   ['baseTrace12', 'plain'],
   ['newTrace12', 'plain'],
@@ -74,6 +90,7 @@ for (const [a, b] of [
   ['newEmptyTrace', 'plain'],
   ['newEmptyTrace', 'baseEmptyTrace'],
 ])
-  console.log(`${`${a} - ${b}`.padEnd(32)} ${paired(a, b).toFixed(1)} us (median of ${N} paired differences)`);
+  out[`${a} - ${b}`] = paired(a, b);
 await A.model.dispose();
 await B.model.dispose();
+console.log(JSON.stringify(out));

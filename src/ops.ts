@@ -60,7 +60,7 @@ export interface OpSpec {
   varargs?: boolean;
   /** result is a (values, indices) pair */
   pair?: boolean | ((args: unknown[]) => boolean);
-  /** converts arguments after normalisation */
+  /** checks or converts the arguments once normalised (nulls for missing ones) */
   prepare?: (args: unknown[]) => unknown[];
 }
 
@@ -133,46 +133,35 @@ function isOptions(x: unknown, isValue: (v: unknown) => boolean): x is Record<st
 }
 
 /**
- * Positional arguments (after self) in the native op's order; trailing nulls dropped. The
- * common call (positional, no options object, nothing to convert) takes the first loop only:
- * a trace records right after a forward, when every extra line of code runs cold.
+ * Positional arguments (after self) in the native op's order: undefined becomes null, trailing
+ * nulls go, then the op's `prepare` converts. The common call (positional, no options object)
+ * makes one copy and nothing else: a trace records right after a forward, when every extra line
+ * of code runs cold.
  */
 export function normalizeArgs(spec: BoundOp, raw: unknown[], isValue: (v: unknown) => boolean): unknown[] {
-  const { op } = spec;
-  let args: unknown[];
+  const { op, params } = spec;
+  let src = raw;
   if (spec.varargs) {
-    args = [raw.length === 1 && (Array.isArray(raw[0]) || isValue(raw[0])) ? raw[0] : raw];
+    src = [raw.length === 1 && (Array.isArray(raw[0]) || isValue(raw[0])) ? raw[0] : raw];
   } else {
     const last = raw.length > 0 ? raw[raw.length - 1] : undefined;
-    if (last === undefined || !isOptions(last, isValue)) {
-      if (raw.length > spec.params.length)
-        throw new Error(`${op}: expected at most ${spec.params.length} argument(s) (${spec.params.join(', ') || 'none'}), got ${raw.length}`);
-      if (!spec.prepare) {
-        // positional: undefined becomes null, trailing nulls go
-        let n = raw.length;
-        while (n > 0 && (raw[n - 1] === undefined || raw[n - 1] === null)) n--;
-        args = new Array(n);
-        for (let i = 0; i < n; i++) args[i] = raw[i] === undefined ? null : raw[i];
-        return args;
-      }
-      args = raw.slice();
-    } else {
-      args = raw.slice(0, -1);
+    if (last !== undefined && isOptions(last, isValue)) {
+      src = raw.slice(0, -1);
       for (const [k, v] of Object.entries(last)) {
-        const i = spec.params.indexOf(k);
-        if (i < 0) throw new Error(`${op}: unknown option '${k}' (options: ${spec.params.join(', ') || 'none'})`);
-        if (i < args.length && args[i] !== undefined) throw new Error(`${op}: '${k}' given twice`);
-        while (args.length <= i) args.push(undefined);
-        args[i] = v;
+        const i = params.indexOf(k);
+        if (i < 0) throw new Error(`${op}: unknown option '${k}' (options: ${params.join(', ') || 'none'})`);
+        if (i < src.length && src[i] !== undefined) throw new Error(`${op}: '${k}' given twice`);
+        while (src.length <= i) src.push(undefined);
+        src[i] = v;
       }
-      if (args.length > spec.params.length)
-        throw new Error(`${op}: expected at most ${spec.params.length} argument(s) (${spec.params.join(', ') || 'none'}), got ${args.length}`);
     }
+    if (src.length > params.length) throw new Error(`${op}: expected at most ${params.length} argument(s) (${params.join(', ') || 'none'}), got ${src.length}`);
   }
-  if (spec.prepare) args = spec.prepare(args);
-  args = args.map((a) => (a === undefined ? null : a));
-  while (args.length && args[args.length - 1] === null) args.pop();
-  return args;
+  let n = src.length;
+  while (n > 0 && (src[n - 1] === undefined || src[n - 1] === null)) n--;
+  const args = new Array(n);
+  for (let i = 0; i < n; i++) args[i] = src[i] === undefined ? null : src[i];
+  return spec.prepare ? spec.prepare(args) : args;
 }
 
 export function returnsPair(spec: BoundOp, args: unknown[]): boolean {

@@ -34,6 +34,16 @@ export class Tensor {
     return h;
   }
 
+  /**
+   * @internal the native handle, checked only on this side (no call into the addon): for the
+   * packed graph, whose reader refuses a disposed tensor itself
+   */
+  get handle(): NativeTensor {
+    const h = this.#handle;
+    if (!h) throw new Error('this Tensor was disposed');
+    return h;
+  }
+
   static from(data: NestedArray | ArrayBufferView, options: FromOptions = {}): Tensor {
     let flat: ArrayBufferView;
     let shape: number[];
@@ -202,8 +212,10 @@ export function toNativeArg(v: unknown): unknown {
 }
 
 /** Native results become Tensors (arrays walked). */
+let NativeTensorClass: (abstract new (...a: never[]) => NativeTensor) | undefined;
+
 export function fromNative(v: unknown): unknown {
-  if (v !== null && typeof v === 'object' && v instanceof native().NativeTensor) return new Tensor(v as NativeTensor);
+  if (v !== null && typeof v === 'object' && v instanceof (NativeTensorClass ??= native().NativeTensor)) return new Tensor(v as NativeTensor);
   if (Array.isArray(v)) return v.map(fromNative);
   return v;
 }

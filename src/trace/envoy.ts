@@ -192,9 +192,12 @@ Object.setPrototypeOf(
 
 // One subclass per arity and item names: its prototype has an accessor for each index (and
 // negative index, and name), so `output[0]` is a plain getter call.
-const viewClasses = new Map<string, new (scope: Scope, items: Struct[], what: string) => TupleView>();
+type ViewClass = new (scope: Scope, items: Struct[], what: string) => TupleView;
+const viewClasses = new Map<string, ViewClass>();
+// by a struct's items array too, so reading `.output` makes no key string
+const viewClassOf = new WeakMap<readonly Struct[], ViewClass>();
 
-function viewClass(n: number, names: readonly string[]): new (scope: Scope, items: Struct[], what: string) => TupleView {
+function viewClass(n: number, names: readonly string[]): ViewClass {
   const key = `${n}|${names.join('|')}`;
   let C = viewClasses.get(key);
   if (!C) {
@@ -220,7 +223,12 @@ function viewClass(n: number, names: readonly string[]): new (scope: Scope, item
 
 /** An array-like view of a tuple: `output[0]`, `output.length`, `output[0] = v`. */
 function tupleView(scope: Scope, items: Struct[], what: string, names: readonly string[]): TupleView {
-  return new (viewClass(items.length, names))(scope, items, what);
+  let C = names.length ? undefined : viewClassOf.get(items);
+  if (!C) {
+    C = viewClass(items.length, names);
+    if (!names.length) viewClassOf.set(items, C);
+  }
+  return new C(scope, items, what);
 }
 
 /** The result of applying a module, shaped like its eager output. */

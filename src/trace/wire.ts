@@ -82,7 +82,7 @@ export class PackWriter {
       c.push(TAG.ref, (v as NodeRef).id);
     } else if (v instanceof Tensor) {
       c.push(TAG.tensor, this.tensors.length);
-      this.tensors.push(v.native);
+      this.tensors.push(v.handle);
     } else if (typeof v === 'boolean') c.push(TAG.bool, v ? 1 : 0);
     else if (typeof v === 'string') c.push(TAG.str, this.str(v));
     else if (Array.isArray(v)) {
