@@ -70,6 +70,24 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
+/**
+ * A 95% interval for the median of `xs` (percentile bootstrap, 2000 resamples, a fixed seed so
+ * a re-render gives the same figures). The samples drift with the machine, so they are not
+ * independent and the interval is a guide to the noise, not a guarantee.
+ */
+function medianInterval(xs: number[]): [number, number] {
+  let seed = 0x9e3779b9;
+  const rand = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const meds: number[] = [];
+  const r = new Array<number>(xs.length);
+  for (let b = 0; b < 2000; b++) {
+    for (let i = 0; i < xs.length; i++) r[i] = xs[Math.floor(rand() * xs.length)];
+    meds.push(median(r));
+  }
+  meds.sort((a, b) => a - b);
+  return [meds[Math.floor(meds.length * 0.025)], meds[Math.floor(meds.length * 0.975) - 1]];
+}
+
 async function time(fn: () => Promise<unknown>, iters: number): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < iters; i++) {
@@ -152,7 +170,9 @@ async function benchModel(name: keyof typeof MODELS) {
   python.close();
   const med = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)]));
   const paired = (a: number[], b: number[], f: (x: number, y: number) => number) => median(a.map((x, i) => f(x, b[i])));
+  const pairedInterval = (a: number[], b: number[], f: (x: number, y: number) => number) => medianInterval(a.map((x, i) => f(x, b[i])));
   const ratio = (k: string) => paired(samples[k], samples.plain, (x, y) => x / y);
+  const ratioInterval = (k: string) => pairedInterval(samples[k], samples.plain, (x, y) => x / y);
   const py = { plain_ms: med.pyPlain, hooked_ms: med.pyHooked, threads: pyThreads };
   // peak memory of a trace vs a plain forward, each in its own process
   const mem = (mode: string) => Number(sh(process.execPath, ['--import', 'tsx', 'bench/mem.ts', spec.dir, mode, String(spec.tokens), String(THREADS)]).trim());
@@ -207,6 +227,13 @@ async function benchModel(name: keyof typeof MODELS) {
     idle_sites_ratio: ratio('idleSites'),
     trace12_ratio: ratio('trace12'),
     per_trace_overhead_us: paired(samples.trace12, samples.plain, (x, y) => x - y) * 1000,
+    // 95% intervals of the paired medians (see medianInterval)
+    interval95: {
+      idle_sites_ratio: ratioInterval('idleSites'),
+      trace12_ratio: ratioInterval('trace12'),
+      per_trace_overhead_us: pairedInterval(samples.trace12, samples.plain, (x, y) => (x - y) * 1000),
+      vs_python_eager_ratio: medianInterval(vsPython),
+    },
     // the same, over the same model's forward with its sites idle (what the trace machinery
     // adds beyond the sites' own cost, which idle_sites_ratio reports)
     per_trace_overhead_over_idle_sites_us: paired(samples.trace12, samples.idleSites, (x, y) => x - y) * 1000,
@@ -230,11 +257,11 @@ async function main() {
   const big = (results.gpt2_124m ?? results.tiny) as Awaited<ReturnType<typeof benchModel>>;
   const tiny = results.tiny as Awaited<ReturnType<typeof benchModel>>;
   const headline = {
-    idle_sites_ratio: { value: big.idle_sites_ratio, target: '<= 1.01', model: big.model },
-    trace12_ratio: { value: big.trace12_ratio, target: '<= 1.03', model: big.model },
-    per_trace_overhead_us: { value: tiny.per_trace_overhead_us, target: '<= 50', model: tiny.model },
-    vs_python_eager_ratio: { value: big.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: big.model },
-    vs_python_eager_ratio_tiny: { value: tiny.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: tiny.model },
+    idle_sites_ratio: { value: big.idle_sites_ratio, interval95: big.interval95.idle_sites_ratio, target: '<= 1.01', model: big.model },
+    trace12_ratio: { value: big.trace12_ratio, interval95: big.interval95.trace12_ratio, target: '<= 1.03', model: big.model },
+    per_trace_overhead_us: { value: tiny.per_trace_overhead_us, interval95: tiny.interval95.per_trace_overhead_us, target: '<= 50', model: tiny.model },
+    vs_python_eager_ratio: { value: big.vs_python_eager_ratio, interval95: big.interval95.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: big.model },
+    vs_python_eager_ratio_tiny: { value: tiny.vs_python_eager_ratio, interval95: tiny.interval95.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: tiny.model },
     generation_steered_ratio: { value: big.generation.steered_over_plain_time_ratio, target: '<= 1.05 (steered / plain time per token)', model: big.model },
     generation_tokens_per_second: { cached: big.generation.tokens_per_second.cached, uncached: big.generation.tokens_per_second.uncached, model: big.model },
   };
@@ -257,6 +284,8 @@ function markdown(out: any, results: Record<string, any>): string {
   const f = (x: number, d = 3) => x.toFixed(d);
   const rows = Object.entries(results).map(([k, r]) => `| ${k} | ${r.tokens} | ${f(r.median_ms.plain)} | ${f(r.median_ms.idleSites)} | ${f(r.median_ms.emptyTrace)} | ${f(r.median_ms.trace12)} | ${f(r.python_eager_ms.plain)} | ${f(r.python_eager_ms.hooked)} | ${f(r.record_us, 1)} | ${Math.round(r.tokens_per_second)} | ${Math.round(r.peak_rss_kb.plainKB / 1024)} / ${Math.round(r.peak_rss_kb.traceKB / 1024)} |`);
   const pass = (v: number, t: number) => (v <= t ? 'met' : 'NOT met');
+  // the 95% interval of a headline's median, where the run recorded one
+  const iv = (h: { interval95?: [number, number] }, d = 3) => (h.interval95 ? `${f(h.interval95[0], d)} - ${f(h.interval95[1], d)}` : '');
   return `# Benchmarks
 
 Measured ${out.date.slice(0, 10)} on ${out.machine.cpu} (${out.machine.cores} cores, ${out.machine.memoryGB} GB), CPU,
@@ -269,17 +298,20 @@ calls a few milliseconds apart; the headline is the median of those. Python's ro
 with ours (one Python process runs a round whenever ours finish one) and vs-Python is the median
 of per-round ratios. So the machine's drift falls on both sides of every figure. Every forward of ours goes through the same path a user's
 does: a promise, an AsyncWorker, the TorchScript forward (inlined at load, for \`plain.pt\` too), and
-results back as Tensor handles.
+results back as Tensor handles. The 95% interval of a median is a percentile bootstrap of the
+per-iteration ratios or differences behind it (of the per-round ratios for vs-Python, so only a few
+values); the samples drift with the machine and are not independent, so read it as the size
+of the noise, not as a guarantee.
 
-| headline | value | target | |
-| --- | --- | --- | --- |
-| idle_sites_ratio (sites, no intervention / no sites; ${out.idle_sites_ratio.model}) | ${f(out.idle_sites_ratio.value)} | <= 1.01 | ${pass(out.idle_sites_ratio.value, 1.01)} |
-| trace12_ratio (12 saves + 1 in-place patch / plain forward; same model) | ${f(out.trace12_ratio.value)} | <= 1.03 | ${pass(out.trace12_ratio.value, 1.03)} |
-| per_trace_overhead_us (tiny model: trace with 12 saves - plain forward) | ${f(out.per_trace_overhead_us.value, 1)} | <= 50 | ${pass(out.per_trace_overhead_us.value, 50)} |
-| the same, over the tiny model's own forward when no intervention touches it (its graph without sites) | ${f(results.tiny.per_trace_overhead_over_idle_sites_us, 1)} | | |
-| vs_python_eager_ratio (ours / eager PyTorch hooks, same intervention; 124M shape) | ${f(out.vs_python_eager_ratio.value)} | <= 1.0 | ${pass(out.vs_python_eager_ratio.value, 1)} |
-| vs_python_eager_ratio on the tiny model | ${f(out.vs_python_eager_ratio_tiny.value)} | <= 1.0 | ${pass(out.vs_python_eager_ratio_tiny.value, 1)} |
-| generation: steered / plain time per token (a vector added at every step; key/value cache) | ${f(out.generation_steered_ratio.value)} | <= 1.05 | ${pass(out.generation_steered_ratio.value, 1.05)} |
+| headline | value | 95% interval of the median | target | |
+| --- | --- | --- | --- | --- |
+| idle_sites_ratio (sites, no intervention / no sites; ${out.idle_sites_ratio.model}) | ${f(out.idle_sites_ratio.value)} | ${iv(out.idle_sites_ratio)} | <= 1.01 | ${pass(out.idle_sites_ratio.value, 1.01)} |
+| trace12_ratio (12 saves + 1 in-place patch / plain forward; same model) | ${f(out.trace12_ratio.value)} | ${iv(out.trace12_ratio)} | <= 1.03 | ${pass(out.trace12_ratio.value, 1.03)} |
+| per_trace_overhead_us (tiny model: trace with 12 saves - plain forward) | ${f(out.per_trace_overhead_us.value, 1)} | ${iv(out.per_trace_overhead_us, 1)} | <= 50 | ${pass(out.per_trace_overhead_us.value, 50)} |
+| the same, over the tiny model's own forward when no intervention touches it (its graph without sites) | ${f(results.tiny.per_trace_overhead_over_idle_sites_us, 1)} | | | |
+| vs_python_eager_ratio (ours / eager PyTorch hooks, same intervention; 124M shape) | ${f(out.vs_python_eager_ratio.value)} | ${iv(out.vs_python_eager_ratio)} | <= 1.0 | ${pass(out.vs_python_eager_ratio.value, 1)} |
+| vs_python_eager_ratio on the tiny model | ${f(out.vs_python_eager_ratio_tiny.value)} | ${iv(out.vs_python_eager_ratio_tiny)} | <= 1.0 | ${pass(out.vs_python_eager_ratio_tiny.value, 1)} |
+| generation: steered / plain time per token (a vector added at every step; key/value cache) | ${f(out.generation_steered_ratio.value)} | | <= 1.05 | ${pass(out.generation_steered_ratio.value, 1.05)} |
 
 Generation, tokens per second (greedy; median over rounds):
 
