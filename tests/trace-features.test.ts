@@ -1,5 +1,6 @@
 // Envoys, proxies and graph features: index views patched in place, replacing inputs and
 // outputs, applying modules, shapes, stop, save/value, return walking, Tensors as inputs.
+import { inspect } from 'node:util';
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { LanguageModel, Tensor, TraceProxy } from '../src/index.js';
 import { MODELS, expectClose, oracle, py, sameValues } from './helpers.js';
@@ -43,6 +44,9 @@ describe('envoys', () => {
       expect('h' in m.transformer).toBe(true);
       expect('hh' in m.transformer).toBe(false);
       expect(`${m.transformer.h[3]}`).toBe('Envoy(transformer.h.3)');
+      // console.log prints them without reading names they lack (or recording reads)
+      expect(inspect(m.transformer)).toBe('Envoy(transformer)');
+      expect(inspect(m.transformer.h[3].output)).toBe('TupleView(transformer.h.3.output)');
       expect(m.transformer.h[3].type).toBe('GPT2Block');
       expect(m.transformer.h[3].length).toBeUndefined(); // not a list
       expect(m.transformer.children.map((c: any) => c.path)).toEqual(['transformer.wte', 'transformer.wpe', 'transformer.drop', 'transformer.h', 'transformer.ln_f']);

@@ -36,6 +36,8 @@ export function envoyOf(scope: Scope, node: ModuleNode): Envoy {
 const RESERVED = new Set(['output', 'input', 'inputs', 'path', 'length', 'map', 'forEach', 'children', 'type']);
 
 const NO_ARGS: readonly unknown[] = [];
+// console.log and util.inspect print an envoy or a tuple view by this, not by reading its names
+const INSPECT = Symbol.for('nodejs.util.inspect.custom');
 
 function leafValue(scope: Scope, s: Struct, what: string): TraceProxy {
   if (s.kind !== 'tensor') throw new Error(`${what} is not a tensor`);
@@ -158,6 +160,10 @@ class TupleView {
   toString(): string {
     return `TupleView(${this.#what})`;
   }
+
+  [INSPECT](): string {
+    return this.toString();
+  }
 }
 
 /** An integer-like key ('3', '-1') as a number, else undefined. */
@@ -274,7 +280,7 @@ type EnvoyFn = ((...args: unknown[]) => unknown) & { [NODE]: ModuleNode };
 const envoyMiss = new Proxy(Object.create(null) as object, {
   get(_t, key, receiver: EnvoyFn) {
     const node = receiver[NODE];
-    if (typeof key === 'symbol') return key === Symbol.toPrimitive ? () => `Envoy(${node.path})` : undefined;
+    if (typeof key === 'symbol') return key === Symbol.toPrimitive || key === INSPECT ? () => `Envoy(${node.path})` : undefined;
     switch (key) {
       case 'then':
       case 'toJSON':
