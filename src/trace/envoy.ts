@@ -273,7 +273,7 @@ const NODE = Symbol('torchsight.envoyNode');
 type EnvoyFn = ((...args: unknown[]) => unknown) & { [NODE]: ModuleNode };
 
 // An envoy is a function (calling it applies the module) with its own properties for what a
-// module has: children (an own data property after the first read), output/input accessors,
+// module has: children (accessors that make the child's envoy once), output/input accessors,
 // path, type, and a list's length, negative indices and map/forEach. A name it does not have
 // ends in this Proxy at the end of its prototype chain, which names the missing module; the
 // names it has never reach a Proxy trap.
@@ -296,10 +296,14 @@ const envoyMiss = new Proxy(Object.create(null) as object, {
     throw notFound(node, key);
   },
   set(_t, key, _v, receiver: EnvoyFn) {
-    throw new Error(`cannot set '${String(key)}' on module '${receiver[NODE].path}': only .output and .input can be replaced`);
+    throw cannotSet(receiver[NODE], key);
   },
   has: () => false,
 });
+
+function cannotSet(node: ModuleNode, key: string | symbol): Error {
+  return new Error(`cannot set '${String(key)}' on module '${node.path}': only .output and .input can be replaced`);
+}
 
 function define(e: object, key: string | symbol, desc: PropertyDescriptor): void {
   Object.defineProperty(e, key, { enumerable: false, configurable: true, ...desc });
@@ -325,7 +329,7 @@ function makeEnvoy(scope: Scope, node: ModuleNode): Envoy {
   Object.setPrototypeOf(e, envoyMiss);
   define(e, NODE, { value: node });
   const readOnly = (key: string) => () => {
-    throw new Error(`cannot set '${key}' on module '${node.path}': only .output and .input can be replaced`);
+    throw cannotSet(node, key);
   };
   const child = (key: string, c: ModuleNode) => {
     let v: Envoy;
