@@ -84,7 +84,11 @@ class PackedReader {
     if (k < 0 || k >= (int64_t)tensors_.Length()) throw UserError(where() + ": tensor " + std::to_string(k) + " is not in the table");
     auto* tw = asTensor(tensors_.Get((uint32_t)k));
     if (!tw) throw UserError(where() + ": tensor " + std::to_string(k) + " of the table is not a Tensor");
-    return tw->tensor();
+    try {
+      return tw->tensor();
+    } catch (const UserError& e) {  // disposed: say which node's tensor
+      throw UserError(where() + ": tensor " + std::to_string(k) + " of the table: " + e.what());
+    }
   }
 
  private:

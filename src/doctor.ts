@@ -7,6 +7,7 @@ import { discover, variantOf } from './install/libtorch.js';
 import { PREBUILT, prebuiltDir } from './install/prebuilt.js';
 import type { ModuleEntry, Struct } from './manifest.js';
 import { Graph } from './trace/graph.js';
+import { refTo } from './trace/wire.js';
 
 export interface DoctorReport {
   /** Whether the native addon loaded; when not, `addon` is why and the runtime fields are absent. */
@@ -103,7 +104,7 @@ export async function inspect(dir: string, text = 'The Eiffel Tower is in the ci
     for (const m of model.manifest.modules)
       for (const site of leaves(m.output)) {
         const r = graph.add('read', [], site, 0);
-        const shape = graph.add('shape', [{ ref: r }], undefined, 0);
+        const shape = graph.add('shape', [refTo(graph, r)], undefined, 0);
         graph.save(shape);
         reads.set(site, shape);
       }

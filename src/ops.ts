@@ -60,7 +60,7 @@ export interface OpSpec {
   varargs?: boolean;
   /** result is a (values, indices) pair */
   pair?: boolean | ((args: unknown[]) => boolean);
-  /** checks or converts the arguments once normalised (nulls for missing ones) */
+  /** checks or converts the arguments once normalised (undefined made null, trailing nulls dropped) */
   prepare?: (args: unknown[]) => unknown[];
 }
 
@@ -128,8 +128,11 @@ export interface BoundOp extends OpSpec {
   inplace: boolean;
 }
 
+/** A trailing options object: a plain object (a Tensor, a proxy, an array or a tuple view is an argument). */
 function isOptions(x: unknown, isValue: (v: unknown) => boolean): x is Record<string, unknown> {
-  return typeof x === 'object' && x !== null && !Array.isArray(x) && !isValue(x) && !ArrayBuffer.isView(x);
+  if (typeof x !== 'object' || x === null || isValue(x)) return false;
+  const proto = Object.getPrototypeOf(x);
+  return proto === Object.prototype || proto === null;
 }
 
 /**

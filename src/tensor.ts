@@ -214,8 +214,13 @@ export function toNativeArg(v: unknown): unknown {
 /** Native results become Tensors (arrays walked). */
 let NativeTensorClass: (abstract new (...a: never[]) => NativeTensor) | undefined;
 
+/** Is `v` the addon's tensor handle? (the class is looked up once) */
+export function isNativeTensor(v: unknown): v is NativeTensor {
+  return v !== null && typeof v === 'object' && v instanceof (NativeTensorClass ??= native().NativeTensor);
+}
+
 export function fromNative(v: unknown): unknown {
-  if (v !== null && typeof v === 'object' && v instanceof (NativeTensorClass ??= native().NativeTensor)) return new Tensor(v as NativeTensor);
+  if (isNativeTensor(v)) return new Tensor(v);
   if (Array.isArray(v)) return v.map(fromNative);
   return v;
 }
@@ -240,7 +245,11 @@ function eager(self: Tensor, spec: BoundOp, raw: unknown[]): unknown {
   return out;
 }
 
-function staticOp(op: 'cat' | 'stack', tensors: unknown[], dim: number): unknown {
+const TUPLE_ITEMS = Symbol.for('torchsight.tupleItems'); // trace/proxy.ts
+
+function staticOp(op: 'cat' | 'stack', list: unknown[], dim: number): unknown {
+  // a module's tuple output inside a trace stands for its items, as in Python
+  const tensors = list !== null && typeof list === 'object' && TUPLE_ITEMS in list ? (list as unknown as { [TUPLE_ITEMS](): unknown[] })[TUPLE_ITEMS]() : list;
   if (!Array.isArray(tensors) || tensors.length === 0) throw new Error(`Tensor.${op}: expected a non-empty array of tensors`);
   if (tensors.some((t) => proxyHooks.isProxy(t))) return proxyHooks.record(op, [tensors, dim]);
   tensors.forEach((t, i) => {

@@ -4,6 +4,9 @@ import { inspect } from 'node:util';
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { LanguageModel, Tensor, TraceProxy } from '../src/index.js';
 import { MODELS, expectClose, oracle, py, sameValues } from './helpers.js';
+import { Graph } from '../src/trace/graph.js';
+import { structValue, writeStruct } from '../src/trace/envoy.js';
+import type { Struct } from '../src/manifest.js';
 
 let model: LanguageModel;
 let ids: number[];
@@ -59,6 +62,15 @@ describe('envoys', () => {
       expect(() => {
         m.transformer.foo = 1;
       }).toThrow("cannot set 'foo' on module 'transformer': only .output and .input can be replaced");
+      expect(() => {
+        m.transformer.path = 'x';
+      }).toThrow("cannot set 'path' on module 'transformer'");
+      expect(() => {
+        m.transformer.h.length = 3;
+      }).toThrow("cannot set 'length' on module 'transformer.h'");
+      // envoys outlive the trace: nothing of one can be deleted
+      expect(() => delete m.transformer.h).toThrow(TypeError);
+      expect(Object.getPrototypeOf(m).anything).toBeUndefined();
     });
   });
 
@@ -89,6 +101,27 @@ model.transformer.h[2].register_forward_hook(lambda mod, i, o: acts.__setitem__(
 model(*batch_inputs([${py(ids)}]))
 result = acts['b']`);
     expectClose(r.first, ref);
+  });
+
+  it('a tuple view reads an item only when it is used: destructuring, iteration, assignment', () => {
+    // a tuple like a Hugging Face block's (hidden state, cache object): the cache is not a tensor
+    const items = [{ kind: 'tensor', site: 'transformer.h.1:output:0' }, { kind: 'other', type: 'DynamicCache' }] as Struct[];
+    const graph = new Graph(model.padId);
+    const scope = { graph, invoke: 0, manifest: model.manifest, byPath: new Map(), envoys: new Map() };
+    const view = structValue(scope, { kind: 'tuple', items }, 'block.output') as any;
+    const [h] = view;
+    expect(h).toBeInstanceOf(TraceProxy);
+    expect(graph.ops).toEqual(['read']);
+    expect(() => view[1]).toThrow('block.output[1] is a DynamicCache, which torchsight cannot read');
+    // assigned to a tuple whose second item is None, the cache is never read
+    const target = { kind: 'tuple', items: [{ kind: 'tensor', site: 'transformer.h.2:output:0' }, { kind: 'none' }] } as Struct;
+    writeStruct(scope, target, 'other.output', view);
+    expect(graph.ops).toEqual(['read', 'write']);
+    // as an argument a view stands for its items, and it is never taken for an options object
+    const p = h.add(1);
+    Tensor.cat(structValue(scope, { kind: 'tuple', items: [items[0]] }, 'x') as any, -1);
+    expect(() => p.sum(view)).toThrow(/DynamicCache/);
+    expect(graph.ops).toEqual(['read', 'write', 'add', 'read', 'cat']); // the view's item 0 was read already
   });
 
   it('a tuple output set from another tuple view takes its items', async () => {

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { Tensor, TraceProxy } from '../src/index.js';
 import type { NativeModel } from '../src/native.js';
 import { Graph } from '../src/trace/graph.js';
-import { packGraph, unpackNodes, PACK_VERSION } from '../src/trace/wire.js';
+import { packGraph, refTo, unpackNodes, PACK_VERSION } from '../src/trace/wire.js';
 
 describe('packGraph', () => {
   it('writes the documented layout: header, node fields, tagged arguments, shared tables', () => {
@@ -57,13 +57,15 @@ describe('the tracer writes packed words as it records', () => {
     const g = new Graph(0);
     expect(g.add('read', [], 'a:output:0', 0)).toBe(0);
     g.steps = [1, 3];
-    expect(g.add('index', [{ ref: 0 }, [null, [1, -1.5], true, 'x']], undefined, 1)).toBe(1);
+    // a recording graph refers to its nodes through proxies (refTo), never a plain {ref}
+    expect(() => g.add('index', [{ ref: 0 }])).toThrow(/index: an argument must be/);
+    expect(g.add('index', [refTo(g, 0), [null, [1, -1.5], true, 'x']], undefined, 1)).toBe(1);
     g.steps = undefined;
     // an argument that cannot be encoded throws and leaves nothing of its node behind
-    expect(() => g.add('add', [{ ref: 1 }, t, {}])).toThrow(/add: an argument must be a number, boolean, null, string, array, Tensor or proxy; got \[object Object\]/);
+    expect(() => g.add('add', [refTo(g, 1), t, {}])).toThrow(/add: an argument must be a number, boolean, null, string, array, Tensor or proxy; got \[object Object\]/);
     expect(() => g.add('add', [t, 2n ** 60n])).toThrow(/add: bigint out of range/);
     expect(g.size).toBe(2);
-    expect(g.add('add', [{ ref: 1 }, t, 7n], 'not:a:site')).toBe(2);
+    expect(g.add('add', [refTo(g, 1), t, 7n], 'not:a:site')).toBe(2);
     g.save(0);
     expect(g.isSaved(0)).toBe(true);
     expect(g.isSaved(1)).toBe(false);

@@ -74,12 +74,16 @@ export function writeStruct(scope: Scope, s: Struct | null | undefined, what: st
   if (!s) throw new Error(`${what} does not exist: the module never ran in the exported forward`);
   if (s.kind === 'tensor') return writeLeaf(scope, s, what, value);
   if (s.kind === 'tuple') {
-    const items = Array.isArray(value) ? value : value instanceof TupleView ? value.toArray() : null;
-    if (!items || items.length !== s.items.length)
+    // a tuple view's items are read only where they are written (a None target skips its item)
+    const at = Array.isArray(value) ? (i: number) => value[i] : value instanceof TupleView ? (i: number) => value.item(i) : null;
+    const n = Array.isArray(value) || value instanceof TupleView ? value.length : -1;
+    if (!at || n !== s.items.length)
       throw new Error(`${what} is a tuple of ${s.items.length}; assign an array of ${s.items.length} values (null leaves a None as is)`);
     s.items.forEach((item, i) => {
-      if (item.kind === 'none' || items[i] === null || items[i] === undefined) return;
-      writeStruct(scope, item, `${what}[${i}]`, items[i]);
+      if (item.kind === 'none') return;
+      const v = at(i);
+      if (v === null || v === undefined) return;
+      writeStruct(scope, item, `${what}[${i}]`, v);
     });
     return;
   }
@@ -110,6 +114,10 @@ class TupleView {
     return this.#items.length;
   }
 
+  set length(_n: number) {
+    throw TupleView.cannotSet(this, 'length');
+  }
+
   /** Saves every item. */
   save(): this {
     for (let k = 0; k < this.#items.length; k++) {
@@ -119,8 +127,9 @@ class TupleView {
     return this;
   }
 
-  [Symbol.iterator](): Iterator<unknown> {
-    return this.toArray()[Symbol.iterator]();
+  /** Reads items as the iteration reaches them (`const [h] = block.output` reads item 0 only). */
+  *[Symbol.iterator](): Iterator<unknown> {
+    for (let k = 0; k < this.#items.length; k++) yield this.item(k);
   }
 
   /** The items as an array (reading each). */
@@ -279,7 +288,9 @@ type EnvoyFn = ((...args: unknown[]) => unknown) & { [NODE]: ModuleNode };
 // names it has never reach a Proxy trap.
 const envoyMiss = new Proxy(Object.create(null) as object, {
   get(_t, key, receiver: EnvoyFn) {
-    const node = receiver[NODE];
+    // read on this Proxy itself (not through an envoy), nothing is an envoy's
+    const node = Object.prototype.hasOwnProperty.call(receiver, NODE) ? receiver[NODE] : undefined;
+    if (!node) return undefined;
     if (typeof key === 'symbol') return key === Symbol.toPrimitive || key === INSPECT ? () => `Envoy(${node.path})` : undefined;
     switch (key) {
       case 'then':
@@ -296,6 +307,7 @@ const envoyMiss = new Proxy(Object.create(null) as object, {
     throw notFound(node, key);
   },
   set(_t, key, _v, receiver: EnvoyFn) {
+    if (!Object.prototype.hasOwnProperty.call(receiver, NODE)) return false;
     throw cannotSet(receiver[NODE], key);
   },
   has: () => false,
@@ -305,8 +317,9 @@ function cannotSet(node: ModuleNode, key: string | symbol): Error {
   return new Error(`cannot set '${String(key)}' on module '${node.path}': only .output and .input can be replaced`);
 }
 
+// not configurable: envoys live as long as the model, so a `delete` must not break later traces
 function define(e: object, key: string | symbol, desc: PropertyDescriptor): void {
-  Object.defineProperty(e, key, { enumerable: false, configurable: true, ...desc });
+  Object.defineProperty(e, key, { enumerable: false, configurable: false, ...desc });
 }
 
 /** The envoy of a module: a function with a property for each child, output and input. */
@@ -351,16 +364,16 @@ function makeEnvoy(scope: Scope, node: ModuleNode): Envoy {
     },
   });
   define(e, 'inputs', { get: () => node.entry.inputs.map((s, i) => structValue(scope, s, `${node.path || 'model'}.inputs[${i}]`)), set: readOnly('inputs') });
-  define(e, 'path', { value: node.path });
-  define(e, 'type', { value: node.entry.type });
+  define(e, 'path', { get: () => node.path, set: readOnly('path') });
+  define(e, 'type', { get: () => node.entry.type, set: readOnly('type') });
   let list: Envoy[] | undefined;
   const envoys = () => (list ??= node.list.map((c) => envoyOf(scope, c)));
   define(e, 'children', { get: () => [...envoys()], set: readOnly('children') });
   if (node.isList) {
-    define(e, 'length', { value: node.children.size });
+    define(e, 'length', { get: () => node.children.size, set: readOnly('length') });
     for (let i = 1; i <= node.list.length; i++) child(String(-i), node.list[node.list.length - i]);
-    define(e, 'map', { get: () => envoys().map.bind(envoys()) });
-    define(e, 'forEach', { get: () => envoys().forEach.bind(envoys()) });
+    define(e, 'map', { get: () => envoys().map.bind(envoys()), set: readOnly('map') });
+    define(e, 'forEach', { get: () => envoys().forEach.bind(envoys()), set: readOnly('forEach') });
     define(e, Symbol.iterator, { value: () => envoys()[Symbol.iterator]() });
   }
   return e;

@@ -1,5 +1,6 @@
-// Records the intervention graph: nodes of plain data with the user's source location
-// captured cheaply (a structured stack, formatted only when an error needs it).
+// Records the intervention graph: each node written as packed words of plain data (wire.ts) as
+// the user's call records it, the source location found only when an error needs it (by
+// replaying the callback, or from a structured stack under TORCHSIGHT_LOCATIONS=eager).
 import { basename, dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NativeModel, PackedGraph, WireNode, WireTrace } from '../native.js';

@@ -7,8 +7,12 @@ import { NODE_REF } from './wire.js';
 
 const NOT_YET = Symbol('not yet');
 
-/** A tuple view's items as an array (envoy.ts): returned views are walked like arrays. */
-export const TUPLE_ITEMS = Symbol('torchsight.tupleItems');
+/**
+ * A tuple view's items as an array (envoy.ts): returned views are walked like arrays, and a view
+ * passed as an argument stands for its items. In the symbol registry, so wire.ts and tensor.ts
+ * see it without importing this module.
+ */
+export const TUPLE_ITEMS = Symbol.for('torchsight.tupleItems');
 const tupleItems = (v: object): unknown[] | undefined => (TUPLE_ITEMS in v ? (v as { [TUPLE_ITEMS](): unknown[] })[TUPLE_ITEMS]() : undefined);
 
 export class TraceProxy {

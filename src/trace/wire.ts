@@ -5,8 +5,8 @@
 // packGraph writes nodes given as objects. native/graph.cpp documents the layout and checks
 // every word, since a graph may come from anywhere; this encoder only turns JavaScript values
 // into words.
-import { Tensor } from '../tensor.js';
-import { native, type NativeModel, type NativeTensor, type PackedGraph, type WireNode, type WireTrace } from '../native.js';
+import { Tensor, isNativeTensor } from '../tensor.js';
+import { type NativeModel, type NativeTensor, type PackedGraph, type WireNode, type WireTrace } from '../native.js';
 
 export const PACK_VERSION = 1;
 const TAG = { null: 0, bool: 1, num: 2, str: 3, tensor: 4, ref: 5, list: 6 } as const;
@@ -34,7 +34,12 @@ interface NodeRef {
   readonly id: number;
 }
 
-let NativeTensorClass: (abstract new (...a: never[]) => NativeTensor) | undefined;
+/** A reference to node `id` of `graph`, as an argument of a node recorded into it. */
+export function refTo(graph: unknown, id: number): NodeRef {
+  return { [NODE_REF]: true, graph, id } as NodeRef;
+}
+
+const TUPLE_ITEMS = Symbol.for('torchsight.tupleItems'); // proxy.ts
 
 /**
  * Writes packed words and the string and tensor tables they point into. The tracer writes a
@@ -50,7 +55,10 @@ export class PackWriter {
   /** names the node being written in messages */
   label = '';
 
-  /** `owner`: the graph whose proxies arguments may refer to (a proxy of another is refused) */
+  /**
+   * `owner`: the graph whose proxies arguments may refer to (a proxy of another is refused);
+   * without one (packGraph), arguments refer to nodes as {ref: id}
+   */
   constructor(readonly owner?: unknown) {}
 
   str(s: string): number {
@@ -92,13 +100,14 @@ export class PackWriter {
     } else if (typeof v === 'bigint') {
       if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) throw new Error(`${this.label}: bigint out of range`);
       c.push(TAG.num, Number(v));
-    } else if (typeof v === 'object' && v instanceof (NativeTensorClass ??= native().NativeTensor)) {
+    } else if (typeof v === 'object' && TUPLE_ITEMS in v) {
+      this.arg((v as { [TUPLE_ITEMS](): unknown[] })[TUPLE_ITEMS](), depth); // a tuple view: its items
+    } else if (isNativeTensor(v)) {
       c.push(TAG.tensor, this.tensors.length);
       this.tensors.push(v as NativeTensor);
-    } else if (typeof v === 'object' && typeof (v as { ref?: unknown }).ref === 'number') {
+    } else if (this.owner === undefined && typeof v === 'object' && typeof (v as { ref?: unknown }).ref === 'number') {
+      // {ref: id}: the object form's reference (a recording graph takes proxies, see refTo)
       c.push(TAG.ref, (v as { ref: number }).ref);
-    } else if (typeof v === 'object' && typeof (v as { toArgs?: unknown }).toArgs === 'function') {
-      this.arg((v as { toArgs(): unknown }).toArgs(), depth + 1);
     } else {
       throw new Error(`${this.label}: an argument must be a number, boolean, null, string, array, Tensor or proxy; got ${Object.prototype.toString.call(v)}`);
     }
@@ -161,7 +170,10 @@ export function wireRequest<T extends object>(nm: NativeModel, req: T & { traces
   return { ...rest, graph: packGraph(nodes, siteIdsOf(nm)) };
 }
 
-/** Packed nodes (a writer's or a packed graph's) back in object form, for tests, debugging and mutation. */
+/**
+ * Packed nodes (a writer's or a packed graph's) back in object form, for tests, debugging and
+ * mutation. A site sent by the model's id (a graph from Graph.request) reads back without a name.
+ */
 export function unpackNodes(p: { code: ArrayLike<number>; strings: readonly string[]; tensors: readonly NativeTensor[] }): WireNode[] {
   const c = p.code;
   let i = 2;
