@@ -13,6 +13,18 @@ export interface FromOptions {
   device?: string;
 }
 
+/**
+ * A tuple view's items as an array (trace/envoy.ts defines the method): returned views are
+ * walked like arrays, and a view passed as an argument stands for its items. Here, the module
+ * below the tracer, so the wire and the static ops see it without importing trace code.
+ */
+export const TUPLE_ITEMS = Symbol('torchsight.tupleItems');
+
+/** The items of a tuple view, or undefined for anything else. */
+export function tupleItems(v: unknown): unknown[] | undefined {
+  return v !== null && typeof v === 'object' && TUPLE_ITEMS in v ? (v as { [TUPLE_ITEMS](): unknown[] })[TUPLE_ITEMS]() : undefined;
+}
+
 /** Hooks the tracer installs so static Tensor.cat/stack accept proxies too. */
 export const proxyHooks: {
   isProxy: (v: unknown) => boolean;
@@ -245,11 +257,9 @@ function eager(self: Tensor, spec: BoundOp, raw: unknown[]): unknown {
   return out;
 }
 
-const TUPLE_ITEMS = Symbol.for('torchsight.tupleItems'); // trace/proxy.ts
-
 function staticOp(op: 'cat' | 'stack', list: unknown[], dim: number): unknown {
   // a module's tuple output inside a trace stands for its items, as in Python
-  const tensors = list !== null && typeof list === 'object' && TUPLE_ITEMS in list ? (list as unknown as { [TUPLE_ITEMS](): unknown[] })[TUPLE_ITEMS]() : list;
+  const tensors = tupleItems(list) ?? list;
   if (!Array.isArray(tensors) || tensors.length === 0) throw new Error(`Tensor.${op}: expected a non-empty array of tensors`);
   if (tensors.some((t) => proxyHooks.isProxy(t))) return proxyHooks.record(op, [tensors, dim]);
   tensors.forEach((t, i) => {

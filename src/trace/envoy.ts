@@ -3,7 +3,8 @@
 // module's (a tuple output indexes like Python's). Calling one applies the module.
 import { closest, type Manifest, type ModuleNode, type Struct } from '../manifest.js';
 import type { Graph } from './graph.js';
-import { record, TraceProxy, TUPLE_ITEMS } from './proxy.js';
+import { TUPLE_ITEMS } from '../tensor.js';
+import { record, TraceProxy } from './proxy.js';
 
 /**
  * What envoys record into: one per model, its graph and invoke set while a trace callback runs

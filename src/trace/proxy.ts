@@ -1,19 +1,12 @@
 // Proxies: values inside a trace. Every op on one records a graph node; nothing runs until
 // the trace is sent. After it resolves, saved proxies carry `.value`.
 import { installOps, normalizeArgs, returnsPair, type BoundOp, type TensorOps } from '../ops.js';
-import { Tensor, proxyHooks, fromNative } from '../tensor.js';
+import { Tensor, proxyHooks, fromNative, tupleItems } from '../tensor.js';
 import type { Graph } from './graph.js';
 import { NODE_REF } from './wire.js';
 
 const NOT_YET = Symbol('not yet');
 
-/**
- * A tuple view's items as an array (envoy.ts): returned views are walked like arrays, and a view
- * passed as an argument stands for its items. In the symbol registry, so wire.ts and tensor.ts
- * see it without importing this module.
- */
-export const TUPLE_ITEMS = Symbol.for('torchsight.tupleItems');
-const tupleItems = (v: object): unknown[] | undefined => (TUPLE_ITEMS in v ? (v as { [TUPLE_ITEMS](): unknown[] })[TUPLE_ITEMS]() : undefined);
 
 export class TraceProxy {
   #value: unknown = NOT_YET;

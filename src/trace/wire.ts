@@ -5,7 +5,7 @@
 // packGraph writes nodes given as objects. native/graph.cpp documents the layout and checks
 // every word, since a graph may come from anywhere; this encoder only turns JavaScript values
 // into words.
-import { Tensor, isNativeTensor } from '../tensor.js';
+import { Tensor, TUPLE_ITEMS, isNativeTensor, tupleItems } from '../tensor.js';
 import { type NativeModel, type NativeTensor, type PackedGraph, type WireNode, type WireTrace } from '../native.js';
 
 export const PACK_VERSION = 1;
@@ -38,8 +38,6 @@ interface NodeRef {
 export function refTo(graph: unknown, id: number): NodeRef {
   return { [NODE_REF]: true, graph, id } as NodeRef;
 }
-
-const TUPLE_ITEMS = Symbol.for('torchsight.tupleItems'); // proxy.ts
 
 /**
  * Writes packed words and the string and tensor tables they point into. The tracer writes a
@@ -101,7 +99,7 @@ export class PackWriter {
       if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) throw new Error(`${this.label}: bigint out of range`);
       c.push(TAG.num, Number(v));
     } else if (typeof v === 'object' && TUPLE_ITEMS in v) {
-      this.arg((v as { [TUPLE_ITEMS](): unknown[] })[TUPLE_ITEMS](), depth); // a tuple view: its items
+      this.arg(tupleItems(v), depth); // a tuple view: its items
     } else if (isNativeTensor(v)) {
       c.push(TAG.tensor, this.tensors.length);
       this.tensors.push(v as NativeTensor);
