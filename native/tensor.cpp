@@ -4,7 +4,15 @@
 
 namespace ts {
 
-static const napi_type_tag kTensorTag = {0x7f3a1c5e2b9d4e61ULL, 0x9a0b8c7d6e5f4a3bULL};
+// Every live TensorWrap of the process (all JS threads). asTensor accepts an object only when
+// napi_unwrap gives one of these: an object another addon wrapped unwraps to its own pointer.
+// A type tag did the same at the cost of a private-symbol lookup, a BigInt and a map
+// transition for each new tensor (12 a 12-save trace).
+static std::mutex liveMu;
+static std::unordered_set<const void*>& live() {
+  static auto* s = new std::unordered_set<const void*>();  // never destroyed: finalizers may run at exit
+  return *s;
+}
 
 std::string errorMessage(const std::exception& e) {
   if (auto* ce = dynamic_cast<const c10::Error*>(&e)) return ce->what_without_backtrace();
@@ -150,11 +158,27 @@ Napi::Value ivalueToJs(Napi::Env env, const c10::IValue& v) {
   if (v.isString()) return Napi::String::New(env, v.toStringRef());
   if (v.isTuple() || v.isList()) {
     const auto items = v.isTuple() ? v.toTupleRef().elements().vec() : v.toListRef().vec();
-    auto arr = Napi::Array::New(env, items.size());
-    for (size_t i = 0; i < items.size(); ++i) arr.Set((uint32_t)i, ivalueToJs(env, items[i]));
-    return arr;
+    std::vector<napi_value> out;
+    out.reserve(items.size());
+    for (const auto& x : items) out.push_back(ivalueToJs(env, x));
+    return arrayOf(env, out);
   }
   throw UserError("cannot return a value of type " + std::string(v.tagKind()) + " to JavaScript");
+}
+
+Napi::Array arrayOf(Napi::Env env, const std::vector<napi_value>& items) {
+  auto& f = addonData(env).arrayOf;
+  // Array.of takes the items as arguments: past a few thousand, setting them one by one is
+  // kinder to the stack, and its cost is lost in the rest
+  if (!f.IsEmpty() && items.size() <= 4096) {
+    // `this` undefined: Array.of then makes a plain Array
+    auto v = f.Call(env.Undefined(), items.size(), items.data());
+    if (v.IsArray() && v.As<Napi::Array>().Length() == items.size()) return v.As<Napi::Array>();
+    f.Reset();  // Array.of was replaced before the addon loaded: use the slow path from now on
+  }
+  auto arr = Napi::Array::New(env, items.size());
+  for (size_t i = 0; i < items.size(); ++i) arr.Set((uint32_t)i, Napi::Value(env, items[i]));
+  return arr;
 }
 
 Napi::Error toJsError(Napi::Env env, const std::exception& e) {
@@ -202,11 +226,16 @@ TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor
         .ThrowAsJavaScriptException();
     return;
   }
-  info.This().As<Napi::Object>().TypeTag(&kTensorTag);
+  std::lock_guard<std::mutex> lock(liveMu);
+  live().insert(this);
 }
 
 TensorWrap::~TensorWrap() {
   // The GC finalizer: the env may be tearing down, so only free native memory.
+  {
+    std::lock_guard<std::mutex> lock(liveMu);
+    live().erase(this);
+  }
   t_ = at::Tensor();
 }
 
@@ -243,9 +272,11 @@ Napi::Object wrapTensor(Napi::Env env, at::Tensor t) {
 
 TensorWrap* asTensor(const Napi::Value& v) {
   if (!v.IsObject()) return nullptr;
-  auto o = v.As<Napi::Object>();
-  if (!o.CheckTypeTag(&kTensorTag)) return nullptr;
-  return TensorWrap::Unwrap(o);
+  void* p = nullptr;
+  if (napi_unwrap(v.Env(), v, &p) != napi_ok || !p) return nullptr;  // not wrapped: no throw
+  auto* t = static_cast<TensorWrap*>(static_cast<Napi::ObjectWrap<TensorWrap>*>(p));
+  std::lock_guard<std::mutex> lock(liveMu);
+  return live().count(t) ? t : nullptr;
 }
 
 Napi::Value TensorWrap::Shape(const Napi::CallbackInfo& info) {
@@ -397,6 +428,8 @@ static Napi::Value OpNames(const Napi::CallbackInfo& info) {
 void initTensor(Napi::Env env, Napi::Object exports) {
   Napi::Function cls = TensorWrap::Init(env);
   addonData(env).tensorCtor = Napi::Persistent(cls);
+  auto of = env.Global().Get("Array").As<Napi::Object>().Get("of");
+  if (of.IsFunction()) addonData(env).arrayOf = Napi::Persistent(of.As<Napi::Function>());
   exports.Set("NativeTensor", cls);
   exports.Set("tensorFrom", Napi::Function::New(env, TensorFrom));
   exports.Set("op", Napi::Function::New(env, Op));

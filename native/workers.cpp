@@ -5,16 +5,16 @@
 namespace ts {
 namespace {
 
-// Saved values as [[nodeId, value], ...] (tensors become Tensor handles on their device).
+// Saved values as [nodeId, value, nodeId, value, ...] (tensors become Tensor handles on their
+// device), made in one call (arrayOf): pairs cost an array and three sets each.
 Napi::Array savedToJs(Napi::Env env, const std::vector<std::pair<int, c10::IValue>>& saved) {
-  auto arr = Napi::Array::New(env, saved.size());
-  for (size_t i = 0; i < saved.size(); ++i) {
-    auto pair = Napi::Array::New(env, 2);
-    pair.Set(0u, Napi::Number::New(env, saved[i].first));
-    pair.Set(1u, ivalueToJs(env, saved[i].second));
-    arr.Set((uint32_t)i, pair);
+  std::vector<napi_value> items;
+  items.reserve(saved.size() * 2);
+  for (const auto& [id, v] : saved) {
+    items.push_back(Napi::Number::New(env, id));
+    items.push_back(ivalueToJs(env, v));
   }
-  return arr;
+  return arrayOf(env, items);
 }
 
 // Builds a site graph (SiteGraphs) on libuv's pool; a graph that cannot be built is never tried

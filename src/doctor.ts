@@ -2,7 +2,7 @@
 // tree with the shapes of one example forward.
 import { readFileSync } from 'node:fs';
 import { LanguageModel, type LoadOptions } from './model.js';
-import { addonChoice, native } from './native.js';
+import { addonChoice, native, savedEntries } from './native.js';
 import { discover, variantOf } from './install/libtorch.js';
 import { PREBUILT, prebuiltDir } from './install/prebuilt.js';
 import type { ModuleEntry, Struct } from './manifest.js';
@@ -110,7 +110,7 @@ export async function inspect(dir: string, text = 'The Eiffel Tower is in the ci
       }
     graph.endTrace();
     const raw = await model.native.run(graph.request(model.native));
-    const shapes = new Map(raw.saved.map(([id, v]) => [id, v as number[]]));
+    const shapes = new Map(savedEntries(raw.saved) as [number, number[]][]);
     const describe = (s: Struct | null | undefined): string => {
       if (!s) return 'never runs';
       if (s.kind === 'tensor') return s.site && reads.has(s.site) ? `[${shapes.get(reads.get(s.site)!)?.join(', ')}]` : s.pruned ? '(pruned)' : 'tensor';

@@ -6,6 +6,7 @@ import { buildTree, formatTree, readManifest, type Manifest, type ModuleNode, ty
 import { Tokenizer } from './tokenizer.js';
 import { toRows, type TraceInput } from './inputs.js';
 import { Graph, userLocation } from './trace/graph.js';
+import { siteIdsOf } from './trace/wire.js';
 import { envoyOf, type Envoy, type Scope } from './trace/envoy.js';
 import type { EnvoyOf } from './trace/types.js';
 import { markSaved, materialize, resolveSaved, substitute } from './trace/proxy.js';
@@ -243,7 +244,7 @@ export class LanguageModel<T = unknown> {
 
   /** @internal runs `fn` with the root envoy recording into `graph`'s invoke `invoke` */
   recording<R>(graph: Graph, invoke: number, fn: (m: Envoy) => R): R {
-    const scope = (this.#scope ??= { graph: undefined, invoke: 0, manifest: this.manifest, byPath: this.#tree.byPath, envoys: new Map() });
+    const scope = (this.#scope ??= { graph: undefined, invoke: 0, manifest: this.manifest, byPath: this.#tree.byPath, envoys: new Map(), siteIds: siteIdsOf(this.native) });
     const prev = { graph: scope.graph, invoke: scope.invoke };
     scope.graph = graph;
     scope.invoke = invoke;

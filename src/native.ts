@@ -50,7 +50,8 @@ export interface PackedGraph {
 }
 
 export interface RunResult {
-  saved: [number, unknown][];
+  /** the saved values, flat: node id, value, node id, value, ... (savedEntries pairs them) */
+  saved: unknown[];
   logits?: NativeTensor;
   fired?: string[];
 }
@@ -66,10 +67,17 @@ export interface NativeModel {
     request: { traces: WireTrace[]; graph: PackedGraph; cancel?: Int32Array },
     options: { maxNewTokens: number; temperature: number; topK: number; topP: number; seed: number; stopIds: number[]; padId: number; useCache: boolean },
     onStep?: (tokens: number[], step: number) => void,
-  ): Promise<{ saved: [number, unknown][]; tokens: number[][]; steps: number; usedCache: boolean }>;
+  ): Promise<{ saved: unknown[]; tokens: number[][]; steps: number; usedCache: boolean }>;
   dispose(): void;
   /** The site graphs (forwards keeping only the sites a repeated request uses) built or building. */
   siteGraphs(): { forward: 'model' | 'step'; sites: string[]; ready: boolean; uses: number; siteOps: number }[];
+}
+
+/** A result's saved values as [node id, value] pairs. */
+export function savedEntries(saved: readonly unknown[]): [number, unknown][] {
+  const out: [number, unknown][] = [];
+  for (let i = 0; i + 1 < saved.length; i += 2) out.push([saved[i] as number, saved[i + 1]]);
+  return out;
 }
 
 export interface NativeAddon {

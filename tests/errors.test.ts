@@ -156,7 +156,9 @@ describe('trace errors', () => {
     // the packed form itself: every word is checked
     const good = wireRequest(nm, { traces: [trace], nodes: [{ id: 0, op: 'add', args: [Tensor.from([1, 2]).native, 1], save: true }] });
     const saved = await nm.run(good);
-    expect(Array.from((saved.saved[0][1] as { data(): Float32Array }).data())).toEqual([2, 3]);
+    expect(saved.saved.length).toBe(2); // flat: node id, value
+    expect(saved.saved[0]).toBe(0);
+    expect(Array.from((saved.saved[1] as { data(): Float32Array }).data())).toEqual([2, 3]);
     const withCode = (edit: (c: number[]) => number[], tables: Partial<typeof good.graph> = {}) =>
       nm.run({ ...good, graph: { ...good.graph, ...tables, code: Float64Array.from(edit([...good.graph.code])) } });
     // thunks: each request is sent when its expectation runs (no promise left unawaited on a failure)
@@ -173,12 +175,14 @@ describe('trace errors', () => {
       [() => withCode((c) => c.map((x, i) => (i === 11 ? 9 : x))), /'argument tag' must be an integer in \[0, 6\]/],
       [() => withCode((c) => c.map((x, i) => (i === 12 ? 3 : x))), /tensor 3 is not in the table/],
       [() => withCode((c) => c, { tensors: [{} as never] }), /tensor 0 of the table is not a Tensor/],
+      // an object that only looks like one (the NativeTensor prototype, never wrapped natively)
+      [() => withCode((c) => c, { tensors: [Object.create(Object.getPrototypeOf(Tensor.from([1]).native)) as never] }), /tensor 0 of the table is not a Tensor/],
       [() => withCode((c) => c, { strings: [7 as never] }), /string 0 of the table is not a string/],
       [() => nm.run({ ...good, graph: { ...good.graph, code: [1, 0] as never } }), /'code' must be a Float64Array/],
     ];
     for (const [k, [send, msg]] of packed.entries()) await expect(send().then(() => `case ${k} ran`)).rejects.toThrow(msg);
     // and the model is still fine
-    expect(Array.from(((await nm.run(good)).saved[0][1] as { data(): Float32Array }).data())).toEqual([2, 3]);
+    expect(Array.from(((await nm.run(good)).saved[1] as { data(): Float32Array }).data())).toEqual([2, 3]);
   });
 });
 

@@ -38,7 +38,7 @@ beforeAll(async () => {
     const g = new Graph(model.padId);
     const result = model.recordTrace(g, input, fn);
     void result;
-    return { traces: g.wireTraces(), nodes: g.toNodes() };
+    return { traces: g.wireTraces(), nodes: g.toNodes(sites) };
   };
   valid = [
     record((m) => m.transformer.h[3].output[0].save()),

@@ -87,6 +87,17 @@ describe('the tracer writes packed words as it records', () => {
     expect(back.map(({ site: _, ...n }) => n)).toEqual(nodes.map(({ site: _, ...n }) => n));
   });
 
+  it('writes a site given by the model\'s id as is, and reads it back by name when given the names', () => {
+    const g = new Graph(0);
+    g.add('read', [], 1, 0); // envoys record by id: no string for the site, nothing to patch
+    expect(g.w.strings).toEqual(['read']);
+    expect(g.toNodes(nm.sites())[0].site).toBe('a:output:0');
+    expect(g.toNodes()[0].site).toBeUndefined();
+    const sent = g.request(nm).graph;
+    expect(sent.code[g.starts[0] + 1]).toBe(1);
+    expect(sent.strings).toEqual(['read']);
+  });
+
   it('refuses a proxy from another trace, and nodes once the trace is sent', () => {
     const g = new Graph(0);
     const other = new Graph(0);

@@ -17,6 +17,8 @@ export interface Scope {
   manifest: Manifest;
   byPath: Map<string, ModuleNode>;
   envoys: Map<ModuleNode, Envoy>;
+  /** the model's native site ids: reads and writes record a site by id, not by name */
+  siteIds: ReadonlyMap<string, number>;
 }
 
 function graphOf(scope: Scope, what: string): Graph {
@@ -45,7 +47,7 @@ function leafValue(scope: Scope, s: Struct, what: string): TraceProxy {
   if (!s.site) throw new Error(`${what} has no hook site in this export`);
   if (s.pruned)
     throw new Error(`${what} ('${s.site}') was pruned by the export: nothing in the model uses it, so it cannot be read or patched`);
-  return record(graphOf(scope, what), scope.invoke, 'read', NO_ARGS, s.site);
+  return record(graphOf(scope, what), scope.invoke, 'read', NO_ARGS, scope.siteIds.get(s.site) ?? s.site);
 }
 
 function writeLeaf(scope: Scope, s: Struct, what: string, value: unknown): void {
@@ -53,7 +55,7 @@ function writeLeaf(scope: Scope, s: Struct, what: string, value: unknown): void 
   if (s.pruned) throw new Error(`${what} ('${s.site}') was pruned by the export: replacing it would change nothing`);
   if (value instanceof Array || value instanceof TupleView)
     throw new Error(`${what} is a tensor; assign a proxy, a Tensor or a number`);
-  record(graphOf(scope, what), scope.invoke, 'write', [value], s.site);
+  record(graphOf(scope, what), scope.invoke, 'write', [value], scope.siteIds.get(s.site) ?? s.site);
 }
 
 /** The value of a struct: a proxy for a tensor, a tuple view for a tuple, null for None. */
@@ -106,7 +108,7 @@ class TupleView {
 
   /** @internal */
   constructor(scope: Scope, items: Struct[], what: string) {
-    this.#scope = { graph: scope.graph, invoke: scope.invoke, manifest: scope.manifest, byPath: scope.byPath, envoys: scope.envoys };
+    this.#scope = { graph: scope.graph, invoke: scope.invoke, manifest: scope.manifest, byPath: scope.byPath, envoys: scope.envoys, siteIds: scope.siteIds };
     this.#items = items;
     this.#what = what;
   }
@@ -147,14 +149,16 @@ class TupleView {
 
   /** @internal item i's value (its node is recorded on the first read) */
   item(i: number): unknown {
-    if (!(i in this.#cache)) this.#cache[i] = structValue(this.#scope, this.#items[i], `${this.#what}[${i}]`);
-    return this.#cache[i];
+    let v = this.#cache[i];
+    // undefined: not read yet (a None item reads as null each time, which records nothing)
+    if (v === undefined) v = this.#cache[i] = structValue(this.#scope, this.#items[i], `${this.#what}[${i}]`);
+    return v;
   }
 
   /** @internal */
   setItem(i: number, value: unknown): void {
     writeStruct(this.#scope, this.#items[i], `${this.#what}[${i}]`, value);
-    delete this.#cache[i];
+    this.#cache[i] = undefined;
   }
 
   /** @internal names index `i` in a message */

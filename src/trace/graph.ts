@@ -58,6 +58,9 @@ export class Graph {
   /** the proxy of each node (by id), so saved ones get their value after the run */
   readonly proxies: ({ resolve(v: unknown): void } | undefined)[] = [];
 
+  /** whether some site was recorded by name (request() then looks its id up) */
+  #named = false;
+
   /** replays the user's callback into a graph that captures locations (see locationOf) */
   rerecord: (() => Graph) | undefined;
 
@@ -91,18 +94,24 @@ export class Graph {
 
   /**
    * Adds a node and writes its words. `args` are proxies, Tensors, constants or arrays of
-   * them ({ref: id} names a node by id). An argument that cannot be encoded throws and leaves
-   * no trace of the node. Returns its id.
+   * them. `site`: the model's native id of a hook site (envoys record by id), or its name
+   * (request() sends the id, or the name when the model has no such site). An argument that
+   * cannot be encoded throws and leaves no trace of the node. Returns its id.
    */
-  add(op: string, args: readonly unknown[], site?: string, invoke?: number): number {
+  add(op: string, args: readonly unknown[], site?: string | number, invoke?: number): number {
     if (this.sealed) throw new Error(`${op}: this trace has already been sent; record operations inside the trace callback`);
     if (args.length > 64) throw new Error(`${op}: too many arguments`);
     const w = this.w;
     const mark = w.code.length;
     const tensors = w.tensors.length;
     const steps = this.steps;
-    // a site goes by name here; request() sends the model's id for it
-    const at = w.header(op, site === undefined ? -1 : -2 - w.str(site), 0, invoke ?? -1, false, steps ? steps[0] : 0, steps ? steps[1] : 1, -1, args.length);
+    let siteWord = -1;
+    if (typeof site === 'number') siteWord = site;
+    else if (site !== undefined) {
+      siteWord = -2 - w.str(site);
+      this.#named = true;
+    }
+    const at = w.header(op, siteWord, 0, invoke ?? -1, false, steps ? steps[0] : 0, steps ? steps[1] : 1, -1, args.length);
     w.label = op;
     try {
       for (let k = 0; k < args.length; k++) w.arg(args[k], 0);
@@ -153,22 +162,27 @@ export class Graph {
   /** The request for the native entry: the traces' inputs and the packed nodes. */
   request(nm: NativeModel): { traces: WireTrace[]; graph: PackedGraph } {
     const graph = this.w.finish(this.size);
-    // sites were written by name; the copy sent goes by the model's ids
-    const ids = siteIdsOf(nm);
-    const { code, strings } = graph;
-    for (let i = 0; i < this.starts.length; i++) {
-      const k = this.starts[i] + 1;
-      if (code[k] <= -2) {
-        const id = ids.get(strings[-2 - code[k]]);
-        if (id !== undefined) code[k] = id; // an unknown site stays named, for the native message
+    if (this.#named) {
+      // a site recorded by name goes by the model's id in the copy sent
+      const ids = siteIdsOf(nm);
+      const { code, strings } = graph;
+      for (let i = 0; i < this.starts.length; i++) {
+        const k = this.starts[i] + 1;
+        if (code[k] <= -2) {
+          const id = ids.get(strings[-2 - code[k]]);
+          if (id !== undefined) code[k] = id; // an unknown site stays named, for the native message
+        }
       }
     }
     return { traces: this.wireTraces(), graph };
   }
 
-  /** The nodes in object form (wire.ts's WireNode), read back from the packed words. */
-  toNodes(): WireNode[] {
-    return unpackNodes(this.w);
+  /**
+   * The nodes in object form (wire.ts's WireNode), read back from the packed words. A site
+   * recorded by the model's id reads back by its name in `siteNames` (NativeModel.sites()).
+   */
+  toNodes(siteNames?: readonly string[]): WireNode[] {
+    return unpackNodes(this.w, siteNames);
   }
 
   wireTraces(): WireTrace[] {

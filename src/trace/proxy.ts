@@ -82,7 +82,7 @@ export const isProxy = (v: unknown): v is TraceProxy => v instanceof TraceProxy;
 const isValueLike = (v: unknown) => v instanceof TraceProxy || v instanceof Tensor;
 
 /** Records one op node whose inputs are `args` (proxies, Tensors, constants). */
-export function record(graph: Graph, invoke: number | undefined, op: string, args: readonly unknown[], site?: string): TraceProxy {
+export function record(graph: Graph, invoke: number | undefined, op: string, args: readonly unknown[], site?: string | number): TraceProxy {
   return new TraceProxy(graph, graph.add(op, args, site, invoke), invoke);
 }
 
@@ -153,6 +153,6 @@ export function substitute(v: unknown, seen = new Map<unknown, unknown>()): unkn
 }
 
 /** Gives every saved proxy of the graph its value from the native results. */
-export function resolveSaved(graph: Graph, saved: [number, unknown][]): void {
-  for (let i = 0; i < saved.length; i++) graph.proxies[saved[i][0]]?.resolve(fromNative(saved[i][1]));
+export function resolveSaved(graph: Graph, saved: readonly unknown[]): void {
+  for (let i = 0; i + 1 < saved.length; i += 2) graph.proxies[saved[i] as number]?.resolve(fromNative(saved[i + 1]));
 }

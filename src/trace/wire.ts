@@ -170,9 +170,10 @@ export function wireRequest<T extends object>(nm: NativeModel, req: T & { traces
 
 /**
  * Packed nodes (a writer's or a packed graph's) back in object form, for tests, debugging and
- * mutation. A site sent by the model's id (a graph from Graph.request) reads back without a name.
+ * mutation. A site given by the model's id reads back by its name in `siteNames` (the model's
+ * sites()), or without one.
  */
-export function unpackNodes(p: { code: ArrayLike<number>; strings: readonly string[]; tensors: readonly NativeTensor[] }): WireNode[] {
+export function unpackNodes(p: { code: ArrayLike<number>; strings: readonly string[]; tensors: readonly NativeTensor[] }, siteNames?: readonly string[]): WireNode[] {
   const c = p.code;
   let i = 2;
   const arg = (): unknown => {
@@ -205,6 +206,7 @@ export function unpackNodes(p: { code: ArrayLike<number>; strings: readonly stri
     for (let k = 0; k < nargs; k++) args.push(arg());
     const n: WireNode = { id: nodes.length, op: p.strings[op], args, occ, save: save === 1 };
     if (site <= -2) n.site = p.strings[-2 - site];
+    else if (site >= 0 && siteNames?.[site] !== undefined) n.site = siteNames[site];
     if (invoke >= 0) n.invoke = invoke;
     if (begin !== 0 || end !== 1) n.steps = [begin, end];
     if (loc >= 0) n.loc = p.strings[loc];
