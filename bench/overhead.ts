@@ -30,7 +30,7 @@ const fns: Record<string, () => Promise<unknown>> = {
   idle: () => model.native.run({ traces: [trace], graph: packGraph([]) }),
   prerecorded: async () => {
     const r = await model.native.run(pre);
-    for (let i = 1; i < r.saved.length; i += 2) (r.saved[i] as { dispose(): void }).dispose();
+    for (let i = 1; i < r.saved.length; i += 2) native().tensorDispose(r.saved[i] as never);
   },
   record: async () => {
     const gg = new Graph(model.padId);

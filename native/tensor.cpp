@@ -1,13 +1,11 @@
-// The Tensor wrapper (a JS handle on a native tensor), value conversion between JS and
+// Tensor handles (a JS External on a native tensor), value conversion between JS and
 // libtorch, dtype/device names, and the eager entry points of the op table.
 #include "common.h"
 
 namespace ts {
 
-// Every live TensorWrap of the process (all JS threads). asTensor accepts an object only when
-// napi_unwrap gives one of these: an object another addon wrapped unwraps to its own pointer.
-// A type tag did the same at the cost of a private-symbol lookup, a BigInt and a map
-// transition for each new tensor (12 a 12-save trace).
+// Every live TensorBox of the process (all JS threads). asTensor accepts an External only when
+// it holds one of these: another addon's External holds its own pointer.
 static std::mutex liveMu;
 static std::unordered_set<const void*>& live() {
   static auto* s = new std::unordered_set<const void*>();  // never destroyed: finalizers may run at exit
@@ -204,109 +202,95 @@ Napi::String key(Napi::Env env, Key k) {
   return keys.Value().Get((uint32_t)k).As<Napi::String>();
 }
 
-// ---- TensorWrap -------------------------------------------------------------------------
+// ---- Tensor handles ---------------------------------------------------------------------
 
-Napi::Function TensorWrap::Init(Napi::Env env) {
-  return DefineClass(env, "NativeTensor",
-                     {InstanceAccessor("shape", &TensorWrap::Shape, nullptr),
-                      InstanceAccessor("dtype", &TensorWrap::Dtype, nullptr),
-                      InstanceAccessor("device", &TensorWrap::Device, nullptr),
-                      InstanceAccessor("disposed", &TensorWrap::Disposed, nullptr),
-                      InstanceMethod("item", &TensorWrap::Item),
-                      InstanceMethod("data", &TensorWrap::Data),
-                      InstanceMethod("dispose", &TensorWrap::Dispose)});
+const at::Tensor& TensorBox::tensor() const {
+  if (!has) throw UserError("this Tensor was disposed");
+  return t;
 }
 
-TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorWrap>(info) {
-  // Only made from C++ (wrapTensor); user code cannot construct one.
-  bool fromWrap = addonData(info.Env()).wrappingTensor;
-  addonData(info.Env()).wrappingTensor = false;
-  if (!fromWrap) {
-    Napi::TypeError::New(info.Env(), "NativeTensor cannot be constructed directly; use Tensor.from")
-        .ThrowAsJavaScriptException();
-    return;
-  }
-  std::lock_guard<std::mutex> lock(liveMu);
-  live().insert(this);
+void TensorBox::release(Napi::Env env) {
+  if (!has) return;
+  t = at::Tensor();
+  has = false;
+  if (reported > 0) Napi::MemoryManagement::AdjustExternalMemory(env, -reported);
+  reported = 0;
 }
 
-TensorWrap::~TensorWrap() {
-  // The GC finalizer: the env may be tearing down, so only free native memory.
+Napi::Value wrapTensor(Napi::Env env, at::Tensor t) {
+  auto* b = new TensorBox();
+  b->t = std::move(t);
+  b->has = true;
   {
     std::lock_guard<std::mutex> lock(liveMu);
-    live().erase(this);
+    live().insert(b);
   }
-  t_ = at::Tensor();
-}
-
-const at::Tensor& TensorWrap::tensor() const {
-  if (!has_) throw UserError("this Tensor was disposed");
-  return t_;
-}
-
-void TensorWrap::set(at::Tensor t, Napi::Env env) {
-  t_ = std::move(t);
-  has_ = true;
+  // The GC finalizer: the env may be tearing down, so it only frees native memory.
+  auto ext = Napi::External<TensorBox>::New(env, b, [](Napi::Env, TensorBox* box) {
+    {
+      std::lock_guard<std::mutex> lock(liveMu);
+      live().erase(box);
+    }
+    delete box;
+  });
   // Tell V8 about native memory so its GC runs finalizers when handles pile up.
-  if (t_.defined() && t_.device().is_cpu()) {
-    reported_ = (int64_t)t_.storage().nbytes();
-    if (reported_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, reported_);
+  if (b->t.defined() && b->t.device().is_cpu()) {
+    b->reported = (int64_t)b->t.storage().nbytes();
+    if (b->reported > 0) Napi::MemoryManagement::AdjustExternalMemory(env, b->reported);
   }
+  return ext;
 }
 
-void TensorWrap::release(Napi::Env env) {
-  if (!has_) return;
-  t_ = at::Tensor();
-  has_ = false;
-  if (reported_ > 0) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
-  reported_ = 0;
-}
-
-Napi::Object wrapTensor(Napi::Env env, at::Tensor t) {
-  addonData(env).wrappingTensor = true;
-  auto obj = addonData(env).tensorCtor.New({});
-  addonData(env).wrappingTensor = false;  // already cleared by the constructor, unless it never ran
-  TensorWrap::Unwrap(obj)->set(std::move(t), env);
-  return obj;
-}
-
-TensorWrap* asTensor(const Napi::Value& v) {
-  if (!v.IsObject()) return nullptr;
+TensorBox* asTensor(const Napi::Value& v) {
+  napi_valuetype type;
+  if (napi_typeof(v.Env(), v, &type) != napi_ok || type != napi_external) return nullptr;
   void* p = nullptr;
-  if (napi_unwrap(v.Env(), v, &p) != napi_ok || !p) return nullptr;  // not wrapped: no throw
-  auto* t = static_cast<TensorWrap*>(static_cast<Napi::ObjectWrap<TensorWrap>*>(p));
+  if (napi_get_value_external(v.Env(), v, &p) != napi_ok || !p) return nullptr;
+  auto* b = static_cast<TensorBox*>(p);
   std::lock_guard<std::mutex> lock(liveMu);
-  return live().count(t) ? t : nullptr;
+  return live().count(b) ? b : nullptr;  // another addon's External is not ours
 }
 
-Napi::Value TensorWrap::Shape(const Napi::CallbackInfo& info) {
+// The handle argument of a tensor function: a live handle (disposed or not).
+static TensorBox& boxArg(const Napi::CallbackInfo& info, const char* fn) {
+  auto* b = info.Length() > 0 ? asTensor(info[0]) : nullptr;
+  if (!b) throw UserError(std::string(fn) + "(handle): not a tensor handle");
+  return *b;
+}
+
+static Napi::Value TensorShape(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    auto sizes = tensor().sizes();
-    auto arr = Napi::Array::New(info.Env(), sizes.size());
-    for (size_t i = 0; i < sizes.size(); ++i) arr.Set((uint32_t)i, Napi::Number::New(info.Env(), (double)sizes[i]));
-    return arr;
+    auto sizes = boxArg(info, "tensorShape").tensor().sizes();
+    std::vector<napi_value> items;
+    items.reserve(sizes.size());
+    for (auto d : sizes) items.push_back(Napi::Number::New(info.Env(), (double)d));
+    return arrayOf(info.Env(), items);
   });
 }
 
-Napi::Value TensorWrap::Dtype(const Napi::CallbackInfo& info) {
+static Napi::Value TensorDtype(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    return Napi::String::New(info.Env(), dtypeName(tensor().scalar_type()));
+    return Napi::String::New(info.Env(), dtypeName(boxArg(info, "tensorDtype").tensor().scalar_type()));
   });
 }
 
-Napi::Value TensorWrap::Device(const Napi::CallbackInfo& info) {
+static Napi::Value TensorDevice(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    return Napi::String::New(info.Env(), deviceName(tensor().device()));
+    return Napi::String::New(info.Env(), deviceName(boxArg(info, "tensorDevice").tensor().device()));
   });
 }
 
-Napi::Value TensorWrap::Disposed(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), !has_);
+static Napi::Value TensorDisposed(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value { return Napi::Boolean::New(info.Env(), !boxArg(info, "tensorDisposed").has); });
 }
 
-Napi::Value TensorWrap::Item(const Napi::CallbackInfo& info) {
+static Napi::Value IsTensor(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), info.Length() > 0 && asTensor(info[0]) != nullptr);
+}
+
+static Napi::Value TensorItem(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    const auto& t = tensor();
+    const auto& t = boxArg(info, "tensorItem").tensor();
     if (t.numel() != 1)
       throw UserError("item() needs a tensor with one element, got shape " + shapeString(t.sizes()));
     c10::InferenceMode guard;
@@ -319,11 +303,11 @@ Napi::Value TensorWrap::Item(const Napi::CallbackInfo& info) {
 
 // A host copy as a typed array of the tensor's dtype (float16/bfloat16 widen to float32:
 // Node 20 has no Float16Array).
-Napi::Value TensorWrap::Data(const Napi::CallbackInfo& info) {
+static Napi::Value TensorData(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Napi::Env env = info.Env();
     c10::InferenceMode guard;
-    at::Tensor t = tensor();
+    at::Tensor t = boxArg(info, "tensorData").tensor();
     auto st = t.scalar_type();
     if (st == at::kHalf || st == at::kBFloat16) st = at::kFloat;
     t = t.to(c10::Device(c10::kCPU), st).contiguous();
@@ -348,9 +332,11 @@ Napi::Value TensorWrap::Data(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value TensorWrap::Dispose(const Napi::CallbackInfo& info) {
-  release(info.Env());
-  return info.Env().Undefined();
+static Napi::Value TensorDispose(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    boxArg(info, "tensorDispose").release(info.Env());
+    return info.Env().Undefined();
+  });
 }
 
 // ---- eager entry points -----------------------------------------------------------------
@@ -426,11 +412,16 @@ static Napi::Value OpNames(const Napi::CallbackInfo& info) {
 }
 
 void initTensor(Napi::Env env, Napi::Object exports) {
-  Napi::Function cls = TensorWrap::Init(env);
-  addonData(env).tensorCtor = Napi::Persistent(cls);
   auto of = env.Global().Get("Array").As<Napi::Object>().Get("of");
   if (of.IsFunction()) addonData(env).arrayOf = Napi::Persistent(of.As<Napi::Function>());
-  exports.Set("NativeTensor", cls);
+  exports.Set("tensorShape", Napi::Function::New(env, TensorShape));
+  exports.Set("tensorDtype", Napi::Function::New(env, TensorDtype));
+  exports.Set("tensorDevice", Napi::Function::New(env, TensorDevice));
+  exports.Set("tensorDisposed", Napi::Function::New(env, TensorDisposed));
+  exports.Set("tensorItem", Napi::Function::New(env, TensorItem));
+  exports.Set("tensorData", Napi::Function::New(env, TensorData));
+  exports.Set("tensorDispose", Napi::Function::New(env, TensorDispose));
+  exports.Set("isTensor", Napi::Function::New(env, IsTensor));
   exports.Set("tensorFrom", Napi::Function::New(env, TensorFrom));
   exports.Set("op", Napi::Function::New(env, Op));
   exports.Set("opNames", Napi::Function::New(env, OpNames));

@@ -1,15 +1,11 @@
 // Loads the C++ addon once and types what it exports.
 import { loadAddon, type AddonChoice, type LoadedAddon } from './install/loader.js';
 
-export interface NativeTensor {
-  readonly shape: number[];
-  readonly dtype: string;
-  readonly device: string;
-  readonly disposed: boolean;
-  item(): number | boolean;
-  data(): Float32Array | Float64Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array;
-  dispose(): void;
-}
+/**
+ * The addon's handle on a native tensor: an opaque External (the tensor* functions of the addon
+ * read it). Tensor (tensor.ts) wraps one.
+ */
+export type NativeTensor = { readonly __nativeTensor: unique symbol };
 
 export interface ApplyRule {
   kind: string;
@@ -81,7 +77,15 @@ export function savedEntries(saved: readonly unknown[]): [number, unknown][] {
 }
 
 export interface NativeAddon {
-  NativeTensor: new (...args: never[]) => NativeTensor;
+  tensorShape(h: NativeTensor): number[];
+  tensorDtype(h: NativeTensor): string;
+  tensorDevice(h: NativeTensor): string;
+  tensorDisposed(h: NativeTensor): boolean;
+  tensorItem(h: NativeTensor): number | boolean;
+  tensorData(h: NativeTensor): Float32Array | Float64Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array;
+  tensorDispose(h: NativeTensor): void;
+  /** whether `v` is a live tensor handle of this addon (disposed or not) */
+  isTensor(v: unknown): v is NativeTensor;
   tensorFrom(data: ArrayBufferView, shape: number[], dtype: string, device: string): NativeTensor;
   op(name: string, args: unknown[]): unknown;
   opNames(): string[];

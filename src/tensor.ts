@@ -42,7 +42,7 @@ export class Tensor {
   /** @internal the native handle; throws if disposed */
   get native(): NativeTensor {
     const h = this.#handle;
-    if (!h || h.disposed) throw new Error('this Tensor was disposed');
+    if (!h || native().tensorDisposed(h)) throw new Error('this Tensor was disposed');
     return h;
   }
 
@@ -127,17 +127,18 @@ export class Tensor {
     return staticOp('stack', tensors, dim) as Tensor;
   }
 
+  // the addon checks a handle itself and says 'this Tensor was disposed'
   get shape(): number[] {
-    return this.native.shape;
+    return native().tensorShape(this.handle);
   }
   get dtype(): Dtype {
-    return this.native.dtype as Dtype;
+    return native().tensorDtype(this.handle) as Dtype;
   }
   get device(): string {
-    return this.native.device;
+    return native().tensorDevice(this.handle);
   }
   get disposed(): boolean {
-    return !this.#handle || this.#handle.disposed;
+    return !this.#handle || native().tensorDisposed(this.#handle);
   }
   get ndim(): number {
     return this.shape.length;
@@ -155,12 +156,12 @@ export class Tensor {
   }
 
   item(): number {
-    return this.native.item() as number;
+    return native().tensorItem(this.handle) as number;
   }
 
   /** A host copy as a typed array (float16/bfloat16 widen to Float32Array, int64 is BigInt64Array). */
   data(): Float32Array | Float64Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array {
-    return this.native.data();
+    return native().tensorData(this.handle);
   }
 
   /** Nested arrays of numbers (booleans for bool tensors). */
@@ -196,7 +197,7 @@ export class Tensor {
 
   /** Frees the native memory now; later use throws. */
   dispose(): void {
-    this.#handle?.dispose();
+    if (this.#handle) native().tensorDispose(this.#handle);
     this.#handle = undefined;
   }
 
@@ -223,18 +224,19 @@ export function toNativeArg(v: unknown): unknown {
   return v;
 }
 
-/** Native results become Tensors (arrays walked). */
-let NativeTensorClass: (abstract new (...a: never[]) => NativeTensor) | undefined;
-
-/** Is `v` the addon's tensor handle? (the class is looked up once) */
+/** Is `v` a tensor handle of the addon? (asks the addon: for values from users) */
 export function isNativeTensor(v: unknown): v is NativeTensor {
-  return v !== null && typeof v === 'object' && v instanceof (NativeTensorClass ??= native().NativeTensor);
+  return v !== null && typeof v === 'object' && native().isTensor(v);
 }
 
+/**
+ * Native results become Tensors (arrays walked). The addon returns numbers, booleans, strings,
+ * null, arrays and tensor handles: any other object is a handle, so no call asks.
+ */
 export function fromNative(v: unknown): unknown {
-  if (isNativeTensor(v)) return new Tensor(v);
+  if (v === null || typeof v !== 'object') return v;
   if (Array.isArray(v)) return v.map(fromNative);
-  return v;
+  return new Tensor(v as NativeTensor);
 }
 
 function eager(self: Tensor, spec: BoundOp, raw: unknown[]): unknown {
@@ -246,7 +248,7 @@ function eager(self: Tensor, spec: BoundOp, raw: unknown[]): unknown {
   const result = callNative(op, nativeArgs);
   if (spec.inplace) {
     // PyTorch's `t.add_(x) is t`: the same Tensor, now changed; drop the extra handle now
-    (result as NativeTensor).dispose();
+    native().tensorDispose(result as NativeTensor);
     return self;
   }
   const out = fromNative(result);

@@ -7,6 +7,7 @@ import { join, basename } from 'node:path';
 import { LanguageModel, Tensor } from '../src/index.js';
 import { MODELS, runNodes } from './helpers.js';
 import { wireRequest } from '../src/trace/wire.js';
+import type { NativeTensor } from '../src/native.js';
 
 /** file:line of the caller, from V8's own stack (independent of torchsight's capture). */
 function here(): string {
@@ -158,7 +159,7 @@ describe('trace errors', () => {
     const saved = await nm.run(good);
     expect(saved.saved.length).toBe(2); // flat: node id, value
     expect(saved.saved[0]).toBe(0);
-    expect(Array.from((saved.saved[1] as { data(): Float32Array }).data())).toEqual([2, 3]);
+    expect(Array.from(new Tensor(saved.saved[1] as NativeTensor).data())).toEqual([2, 3]);
     const withCode = (edit: (c: number[]) => number[], tables: Partial<typeof good.graph> = {}) =>
       nm.run({ ...good, graph: { ...good.graph, ...tables, code: Float64Array.from(edit([...good.graph.code])) } });
     // thunks: each request is sent when its expectation runs (no promise left unawaited on a failure)
@@ -182,19 +183,39 @@ describe('trace errors', () => {
     ];
     for (const [k, [send, msg]] of packed.entries()) await expect(send().then(() => `case ${k} ran`)).rejects.toThrow(msg);
     // and the model is still fine
-    expect(Array.from(((await nm.run(good)).saved[1] as { data(): Float32Array }).data())).toEqual([2, 3]);
+    expect(Array.from(new Tensor((await nm.run(good)).saved[1] as NativeTensor).data())).toEqual([2, 3]);
   });
 });
 
 describe('native classes', () => {
   it('cannot be constructed from JavaScript, and a refused attempt does not unlock the next', async () => {
     const { native } = await import('../src/native.js');
-    const addon = native() as unknown as { NativeTensor: new () => unknown; NativeModel: new () => unknown };
-    expect(() => new addon.NativeTensor()).toThrow('NativeTensor cannot be constructed directly; use Tensor.from');
+    const addon = native() as unknown as { NativeModel: new () => unknown };
     expect(() => new addon.NativeModel()).toThrow('NativeModel cannot be constructed directly; use loadModel');
     const t = Tensor.from([1, 2, 3]);
     expect(t.toArray()).toEqual([1, 2, 3]); // the real path still works
-    expect(() => new addon.NativeTensor()).toThrow('cannot be constructed directly');
+    expect(() => new addon.NativeModel()).toThrow('cannot be constructed directly');
+  });
+
+  it('tensor handles: only the addon\'s own are taken, a disposed one says so, and nothing else crashes it', async () => {
+    const { native } = await import('../src/native.js');
+    const addon = native();
+    const t = Tensor.from([1, 2, 3]);
+    const h = t.native;
+    expect(addon.isTensor(h)).toBe(true);
+    expect(addon.tensorShape(h)).toEqual([3]);
+    for (const v of [undefined, null, 1, 'x', {}, [], Object.create(null), () => 0, Object.create(Object.getPrototypeOf(h) ?? null)]) {
+      expect(addon.isTensor(v)).toBe(false);
+      expect(() => addon.tensorShape(v as never)).toThrow('tensorShape(handle): not a tensor handle');
+      expect(() => addon.tensorDispose(v as never)).toThrow('tensorDispose(handle): not a tensor handle');
+    }
+    expect(() => (addon.tensorData as (...a: unknown[]) => unknown)()).toThrow('tensorData(handle): not a tensor handle');
+    addon.tensorDispose(h);
+    expect(addon.isTensor(h)).toBe(true); // still a handle, now empty
+    expect(addon.tensorDisposed(h)).toBe(true);
+    expect(() => addon.tensorItem(h)).toThrow('this Tensor was disposed');
+    expect(() => t.shape).toThrow('this Tensor was disposed');
+    addon.tensorDispose(h); // twice is fine
   });
 });
 

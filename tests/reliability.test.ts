@@ -65,7 +65,7 @@ describe('concurrency', () => {
             // the packed graph (native/graph.cpp): version 1, one node: read (string 0) at the site
             // named by string 1 (-2 - 1), occ 0, invoke -1, saved, step [0, 1), no loc, no args
             graph: { code: Float64Array.from([1, 1, 0, -3, 0, -1, 1, 0, 1, -1, 0]), strings: ['read', 'transformer.h.3:output:0'], tensors: [] } });
-          out.push(Array.from(r.saved[1].data()));
+          out.push(Array.from(addon.tensorData(r.saved[1])));
         }
         m.dispose();
         parentPort.postMessage(out);
