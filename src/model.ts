@@ -261,30 +261,40 @@ export class LanguageModel<T = unknown> {
    * inside the forward. Resolves to fn's return value with proxies replaced by Tensors.
    * Also `trace((tracer) => { tracer.invoke(a, fn); tracer.invoke(b, fn2) })` for several invokes.
    */
-  async trace<R>(input: TraceInput | ((tracer: Tracer<T>) => R), fn?: ((m: EnvoyOf<T>, tracer: Tracer<T>) => R) | TraceOptions, options: TraceOptions = {}): Promise<Resolved<R>> {
-    if (typeof input === 'function' && fn && typeof fn === 'object') options = fn;
-    const record = (capture?: boolean) => {
-      const g = new Graph(this.padId, capture);
-      return { g, result: this.recordTrace(g, input, typeof fn === 'function' ? fn : undefined) };
-    };
-    const { g: graph, result } = record();
-    graph.rerecord = () => record(true).g;
-    return (await this.submit(graph, result, options)).value as Resolved<R>;
+  trace<R>(input: TraceInput | ((tracer: Tracer<T>) => R), fn?: ((m: EnvoyOf<T>, tracer: Tracer<T>) => R) | TraceOptions, options: TraceOptions = {}): Promise<Resolved<R>> {
+    // not an async function: the one await is in #send (each level of async costs a microtask
+    // hop), so a throw while recording becomes a rejection here
+    try {
+      if (typeof input === 'function' && fn && typeof fn === 'object') options = fn;
+      const record = (capture?: boolean) => {
+        const g = new Graph(this.padId, capture);
+        return { g, result: this.recordTrace(g, input, typeof fn === 'function' ? fn : undefined) };
+      };
+      const { g: graph, result } = record();
+      graph.rerecord = () => record(true).g;
+      return this.#submitValue(graph, result, options) as Promise<Resolved<R>>;
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   /** Several traces as one request: proxies flow from one trace to the next natively. */
-  async session<R>(fn: (s: Session<T>) => R, options: TraceOptions = {}): Promise<Resolved<R>> {
-    if (typeof fn !== 'function') throw new Error('model.session(fn): fn must be a function');
-    const graph = new Graph(this.padId);
-    graph.rerecord = () => {
-      const g = new Graph(this.padId, true);
-      fn(new Session(this, g));
-      return g;
-    };
-    const result = fn(new Session(this, graph));
-    if (result instanceof Promise) throw new Error('model.session(fn): fn must record synchronously (no async/await inside)');
-    if (graph.segments.length === 0) throw new Error('model.session(fn): the session recorded no trace (call s.trace inside it)');
-    return (await this.submit(graph, result, options)).value as Resolved<R>;
+  session<R>(fn: (s: Session<T>) => R, options: TraceOptions = {}): Promise<Resolved<R>> {
+    try {
+      if (typeof fn !== 'function') throw new Error('model.session(fn): fn must be a function');
+      const graph = new Graph(this.padId);
+      graph.rerecord = () => {
+        const g = new Graph(this.padId, true);
+        fn(new Session(this, g));
+        return g;
+      };
+      const result = fn(new Session(this, graph));
+      if (result instanceof Promise) throw new Error('model.session(fn): fn must record synchronously (no async/await inside)');
+      if (graph.segments.length === 0) throw new Error('model.session(fn): the session recorded no trace (call s.trace inside it)');
+      return this.#submitValue(graph, result, options) as Promise<Resolved<R>>;
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   /** @internal records one trace into `graph` */
@@ -309,11 +319,12 @@ export class LanguageModel<T = unknown> {
   }
 
   /**
-   * Runs native work after the model's earlier requests (one forward at a time per model):
-   * an aborted signal rejects with its reason (and sets the native cancel flag), and native
-   * errors get the user's source locations.
+   * Runs native work after the model's earlier requests (one forward at a time per model) and
+   * gives its result to `then`, with the one await of a trace: an aborted signal rejects with
+   * its reason (and sets the native cancel flag), and native errors get the user's source
+   * locations (errors thrown by `then` pass as they are).
    */
-  async #enqueue<T>(graph: Graph, signal: AbortSignal | undefined, cancel: Int32Array | undefined, start: () => Promise<T>): Promise<T> {
+  async #send<T, U>(graph: Graph, signal: AbortSignal | undefined, cancel: Int32Array | undefined, start: () => Promise<T>, then: (raw: T) => U): Promise<U> {
     const onAbort = () => cancel && Atomics.store(cancel, 0, 1);
     signal?.addEventListener('abort', onAbort, { once: true });
     const go = () => {
@@ -338,8 +349,9 @@ export class LanguageModel<T = unknown> {
       () => void this.#pending--,
     );
     this.#queue = settled;
+    let raw: T;
     try {
-      return await run;
+      raw = await run;
     } catch (e) {
       if (signal?.aborted) throw signal.reason;
       const err = new Error(graph.explain((e as Error).message));
@@ -348,10 +360,11 @@ export class LanguageModel<T = unknown> {
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
+    return then(raw);
   }
 
-  /** @internal sends a recorded graph and maps the results back */
-  async submit(graph: Graph, result: unknown, options: TraceOptions): Promise<{ value: unknown; raw: RunResult }> {
+  /** Sends a recorded graph; `then` maps the native result (see #send). */
+  #sendGraph<U>(graph: Graph, result: unknown, options: TraceOptions, then: (raw: RunResult) => U): Promise<U> {
     const { signal } = options;
     signal?.throwIfAborted();
     markSaved(result);
@@ -363,9 +376,27 @@ export class LanguageModel<T = unknown> {
     request.recordSites = !!options.recordSites;
     request.returnLogits = !!options.returnLogits;
     request.cancel = cancel;
-    const raw: RunResult = await this.#enqueue(graph, signal, cancel, () => nm.run(request));
-    resolveSaved(graph, raw.saved);
-    return { value: substitute(result), raw };
+    return this.#send(graph, signal, cancel, () => nm.run(request), then);
+  }
+
+  /** The returned value of a trace with proxies replaced by their results. */
+  #submitValue(graph: Graph, result: unknown, options: TraceOptions): Promise<unknown> {
+    return this.#sendGraph(graph, result, options, (raw) => {
+      resolveSaved(graph, raw.saved);
+      return substitute(result);
+    });
+  }
+
+  /** @internal sends a recorded graph and maps the results back */
+  submit(graph: Graph, result: unknown, options: TraceOptions): Promise<{ value: unknown; raw: RunResult }> {
+    try {
+      return this.#sendGraph(graph, result, options, (raw) => {
+        resolveSaved(graph, raw.saved);
+        return { value: substitute(result), raw };
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   /**
@@ -447,7 +478,7 @@ export class LanguageModel<T = unknown> {
       useCache,
     };
     const needEvents = !!options.onToken || !!options.onProgress || stops.strings.length > 0;
-    const raw = await this.#enqueue(graph, signal, cancel, () => nm.generate(request, genOptions, needEvents ? onStep : undefined)).catch((e) => {
+    const raw = await this.#send(graph, signal, cancel, () => nm.generate(request, genOptions, needEvents ? onStep : undefined), (r) => r).catch((e) => {
       throw callbackError ? callbackError.error : e;
     });
     // Step events travel separately from the result: deliver every one before resolving, so no

@@ -116,6 +116,25 @@ describe('trace errors', () => {
     );
   });
 
+  it('an error while recording or sending rejects the promise; nothing throws synchronously', async () => {
+    const calls: [string, () => Promise<unknown>, RegExp][] = [
+      ['callback throws', () => model.trace(ids, () => { throw new Error('mine'); }), /mine/],
+      ['no callback', () => model.trace(ids, 5 as never), /fn must be a function/],
+      ['bad envoy name', () => model.trace(ids, (m: any) => m.nope.output), /nope/],
+      ['session not a function', () => model.session(3 as never), /fn must be a function/],
+      ['empty session', () => model.session(() => undefined), /recorded no trace/],
+      ['aborted signal', () => model.trace(ids, (m) => m.transformer.h[0].output[0], { signal: AbortSignal.abort(new Error('stop now')) }), /stop now/],
+    ];
+    for (const [what, call, msg] of calls) {
+      let p: Promise<unknown> | undefined;
+      expect(() => (p = call()), what).not.toThrow();
+      expect(p, what).toBeInstanceOf(Promise);
+      await expect(p, what).rejects.toThrow(msg);
+    }
+    // and the model still traces
+    expect((await model.trace(ids, (m) => m.transformer.h[0].output[0])).shape).toEqual([1, ids.length, 64]);
+  });
+
   it('pruned sites, modules that cannot be applied, async callbacks and foreign proxies', async () => {
     const llama = await LanguageModel.load(MODELS.llama, { device: 'cpu' });
     await expect(llama.trace(ids, (m) => m.model.rotary_emb.input)).rejects.toThrow(/'model\.rotary_emb:input:0'\) was pruned by the export/);

@@ -105,42 +105,45 @@ proxyHooks.record = (op, args) => {
   return record(p.graph, p.invoke, op, args);
 };
 
+// The walks below check leaves (proxies, Tensors, primitives) before anything else and make
+// their `seen` set (against cycles) only at the first container: a trace's returned array of
+// proxies costs one set, not a lookup per item.
+
 /**
  * Touches every value in a returned value, so tuple views (which read their items on first
  * access) record their reads while the trace is still open.
  */
-export function materialize(v: unknown, seen = new Set<unknown>()): void {
-  if (v === null || typeof v !== 'object' || seen.has(v) || isProxy(v) || v instanceof Tensor) return;
+export function materialize(v: unknown, seen?: Set<unknown>): void {
+  if (v === null || typeof v !== 'object' || v instanceof TraceProxy || v instanceof Tensor) return;
+  seen ??= new Set();
+  if (seen.has(v)) return;
   seen.add(v);
-  const items = tupleItems(v);
-  if (items) return items.forEach((x) => materialize(x, seen));
-  if (Array.isArray(v)) return v.forEach((x) => materialize(x, seen));
-  if (Object.getPrototypeOf(v) === Object.prototype) Object.values(v).forEach((x) => materialize(x, seen));
+  const items = tupleItems(v) ?? (Array.isArray(v) ? v : Object.getPrototypeOf(v) === Object.prototype ? Object.values(v) : undefined);
+  if (items) for (let i = 0; i < items.length; i++) materialize(items[i], seen);
 }
 
 /** Marks every proxy in a returned value as saved. */
-export function markSaved(v: unknown, seen = new Set<unknown>()): void {
-  if (v === null || typeof v !== 'object' || seen.has(v)) return;
+export function markSaved(v: unknown, seen?: Set<unknown>): void {
+  if (v === null || typeof v !== 'object' || v instanceof Tensor) return;
+  if (v instanceof TraceProxy) return void v.save();
+  seen ??= new Set();
+  if (seen.has(v)) return;
   seen.add(v);
-  if (isProxy(v)) return void v.save();
-  if (v instanceof Tensor) return;
-  const items = tupleItems(v);
-  if (items) return items.forEach((x) => markSaved(x, seen));
-  if (Array.isArray(v)) return v.forEach((x) => markSaved(x, seen));
-  if (Object.getPrototypeOf(v) === Object.prototype) Object.values(v).forEach((x) => markSaved(x, seen));
+  const items = tupleItems(v) ?? (Array.isArray(v) ? v : Object.getPrototypeOf(v) === Object.prototype ? Object.values(v) : undefined);
+  if (items) for (let i = 0; i < items.length; i++) markSaved(items[i], seen);
 }
 
 /** The returned value with every proxy replaced by its result. */
-export function substitute(v: unknown, seen = new Map<unknown, unknown>()): unknown {
-  if (v === null || typeof v !== 'object') return v;
+export function substitute(v: unknown, seen?: Map<unknown, unknown>): unknown {
+  if (v === null || typeof v !== 'object' || v instanceof Tensor) return v;
+  if (v instanceof TraceProxy) return v.value;
+  seen ??= new Map();
   if (seen.has(v)) return seen.get(v);
-  if (isProxy(v)) return v.value;
-  if (v instanceof Tensor) return v;
   const items = tupleItems(v) ?? (Array.isArray(v) ? v : undefined);
   if (items) {
     const out: unknown[] = [];
     seen.set(v, out);
-    for (const x of items) out.push(substitute(x, seen));
+    for (let i = 0; i < items.length; i++) out.push(substitute(items[i], seen));
     return out;
   }
   if (Object.getPrototypeOf(v) === Object.prototype) {
