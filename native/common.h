@@ -30,8 +30,8 @@ c10::IValue jsToIValue(const Napi::Value& v, const std::string& where, int depth
 c10::IValue listValue(std::vector<c10::IValue> items);
 // Tensors become Tensor objects, tuples and lists arrays, None null.
 Napi::Value ivalueToJs(Napi::Env env, const c10::IValue& v);
-// A JS array of `items`, made by one call of Array.of: napi_set_element takes V8's generic
-// property path once per element, the largest part of handing a trace's results back.
+// A JS array of `items`, made by one call of a function with a rest parameter: napi_set_element
+// takes V8's generic property path once per element.
 Napi::Array arrayOf(Napi::Env env, const std::vector<napi_value>& items);
 
 // ---- Tensor handle ----------------------------------------------------------------
@@ -85,7 +85,7 @@ enum class Key {
 };
 struct AddonData {
   Napi::ObjectReference keys;  // an Array of the names, by Key (N-API 8 refers to objects only)
-  Napi::FunctionReference arrayOf;  // Array.of (see arrayOf())
+  Napi::FunctionReference arrayOf;  // the array maker of arrayOf()
   Napi::FunctionReference modelCtor;
   // the state a NativeModel being constructed takes (handed over on the JS thread, never held
   // by a JS object: dispose() must free the model at once, not when the GC gets to a handle)

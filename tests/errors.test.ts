@@ -260,3 +260,18 @@ describe('out of memory', () => {
     await model.dispose();
   });
 });
+
+describe('results past the one-call array maker', () => {
+  it('a trace returning 2100 values (4200 items, filled one by one natively) gives each its own', async () => {
+    const model = await LanguageModel.load(MODELS.gpt2, { device: 'cpu' });
+    const ids = model.tokenizer.encode('The Eiffel Tower');
+    const out = await model.trace(ids, (m) => {
+      const x = m.transformer.h[0].output[0].index('0, 0, 0');
+      return Array.from({ length: 2100 }, (_, k) => x.add(k));
+    });
+    expect(out.length).toBe(2100);
+    const base = out[0].item();
+    for (let k = 0; k < out.length; k += 1) expect(out[k].item() - base).toBeCloseTo(k, 3);
+    await model.dispose();
+  });
+});

@@ -87,11 +87,14 @@ export function record(graph: Graph, invoke: number | undefined, op: string, arg
 }
 
 function recordOp(self: TraceProxy, spec: BoundOp, raw: unknown[]): unknown {
-  const args = normalizeArgs(spec, raw, isValueLike);
-  args.unshift(self);
+  const rest = normalizeArgs(spec, raw, isValueLike);
+  // self first (a copy by hand: unshift is a C++ builtin call)
+  const args = new Array(rest.length + 1);
+  args[0] = self;
+  for (let i = 0; i < rest.length; i++) args[i + 1] = rest[i];
   const out = record(self.graph, self.invoke, spec.op, args);
   if (spec.inplace) return self; // in place: the same live value, now changed
-  if (spec.pair && returnsPair(spec, args.slice(1))) return { values: out.at(0), indices: out.at(1) };
+  if (spec.pair && returnsPair(spec, rest)) return { values: out.at(0), indices: out.at(1) };
   return out;
 }
 
