@@ -257,7 +257,7 @@ export class LanguageModel<T = unknown> {
         const graph = new Graph(this.padId);
         const result = this.recordTrace(graph, ids, body);
         markSaved(result);
-        graph.request(this.native);
+        graph.request(this.native, true);
         for (const p of graph.proxies) p?.resolve(null);
         substitute(result);
       }
@@ -428,11 +428,16 @@ export class LanguageModel<T = unknown> {
     // the native side polls this flag at every hook site
     const cancel = signal ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
     const nm = this.native;
-    const request: Parameters<NativeModel['run']>[0] = graph.request(nm);
-    request.recordSites = !!options.recordSites;
-    request.returnLogits = !!options.returnLogits;
-    request.cancel = cancel;
-    return this.#send(graph, signal, cancel, () => nm.run(request), then);
+    const { recordSites, returnLogits } = options;
+    // packed when it starts (after any queued request), into the shared transient buffer
+    const start = () => {
+      const request: Parameters<NativeModel['run']>[0] = graph.request(nm, true);
+      request.recordSites = !!recordSites;
+      request.returnLogits = !!returnLogits;
+      request.cancel = cancel;
+      return nm.run(request);
+    };
+    return this.#send(graph, signal, cancel, start, then);
   }
 
   /** The returned value of a trace with proxies replaced by their results. */

@@ -159,9 +159,13 @@ export class Graph {
     return message.replace(LOC, (_, id: string) => this.locationOf(Number(id)));
   }
 
-  /** The request for the native entry: the traces' inputs and the packed nodes. */
-  request(nm: NativeModel): { traces: WireTrace[]; graph: PackedGraph } {
-    const graph = this.w.finish(this.size);
+  /**
+   * The request for the native entry: the traces' inputs and the packed nodes. `transient`:
+   * the words share a buffer with the next transient request: send this one at once
+   * (PackWriter.finish).
+   */
+  request(nm: NativeModel, transient = false): { traces: WireTrace[]; graph: PackedGraph } {
+    const graph = this.w.finish(this.size, transient);
     if (this.#named) {
       // a site recorded by name goes by the model's id in the copy sent
       const ids = siteIdsOf(nm);

@@ -39,6 +39,9 @@ export function refTo(graph: unknown, id: number): NodeRef {
   return { [NODE_REF]: true, graph, id } as NodeRef;
 }
 
+/** The buffer of transient packed graphs (PackWriter.finish). */
+let scratch = new Float64Array(1024);
+
 /**
  * Writes packed words and the string and tensor tables they point into. The tracer writes a
  * node's words as the user's call records it (no node objects, no second pass); `packGraph`
@@ -111,10 +114,18 @@ export class PackWriter {
     }
   }
 
-  /** The packed graph of `count` nodes. */
-  finish(count: number): PackedGraph {
-    this.code[1] = count;
-    return { code: new Float64Array(this.code), strings: this.strings, tensors: this.tensors };
+  /**
+   * The packed graph of `count` nodes. `transient`: its words go into a buffer the next
+   * transient graph reuses, so it must be sent at once (the native side reads the words only
+   * while run() parses them); a trace then allocates no new backing store for them.
+   */
+  finish(count: number, transient = false): PackedGraph {
+    const c = this.code;
+    c[1] = count;
+    if (!transient) return { code: new Float64Array(c), strings: this.strings, tensors: this.tensors };
+    if (scratch.length < c.length) scratch = new Float64Array(Math.max(c.length, 2 * scratch.length));
+    for (let i = 0; i < c.length; i++) scratch[i] = c[i];
+    return { code: new Float64Array(scratch.buffer, 0, c.length), strings: this.strings, tensors: this.tensors };
   }
 }
 
