@@ -6,9 +6,13 @@ namespace ts {
 
 // Every live TensorBox of the process (all JS threads). asTensor accepts an External only when
 // it holds one of these: another addon's External holds its own pointer.
-static std::mutex liveMu;
+// Both are never destroyed: finalizers may run at exit, after static destructors.
+static std::mutex& liveMu() {
+  static auto* m = new std::mutex();
+  return *m;
+}
 static std::unordered_set<const void*>& live() {
-  static auto* s = new std::unordered_set<const void*>();  // never destroyed: finalizers may run at exit
+  static auto* s = new std::unordered_set<const void*>();
   return *s;
 }
 
@@ -147,6 +151,8 @@ c10::IValue listValue(std::vector<c10::IValue> items) {
   return c10::IValue(l);
 }
 
+// Returns only primitives, arrays and tensor handles: fromNative (src/tensor.ts) takes any other
+// object for a handle, so a new kind of object here must be handled there too.
 Napi::Value ivalueToJs(Napi::Env env, const c10::IValue& v) {
   if (v.isTensor()) return wrapTensor(env, v.toTensor());
   if (v.isInt()) return Napi::Number::New(env, (double)v.toInt());
@@ -216,21 +222,27 @@ void TensorBox::release(Napi::Env env) {
 }
 
 Napi::Value wrapTensor(Napi::Env env, at::Tensor t) {
-  auto* b = new TensorBox();
-  b->t = std::move(t);
-  b->has = true;
+  auto box = std::make_unique<TensorBox>();
+  box->t = std::move(t);
+  box->has = true;
+  // The GC finalizer gives back the memory reported for a tensor never disposed (the raw call:
+  // nothing may throw out of a finalizer) and frees the box.
+  auto ext = Napi::External<TensorBox>::New(env, box.get(), [](Napi::Env e, TensorBox* b) {
+    {
+      std::lock_guard<std::mutex> lock(liveMu());
+      live().erase(b);
+    }
+    if (b->reported > 0) {
+      int64_t ignored;
+      napi_adjust_external_memory(e, -b->reported, &ignored);
+    }
+    delete b;
+  });
+  TensorBox* b = box.release();  // the External owns it now
   {
-    std::lock_guard<std::mutex> lock(liveMu);
+    std::lock_guard<std::mutex> lock(liveMu());
     live().insert(b);
   }
-  // The GC finalizer: the env may be tearing down, so it only frees native memory.
-  auto ext = Napi::External<TensorBox>::New(env, b, [](Napi::Env, TensorBox* box) {
-    {
-      std::lock_guard<std::mutex> lock(liveMu);
-      live().erase(box);
-    }
-    delete box;
-  });
   // Tell V8 about native memory so its GC runs finalizers when handles pile up.
   if (b->t.defined() && b->t.device().is_cpu()) {
     b->reported = (int64_t)b->t.storage().nbytes();
@@ -245,7 +257,7 @@ TensorBox* asTensor(const Napi::Value& v) {
   void* p = nullptr;
   if (napi_get_value_external(v.Env(), v, &p) != napi_ok || !p) return nullptr;
   auto* b = static_cast<TensorBox*>(p);
-  std::lock_guard<std::mutex> lock(liveMu);
+  std::lock_guard<std::mutex> lock(liveMu());
   return live().count(b) ? b : nullptr;  // another addon's External is not ours
 }
 

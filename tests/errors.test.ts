@@ -143,6 +143,7 @@ describe('trace errors', () => {
     await expect(model.trace(ids, (async () => 1) as never)).rejects.toThrow(/must record synchronously/);
     let leaked: any;
     await model.trace(ids, (m) => { leaked = m.transformer.h[0].output[0]; });
+    expect(() => leaked.save()).toThrow(/save\(\): this trace has already been sent; call \.save\(\) inside the trace callback \(read node 0\)/);
     await expect(model.trace(ids, (m) => { m.transformer.h[0].output[0].add_(leaked); })).rejects.toThrow(/a proxy from another trace was used/);
     // envoys are kept per module (as nnsight's): one kept from a trace records into the trace
     // open when it is used, and outside any trace it says so
@@ -195,7 +196,7 @@ describe('trace errors', () => {
       [() => withCode((c) => c.map((x, i) => (i === 11 ? 9 : x))), /'argument tag' must be an integer in \[0, 6\]/],
       [() => withCode((c) => c.map((x, i) => (i === 12 ? 3 : x))), /tensor 3 is not in the table/],
       [() => withCode((c) => c, { tensors: [{} as never] }), /tensor 0 of the table is not a Tensor/],
-      // an object that only looks like one (the NativeTensor prototype, never wrapped natively)
+      // a tensor handle's prototype (null: an External) on an object of the user's
       [() => withCode((c) => c, { tensors: [Object.create(Object.getPrototypeOf(Tensor.from([1]).native)) as never] }), /tensor 0 of the table is not a Tensor/],
       [() => withCode((c) => c, { strings: [7 as never] }), /string 0 of the table is not a string/],
       [() => nm.run({ ...good, graph: { ...good.graph, code: [1, 0] as never } }), /'code' must be a Float64Array/],
@@ -209,10 +210,12 @@ describe('trace errors', () => {
 describe('native classes', () => {
   it('cannot be constructed from JavaScript, and a refused attempt does not unlock the next', async () => {
     const { native } = await import('../src/native.js');
-    const addon = native() as unknown as { NativeModel: new () => unknown };
+    const addon = native() as unknown as { NativeModel: new () => unknown; loadModel: (p: string, d: string, t: string) => Promise<{ dispose(): void; sites(): string[] }> };
     expect(() => new addon.NativeModel()).toThrow('NativeModel cannot be constructed directly; use loadModel');
-    const t = Tensor.from([1, 2, 3]);
-    expect(t.toArray()).toEqual([1, 2, 3]); // the real path still works
+    // the real path goes through the same gate and still works, and leaves it shut
+    const nm = await addon.loadModel(join(MODELS.gpt2, 'plain.pt'), 'cpu', '');
+    expect(Array.isArray(nm.sites())).toBe(true);
+    nm.dispose();
     expect(() => new addon.NativeModel()).toThrow('cannot be constructed directly');
   });
 

@@ -129,6 +129,8 @@ export class Graph {
 
   /** Marks node `id` to come back in the results. */
   save(id: number): void {
+    // a request packs when it starts: a late save would change a queued one but not a sent one
+    if (this.sealed) throw new Error(`save(): this trace has already been sent; call .save() inside the trace callback (${this.ops[id]} node ${id})`);
     this.w.code[this.starts[id] + 4] = 1;
   }
 
