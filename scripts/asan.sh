@@ -6,6 +6,7 @@
 # are not ours to fix).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mkdir -p .cache
 node node_modules/cmake-js/bin/cmake-js compile -O build-asan --CDTORCHSIGHT_ASAN=ON --parallel "$(nproc)" > .cache/asan-build.log 2>&1 \
   || { tail -30 .cache/asan-build.log; exit 1; }
 bash scripts/make-models.sh  # before the preload: python must not run under the sanitizer
