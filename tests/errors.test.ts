@@ -213,7 +213,7 @@ describe('native classes', () => {
     const addon = native() as unknown as { NativeModel: new () => unknown; loadModel: (p: string, d: string, t: string) => Promise<{ dispose(): void; sites(): string[] }> };
     expect(() => new addon.NativeModel()).toThrow('NativeModel cannot be constructed directly; use loadModel');
     // the real path goes through the same gate and still works, and leaves it shut
-    const nm = await addon.loadModel(join(MODELS.gpt2, 'plain.pt'), 'cpu', '');
+    const nm = await addon.loadModel(join(MODELS.gpt2, 'model.pt'), 'cpu', '');
     expect(Array.isArray(nm.sites())).toBe(true);
     nm.dispose();
     expect(() => new addon.NativeModel()).toThrow('cannot be constructed directly');
