@@ -54,6 +54,23 @@ export interface TraceOptions {
   returnLogits?: boolean;
 }
 
+type Leaf = Extract<Struct, { kind: 'tensor' }>;
+
+/** A trace's returned value once its results are in: proxies replaced by their values. */
+function valueOf(graph: Graph, result: unknown, raw: RunResult): unknown {
+  resolveSaved(graph, raw.saved);
+  return substitute(result);
+}
+
+/** `f()`, with a synchronous throw turned into a rejection (for entries that are not async functions). */
+function rejecting<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return f();
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
 /** Given to trace callbacks: adds invokes, stops the forward early. */
 export class Tracer<T = unknown> {
   /** @internal */
@@ -187,7 +204,6 @@ export class LanguageModel<T = unknown> {
     const ids = Array.from({ length: Math.max(1, Math.min(8, maxPos - 4)) }, (_, i) => (i + 1) % this.manifest.vocabSize);
     // a site every forward fires: the first tensor of the model's own output
     const root = this.manifest.modules.find((m) => m.path === '');
-    type Leaf = Extract<Struct, { kind: 'tensor' }>;
     const first = (s: Struct | null | undefined): Leaf | undefined => (s?.kind === 'tensor' ? s : s?.kind === 'tuple' ? s.items.map(first).find(Boolean) : undefined);
     const leaf = first(root?.output);
     const site = leaf?.site && !leaf.pruned ? leaf.site : undefined;
@@ -225,7 +241,6 @@ export class LanguageModel<T = unknown> {
    * A model whose structure this cannot record is simply not warmed.
    */
   #warmRecording(ids: number[]): void {
-    type Leaf = Extract<Struct, { kind: 'tensor' }>;
     const readable = (s: Struct | null | undefined): s is Leaf => s?.kind === 'tensor' && !!s.site && !s.pruned;
     const eligible = this.manifest.modules.filter(
       (m) => m.path !== '' && m.calls > 0 && (readable(m.output) || (m.output?.kind === 'tuple' && readable(m.output.items[0]))),
@@ -320,7 +335,7 @@ export class LanguageModel<T = unknown> {
   trace<R>(input: TraceInput | ((tracer: Tracer<T>) => R), fn?: ((m: EnvoyOf<T>, tracer: Tracer<T>) => R) | TraceOptions, options: TraceOptions = {}): Promise<Resolved<R>> {
     // not an async function: the one await is in #send (each level of async costs a microtask
     // hop), so a throw while recording becomes a rejection here
-    try {
+    return rejecting(() => {
       if (typeof input === 'function' && fn && typeof fn === 'object') options = fn;
       const record = (capture?: boolean) => {
         const g = new Graph(this.padId, capture);
@@ -328,15 +343,13 @@ export class LanguageModel<T = unknown> {
       };
       const { g: graph, result } = record();
       graph.rerecord = () => record(true).g;
-      return this.#submitValue(graph, result, options) as Promise<Resolved<R>>;
-    } catch (e) {
-      return Promise.reject(e);
-    }
+      return this.#sendGraph(graph, result, options, (raw) => valueOf(graph, result, raw)) as Promise<Resolved<R>>;
+    });
   }
 
   /** Several traces as one request: proxies flow from one trace to the next natively. */
   session<R>(fn: (s: Session<T>) => R, options: TraceOptions = {}): Promise<Resolved<R>> {
-    try {
+    return rejecting(() => {
       if (typeof fn !== 'function') throw new Error('model.session(fn): fn must be a function');
       const graph = new Graph(this.padId);
       graph.rerecord = () => {
@@ -347,10 +360,8 @@ export class LanguageModel<T = unknown> {
       const result = fn(new Session(this, graph));
       if (result instanceof Promise) throw new Error('model.session(fn): fn must record synchronously (no async/await inside)');
       if (graph.segments.length === 0) throw new Error('model.session(fn): the session recorded no trace (call s.trace inside it)');
-      return this.#submitValue(graph, result, options) as Promise<Resolved<R>>;
-    } catch (e) {
-      return Promise.reject(e);
-    }
+      return this.#sendGraph(graph, result, options, (raw) => valueOf(graph, result, raw)) as Promise<Resolved<R>>;
+    });
   }
 
   /** @internal records one trace into `graph` */
@@ -440,24 +451,9 @@ export class LanguageModel<T = unknown> {
     return this.#send(graph, signal, cancel, start, then);
   }
 
-  /** The returned value of a trace with proxies replaced by their results. */
-  #submitValue(graph: Graph, result: unknown, options: TraceOptions): Promise<unknown> {
-    return this.#sendGraph(graph, result, options, (raw) => {
-      resolveSaved(graph, raw.saved);
-      return substitute(result);
-    });
-  }
-
   /** @internal sends a recorded graph and maps the results back */
   submit(graph: Graph, result: unknown, options: TraceOptions): Promise<{ value: unknown; raw: RunResult }> {
-    try {
-      return this.#sendGraph(graph, result, options, (raw) => {
-        resolveSaved(graph, raw.saved);
-        return { value: substitute(result), raw };
-      });
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    return rejecting(() => this.#sendGraph(graph, result, options, (raw) => ({ value: valueOf(graph, result, raw), raw })));
   }
 
   /**

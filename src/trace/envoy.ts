@@ -42,12 +42,17 @@ const NO_ARGS: readonly unknown[] = [];
 // console.log and util.inspect print an envoy or a tuple view by this, not by reading its names
 const INSPECT = Symbol.for('nodejs.util.inspect.custom');
 
+/** A site as reads and writes record it: the model's native id, or the name it lacks (the native side names it). */
+function siteOf(scope: Scope, site: string): string | number {
+  return scope.siteIds.get(site) ?? site;
+}
+
 function leafValue(scope: Scope, s: Struct, what: string): TraceProxy {
   if (s.kind !== 'tensor') throw new Error(`${what} is not a tensor`);
   if (!s.site) throw new Error(`${what} has no hook site in this export`);
   if (s.pruned)
     throw new Error(`${what} ('${s.site}') was pruned by the export: nothing in the model uses it, so it cannot be read or patched`);
-  return record(graphOf(scope, what), scope.invoke, 'read', NO_ARGS, scope.siteIds.get(s.site) ?? s.site);
+  return record(graphOf(scope, what), scope.invoke, 'read', NO_ARGS, siteOf(scope, s.site));
 }
 
 function writeLeaf(scope: Scope, s: Struct, what: string, value: unknown): void {
@@ -55,7 +60,7 @@ function writeLeaf(scope: Scope, s: Struct, what: string, value: unknown): void 
   if (s.pruned) throw new Error(`${what} ('${s.site}') was pruned by the export: replacing it would change nothing`);
   if (value instanceof Array || value instanceof TupleView)
     throw new Error(`${what} is a tensor; assign a proxy, a Tensor or a number`);
-  record(graphOf(scope, what), scope.invoke, 'write', [value], scope.siteIds.get(s.site) ?? s.site);
+  record(graphOf(scope, what), scope.invoke, 'write', [value], siteOf(scope, s.site));
 }
 
 /** The value of a struct: a proxy for a tensor, a tuple view for a tuple, null for None. */

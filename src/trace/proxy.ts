@@ -112,6 +112,11 @@ proxyHooks.record = (op, args) => {
 // their `seen` set (against cycles) only at the first container: a trace's returned array of
 // proxies costs one set, not a lookup per item.
 
+/** What a returned value holds: a tuple view's or an array's items, a plain object's values. */
+function containerItems(v: object): readonly unknown[] | undefined {
+  return tupleItems(v) ?? (Array.isArray(v) ? v : Object.getPrototypeOf(v) === Object.prototype ? Object.values(v) : undefined);
+}
+
 /**
  * Touches every value in a returned value, so tuple views (which read their items on first
  * access) record their reads while the trace is still open.
@@ -121,7 +126,7 @@ export function materialize(v: unknown, seen?: Set<unknown>): void {
   seen ??= new Set();
   if (seen.has(v)) return;
   seen.add(v);
-  const items = tupleItems(v) ?? (Array.isArray(v) ? v : Object.getPrototypeOf(v) === Object.prototype ? Object.values(v) : undefined);
+  const items = containerItems(v);
   if (items) for (let i = 0; i < items.length; i++) materialize(items[i], seen);
 }
 
@@ -132,7 +137,7 @@ export function markSaved(v: unknown, seen?: Set<unknown>): void {
   seen ??= new Set();
   if (seen.has(v)) return;
   seen.add(v);
-  const items = tupleItems(v) ?? (Array.isArray(v) ? v : Object.getPrototypeOf(v) === Object.prototype ? Object.values(v) : undefined);
+  const items = containerItems(v);
   if (items) for (let i = 0; i < items.length; i++) markSaved(items[i], seen);
 }
 
