@@ -1,5 +1,6 @@
-// The op table: name -> ATen call with argument checks. The eager Tensor methods and the
-// graph interpreter both run ops through runOp, so the two cannot drift apart.
+// The op kernels (op_<name>) and the readers that check arguments; the table that maps each
+// name to its kernel is generated from ops.json (ops.gen.inc, scripts/gen-ops.mjs). The eager
+// Tensor methods and the graph interpreter both run ops through runOp, so the two cannot drift.
 #include "common.h"
 
 namespace ts {
@@ -75,20 +76,57 @@ std::vector<at::Tensor> tensors(const Args& a, size_t i) {
   throw ArgError{i, "a list of tensors"};
 }
 
-// `other` of a binary op: a number, or a tensor moved to self's device when it is on the
-// CPU and self is not (a steering vector made on the host works on a CUDA activation).
-IV other(const at::Tensor& self, const Args& a, size_t i) {
+// Readers for the generated table (ops.gen.inc), one per argument kind of ops.json.
+c10::Scalar scalarArg(const Args& a, size_t i) {
+  if (i < a.size()) return scalar(a[i], i);
+  throw ArgError{i, "a number"};
+}
+c10::Scalar scalarArg(const Args& a, size_t i, c10::Scalar dflt) { return has(a, i) ? scalar(a[i], i) : dflt; }
+
+c10::optional<int64_t> optInteger(const Args& a, size_t i) {
+  if (!has(a, i)) return c10::nullopt;
+  return integer(a, i);
+}
+
+c10::optional<std::vector<int64_t>> optInts(const Args& a, size_t i) {
+  if (!has(a, i)) return c10::nullopt;
+  return ints(a, i);
+}
+
+// a number as is, or a tensor
+IV tensorOrNumber(const Args& a, size_t i) {
   if (i < a.size() && isNumber(a[i])) return a[i];
-  at::Tensor o = tensor(a, i);
+  return IV(tensor(a, i));
+}
+
+// max/min's dim: absent, a tensor (elementwise), or an integer
+IV intOrTensor(const Args& a, size_t i) {
+  if (!has(a, i)) return IV();
+  if (a[i].isTensor()) return IV(tensor(a, i));
+  return IV(integer(a, i));
+}
+
+std::string name(const Args& a, size_t i) {
+  if (i < a.size() && a[i].isString()) return a[i].toStringRef();
+  throw ArgError{i, "a dtype or device name"};
+}
+
+c10::optional<std::string> optName(const Args& a, size_t i) {
+  if (!has(a, i)) return c10::nullopt;
+  return name(a, i);
+}
+
+// The other operand of a binary op moved to self's device when it is on the CPU and self is
+// not (a steering vector made on the host works on a CUDA activation).
+at::Tensor onSelfDevice(const at::Tensor& self, at::Tensor o) {
   if (o.device() != self.device() && o.device().is_cpu()) o = o.to(self.device());
-  return IV(o);
+  return o;
 }
 
 // The other operand of an in-place op, moved to the live tensor's device. Its dtype is kept:
 // ATen computes in the promoted type and rounds once into self (float32 into float16 works,
 // float into int64 is refused), as PyTorch does.
-at::Tensor inplaceOther(const at::Tensor& self, const Args& a, size_t i) {
-  at::Tensor o = tensor(a, i);
+at::Tensor inplaceOther(const at::Tensor& self, at::Tensor o) {
   if (o.device() != self.device()) o = o.to(self.device());
   return o;
 }
@@ -100,295 +138,210 @@ void checkDim(const at::Tensor& t, int64_t d, size_t argIndex) {
                                  "] for a tensor of shape " + shapeString(t.sizes())};
 }
 
-IV binary(const Args& a, at::Tensor (*ft)(const at::Tensor&, const at::Tensor&),
-          at::Tensor (*fs)(const at::Tensor&, const c10::Scalar&)) {
-  auto self = tensor(a, 0);
-  IV o = other(self, a, 1);
-  return o.isTensor() ? ft(self, o.toTensor()) : fs(self, scalar(o, 1));
-}
+// A number operand (already checked by its reader) as a Scalar.
+c10::Scalar num(const IV& v) { return scalar(v, 1); }
 
-#define UNARY(NAME, EXPR) \
-  {NAME, NAME "(self)", 1, 1, false, false, [](Args& a) -> IV { auto t = tensor(a, 0); return EXPR; }}
+// ---- kernels: op_<name>, one per op of ops.json, with the arguments read and checked -------
 
-// Reductions with PyTorch's (dim=None, keepdim=False).
-IV reduce(const Args& a, at::Tensor (*all)(const at::Tensor&),
-          at::Tensor (*dims)(const at::Tensor&, at::IntArrayRef, bool, c10::optional<at::ScalarType>)) {
-  auto t = tensor(a, 0);
-  if (!has(a, 1)) {
-    if (flag(a, 2, false)) {
-      std::vector<int64_t> all_dims(t.dim());
-      for (int64_t d = 0; d < t.dim(); ++d) all_dims[d] = d;
-      return dims(t, all_dims, true, c10::nullopt);
-    }
-    return all(t);
-  }
-  auto d = ints(a, 1);
-  for (auto x : d) checkDim(t, x, 1);
-  return dims(t, d, flag(a, 2, false), c10::nullopt);
+// arithmetic (other: tensor or number)
+IV op_add(const at::Tensor& self, const IV& other, const c10::Scalar& alpha) {
+  return other.isTensor() ? at::add(self, onSelfDevice(self, other.toTensor()), alpha) : at::add(self, num(other), alpha);
 }
+IV op_sub(const at::Tensor& self, const IV& other, const c10::Scalar& alpha) {
+  return other.isTensor() ? at::sub(self, onSelfDevice(self, other.toTensor()), alpha) : at::sub(self, num(other), alpha);
+}
+IV op_mul(const at::Tensor& self, const IV& other) {
+  return other.isTensor() ? at::mul(self, onSelfDevice(self, other.toTensor())) : at::mul(self, num(other));
+}
+IV op_div(const at::Tensor& self, const IV& other) {
+  return other.isTensor() ? at::div(self, onSelfDevice(self, other.toTensor())) : at::div(self, num(other));
+}
+IV op_pow(const at::Tensor& self, const IV& exponent) {
+  return exponent.isTensor() ? at::pow(self, onSelfDevice(self, exponent.toTensor())) : at::pow(self, num(exponent));
+}
+IV op_matmul(const at::Tensor& self, const at::Tensor& other) {
+  if (self.dim() == 0 || other.dim() == 0) throw ArgError{1, "tensors of at least one dimension"};
+  return at::matmul(self, onSelfDevice(self, other));
+}
+IV op_neg(const at::Tensor& t) { return t.neg(); }
+IV op_abs(const at::Tensor& t) { return t.abs(); }
+IV op_exp(const at::Tensor& t) { return t.exp(); }
+IV op_log(const at::Tensor& t) { return t.log(); }
+IV op_sqrt(const at::Tensor& t) { return t.sqrt(); }
+IV op_clone(const at::Tensor& t) { return t.clone(); }
+IV op_float(const at::Tensor& t) { return t.to(at::kFloat); }
+IV op_half(const at::Tensor& t) { return t.to(at::kHalf); }
+IV op_bfloat16(const at::Tensor& t) { return t.to(at::kBFloat16); }
+IV op_contiguous(const at::Tensor& t) { return t.contiguous(); }
+IV op_detach(const at::Tensor& t) { return t.detach(); }
 
-at::Tensor meanAll(const at::Tensor& t) { return t.mean(); }
-at::Tensor sumAll(const at::Tensor& t) { return t.sum(); }
-at::Tensor meanDims(const at::Tensor& t, at::IntArrayRef d, bool k, c10::optional<at::ScalarType> s) {
-  return at::mean(t, d, k, s);
+// reductions with PyTorch's (dim=None, keepdim=False)
+std::vector<int64_t> allDims(const at::Tensor& t) {
+  std::vector<int64_t> d(t.dim());
+  for (int64_t k = 0; k < t.dim(); ++k) d[k] = k;
+  return d;
 }
-at::Tensor sumDims(const at::Tensor& t, at::IntArrayRef d, bool k, c10::optional<at::ScalarType> s) {
-  return at::sum(t, d, k, s);
+std::vector<int64_t> checkedDims(const at::Tensor& t, const c10::optional<std::vector<int64_t>>& dim, size_t argIndex) {
+  for (auto x : *dim) checkDim(t, x, argIndex);
+  return *dim;
 }
-
+IV op_mean(const at::Tensor& self, const c10::optional<std::vector<int64_t>>& dim, bool keepdim) {
+  auto t = at::isFloatingType(self.scalar_type()) ? self : self.to(at::kFloat);  // mean of ints is a float
+  if (!dim) return keepdim ? at::mean(t, allDims(t), true) : t.mean();
+  return at::mean(t, checkedDims(t, dim, 1), keepdim);
+}
+IV op_sum(const at::Tensor& t, const c10::optional<std::vector<int64_t>>& dim, bool keepdim) {
+  if (!dim) return keepdim ? at::sum(t, allDims(t), true) : t.sum();
+  return at::sum(t, checkedDims(t, dim, 1), keepdim);
+}
 // max/min: whole tensor, elementwise with another tensor, or along dim -> (values, indices).
-IV extremum(const Args& a, bool isMax) {
-  auto t = tensor(a, 0);
-  if (!has(a, 1)) return isMax ? t.max() : t.min();
-  if (a[1].isTensor()) {
-    auto o = other(t, a, 1).toTensor();
+IV extremum(const at::Tensor& t, const IV& dim, bool keepdim, bool isMax) {
+  if (dim.isNone()) return isMax ? t.max() : t.min();
+  if (dim.isTensor()) {
+    auto o = onSelfDevice(t, dim.toTensor());
     return isMax ? at::maximum(t, o) : at::minimum(t, o);
   }
-  int64_t d = integer(a, 1);
+  int64_t d = dim.toInt();
   checkDim(t, d, 1);
-  auto r = isMax ? t.max(d, flag(a, 2, false)) : t.min(d, flag(a, 2, false));
+  auto r = isMax ? t.max(d, keepdim) : t.min(d, keepdim);
   return c10::ivalue::Tuple::create({IV(std::get<0>(r)), IV(std::get<1>(r))});
 }
-
-std::string shapeArg(const Args& a) { return a.size() > 1 && a[1].isIntList() ? shapeString(a[1].toIntVector()) : "?"; }
-
-const std::vector<OpDef>& table() {
-  static const std::vector<OpDef> ops = {
-      // arithmetic (other: tensor or number)
-      {"add", "add(self, other, alpha=1)", 2, 3, false, false, [](Args& a) -> IV {
-         auto self = tensor(a, 0);
-         IV o = other(self, a, 1);
-         auto alpha = has(a, 2) ? scalar(a[2], 2) : c10::Scalar(1);
-         return o.isTensor() ? at::add(self, o.toTensor(), alpha) : at::add(self, scalar(o, 1), alpha);
-       }},
-      {"sub", "sub(self, other, alpha=1)", 2, 3, false, false, [](Args& a) -> IV {
-         auto self = tensor(a, 0);
-         IV o = other(self, a, 1);
-         auto alpha = has(a, 2) ? scalar(a[2], 2) : c10::Scalar(1);
-         return o.isTensor() ? at::sub(self, o.toTensor(), alpha) : at::sub(self, scalar(o, 1), alpha);
-       }},
-      {"mul", "mul(self, other)", 2, 2, false, false,
-       [](Args& a) -> IV { return binary(a, [](const at::Tensor& x, const at::Tensor& y) { return at::mul(x, y); },
-                                         [](const at::Tensor& x, const c10::Scalar& y) { return at::mul(x, y); }); }},
-      {"div", "div(self, other)", 2, 2, false, false,
-       [](Args& a) -> IV { return binary(a, [](const at::Tensor& x, const at::Tensor& y) { return at::div(x, y); },
-                                         [](const at::Tensor& x, const c10::Scalar& y) { return at::div(x, y); }); }},
-      {"pow", "pow(self, exponent)", 2, 2, false, false,
-       [](Args& a) -> IV { return binary(a, [](const at::Tensor& x, const at::Tensor& y) { return at::pow(x, y); },
-                                         [](const at::Tensor& x, const c10::Scalar& y) { return at::pow(x, y); }); }},
-      {"matmul", "matmul(self, other)", 2, 2, false, false, [](Args& a) -> IV {
-         auto self = tensor(a, 0);
-         auto o = other(self, a, 1);
-         if (!o.isTensor()) throw ArgError{1, "a tensor"};
-         const auto& t = o.toTensor();
-         if (self.dim() == 0 || t.dim() == 0) throw ArgError{1, "tensors of at least one dimension"};
-         return at::matmul(self, t);
-       }},
-      UNARY("neg", t.neg()),
-      UNARY("abs", t.abs()),
-      UNARY("exp", t.exp()),
-      UNARY("log", t.log()),
-      UNARY("sqrt", t.sqrt()),
-      UNARY("clone", t.clone()),
-      UNARY("float", t.to(at::kFloat)),
-      UNARY("half", t.to(at::kHalf)),
-      UNARY("bfloat16", t.to(at::kBFloat16)),
-      UNARY("contiguous", t.contiguous()),
-      {"detach", "detach(self)", 1, 1, false, true, [](Args& a) -> IV { return tensor(a, 0).detach(); }},
-      // reductions
-      {"mean", "mean(self, dim=None, keepdim=False)", 1, 3, false, false, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         if (!at::isFloatingType(t.scalar_type())) t = t.to(at::kFloat);  // mean of ints is a float
-         Args b = a;
-         b[0] = IV(t);
-         return reduce(b, meanAll, meanDims);
-       }},
-      {"sum", "sum(self, dim=None, keepdim=False)", 1, 3, false, false,
-       [](Args& a) -> IV { return reduce(a, sumAll, sumDims); }},
-      {"max", "max(self, dim=None, keepdim=False)", 1, 3, false, false, [](Args& a) -> IV { return extremum(a, true); }},
-      {"min", "min(self, dim=None, keepdim=False)", 1, 3, false, false, [](Args& a) -> IV { return extremum(a, false); }},
-      {"norm", "norm(self, p=2, dim=None, keepdim=False)", 1, 4, false, false, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         double p = real(a, 1, 2.0);
-         if (!has(a, 2)) {
-           if (!flag(a, 3, false)) return at::norm(t, c10::Scalar(p));
-           std::vector<int64_t> all(t.dim());
-           for (int64_t d = 0; d < t.dim(); ++d) all[d] = d;
-           return at::norm(t, c10::optional<c10::Scalar>(c10::Scalar(p)), all, true);
-         }
-         auto d = ints(a, 2);
-         for (auto x : d) checkDim(t, x, 2);
-         return at::norm(t, c10::optional<c10::Scalar>(c10::Scalar(p)), d, flag(a, 3, false));
-       }},
-      {"softmax", "softmax(self, dim)", 2, 2, false, false, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         int64_t d = integer(a, 1);
-         checkDim(t, d, 1);
-         return at::softmax(t, d);
-       }},
-      {"logSoftmax", "logSoftmax(self, dim)", 2, 2, false, false, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         int64_t d = integer(a, 1);
-         checkDim(t, d, 1);
-         return at::log_softmax(t, d);
-       }},
-      {"argmax", "argmax(self, dim=None, keepdim=False)", 1, 3, false, false, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         if (t.numel() == 0) throw ArgError{0, "a non-empty tensor"};
-         c10::optional<int64_t> d;
-         if (has(a, 1)) {
-           d = integer(a, 1);
-           checkDim(t, *d, 1);
-         }
-         return at::argmax(t, d, flag(a, 2, false));
-       }},
-      {"topk", "topk(self, k, dim=-1, largest=True, sorted=True)", 2, 5, false, false, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         int64_t k = integer(a, 1);
-         int64_t d = integer(a, 2, -1);
-         checkDim(t, d, 2);
-         int64_t n = t.dim() == 0 ? 1 : t.size(d < 0 ? d + t.dim() : d);
-         if (k < 0 || k > n) throw ArgError{1, "in [0, " + std::to_string(n) + "]"};
-         auto r = at::topk(t, k, d, flag(a, 3, true), flag(a, 4, true));
-         return c10::ivalue::Tuple::create({IV(std::get<0>(r)), IV(std::get<1>(r))});
-       }},
-      {"cosineSimilarity", "cosineSimilarity(self, other, dim=1, eps=1e-8)", 2, 4, false, false, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         auto o = other(t, a, 1);
-         if (!o.isTensor()) throw ArgError{1, "a tensor"};
-         int64_t d = integer(a, 2, 1);
-         return at::cosine_similarity(t, o.toTensor(), d, real(a, 3, 1e-8));
-       }},
-      // shapes and views
-      {"reshape", "reshape(self, shape)", 2, 2, false, true,
-       [](Args& a) -> IV { return tensor(a, 0).reshape(ints(a, 1)); }},
-      {"view", "view(self, shape)", 2, 2, false, true,
-       [](Args& a) -> IV { return tensor(a, 0).view(ints(a, 1)); }},
-      {"transpose", "transpose(self, dim0, dim1)", 3, 3, false, true, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         int64_t d0 = integer(a, 1), d1 = integer(a, 2);
-         checkDim(t, d0, 1);
-         checkDim(t, d1, 2);
-         return t.transpose(d0, d1);
-       }},
-      {"permute", "permute(self, dims)", 2, 2, false, true, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         auto d = ints(a, 1);
-         if ((int64_t)d.size() != t.dim())
-           throw ArgError{1, std::to_string(t.dim()) + " dimensions for shape " + shapeString(t.sizes())};
-         return t.permute(d);
-       }},
-      {"squeeze", "squeeze(self, dim=None)", 1, 2, false, true, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         if (!has(a, 1)) return t.squeeze();
-         int64_t d = integer(a, 1);
-         checkDim(t, d, 1);
-         return t.squeeze(d);
-       }},
-      {"unsqueeze", "unsqueeze(self, dim)", 2, 2, false, true, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         int64_t d = integer(a, 1);
-         int64_t n = t.dim() + 1;
-         if (d < -n || d >= n) throw ArgError{1, "a dimension in [" + std::to_string(-n) + ", " + std::to_string(n - 1) + "]"};
-         return t.unsqueeze(d);
-       }},
-      {"flatten", "flatten(self, start_dim=0, end_dim=-1)", 1, 3, false, true, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         int64_t s = integer(a, 1, 0), e = integer(a, 2, -1);
-         checkDim(t, s, 1);
-         checkDim(t, e, 2);
-         return t.flatten(s, e);
-       }},
-      {"index", "index(self, spec)", 2, 2, false, true,
-       [](Args& a) -> IV { return applyIndex(tensor(a, 0), a[1]); }},
-      {"to", "to(self, dtype_or_device, dtype=None)", 2, 3, false, false, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         auto device = t.device();
-         auto dtype = t.scalar_type();
-         for (size_t i = 1; i < a.size(); ++i) {
-           if (!a[i].isString()) throw ArgError{i, "a dtype or device name"};
-           const auto& s = a[i].toStringRef();
-           if (s == "cpu" || s.rfind("cuda", 0) == 0) device = parseDevice(s);
-           else dtype = parseDtype(s);
-         }
-         return t.to(device, dtype);
-       }},
-      {"cat", "cat(tensors, dim=0)", 1, 2, false, false, [](Args& a) -> IV {
-         auto ts = tensors(a, 0);
-         return at::cat(ts, integer(a, 1, 0));
-       }},
-      {"stack", "stack(tensors, dim=0)", 1, 2, false, false, [](Args& a) -> IV {
-         auto ts = tensors(a, 0);
-         return at::stack(ts, integer(a, 1, 0));
-       }},
-      {"shape", "shape(self)", 1, 1, false, false,
-       [](Args& a) -> IV { return IV(c10::List<int64_t>(tensor(a, 0).sizes().vec())); }},
-      {"size", "size(self, dim=None)", 1, 2, false, false, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         if (!has(a, 1)) return IV(c10::List<int64_t>(t.sizes().vec()));
-         int64_t d = integer(a, 1);
-         checkDim(t, d, 1);
-         return IV(t.size(d));
-       }},
-      {"item", "item(self)", 1, 1, false, false, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         if (t.numel() != 1) throw ArgError{0, "a tensor with one element"};
-         auto s = t.item();
-         if (s.isBoolean()) return IV(s.toBool());
-         if (s.isIntegral(false)) return IV(s.toLong());
-         return IV(s.toDouble());
-       }},
-      // element i of a tuple or list result (topk's values/indices, max along a dim)
-      {"getitem", "getitem(self, index)", 2, 2, false, true, [](Args& a) -> IV {
-         int64_t i = integer(a, 1);
-         if (a[0].isTuple() || a[0].isList()) {
-           auto items = a[0].isTuple() ? a[0].toTupleRef().elements().vec() : a[0].toListRef().vec();
-           int64_t n = (int64_t)items.size();
-           if (i < -n || i >= n) throw ArgError{1, "an index in [" + std::to_string(-n) + ", " + std::to_string(n - 1) + "]"};
-           return items[i < 0 ? i + n : i];
-         }
-         throw ArgError{0, "a tuple or list"};
-       }},
-      // in place, on the live tensor
-      {"copy_", "copy_(self, src)", 2, 2, true, true, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         auto src = inplaceOther(t, a, 1);  // copy_ casts to self's dtype, as in PyTorch
-         if (!src.sizes().equals(t.sizes()) && !at::is_expandable_to(src.sizes(), t.sizes()))
-           throw UserError("copy_: shapes " + shapeString(t.sizes()) + " and " + shapeString(src.sizes()) +
-                           ": the source cannot be broadcast to the destination");
-         return t.copy_(src);
-       }},
-      {"add_", "add_(self, other, alpha=1)", 2, 3, true, true, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         auto alpha = has(a, 2) ? scalar(a[2], 2) : c10::Scalar(1);
-         if (isNumber(a[1])) return t.add_(scalar(a[1], 1), alpha);
-         return t.add_(inplaceOther(t, a, 1), alpha);
-       }},
-      {"sub_", "sub_(self, other, alpha=1)", 2, 3, true, true, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         auto alpha = has(a, 2) ? scalar(a[2], 2) : c10::Scalar(1);
-         if (isNumber(a[1])) return t.sub_(scalar(a[1], 1), alpha);
-         return t.sub_(inplaceOther(t, a, 1), alpha);
-       }},
-      {"mul_", "mul_(self, other)", 2, 2, true, true, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         if (isNumber(a[1])) return t.mul_(scalar(a[1], 1));
-         return t.mul_(inplaceOther(t, a, 1));
-       }},
-      {"div_", "div_(self, other)", 2, 2, true, true, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         if (isNumber(a[1])) return t.div_(scalar(a[1], 1));
-         return t.div_(inplaceOther(t, a, 1));
-       }},
-      {"fill_", "fill_(self, value)", 2, 2, true, true, [](Args& a) -> IV {
-         auto t = tensor(a, 0);
-         if (!isNumber(a[1])) throw ArgError{1, "a number"};
-         return t.fill_(scalar(a[1], 1));
-       }},
-      {"zero_", "zero_(self)", 1, 1, true, true, [](Args& a) -> IV { return tensor(a, 0).zero_(); }},
-  };
-  return ops;
+IV op_max(const at::Tensor& t, const IV& dim, bool keepdim) { return extremum(t, dim, keepdim, true); }
+IV op_min(const at::Tensor& t, const IV& dim, bool keepdim) { return extremum(t, dim, keepdim, false); }
+IV op_norm(const at::Tensor& t, double p, const c10::optional<std::vector<int64_t>>& dim, bool keepdim) {
+  if (!dim) {
+    if (!keepdim) return at::norm(t, c10::Scalar(p));
+    return at::norm(t, c10::optional<c10::Scalar>(c10::Scalar(p)), allDims(t), true);
+  }
+  return at::norm(t, c10::optional<c10::Scalar>(c10::Scalar(p)), checkedDims(t, dim, 2), keepdim);
 }
+IV op_softmax(const at::Tensor& t, int64_t dim) {
+  checkDim(t, dim, 1);
+  return at::softmax(t, dim);
+}
+IV op_logSoftmax(const at::Tensor& t, int64_t dim) {
+  checkDim(t, dim, 1);
+  return at::log_softmax(t, dim);
+}
+IV op_argmax(const at::Tensor& t, c10::optional<int64_t> dim, bool keepdim) {
+  if (t.numel() == 0) throw ArgError{0, "a non-empty tensor"};
+  if (dim) checkDim(t, *dim, 1);
+  return at::argmax(t, dim, keepdim);
+}
+IV op_topk(const at::Tensor& t, int64_t k, int64_t dim, bool largest, bool sorted) {
+  checkDim(t, dim, 2);
+  int64_t n = t.dim() == 0 ? 1 : t.size(dim < 0 ? dim + t.dim() : dim);
+  if (k < 0 || k > n) throw ArgError{1, "in [0, " + std::to_string(n) + "]"};
+  auto r = at::topk(t, k, dim, largest, sorted);
+  return c10::ivalue::Tuple::create({IV(std::get<0>(r)), IV(std::get<1>(r))});
+}
+IV op_cosineSimilarity(const at::Tensor& t, const at::Tensor& other, int64_t dim, double eps) {
+  return at::cosine_similarity(t, onSelfDevice(t, other), dim, eps);
+}
+
+// shapes and views
+IV op_reshape(const at::Tensor& t, const std::vector<int64_t>& shape) { return t.reshape(shape); }
+IV op_view(const at::Tensor& t, const std::vector<int64_t>& shape) { return t.view(shape); }
+IV op_transpose(const at::Tensor& t, int64_t dim0, int64_t dim1) {
+  checkDim(t, dim0, 1);
+  checkDim(t, dim1, 2);
+  return t.transpose(dim0, dim1);
+}
+IV op_permute(const at::Tensor& t, const std::vector<int64_t>& dims) {
+  if ((int64_t)dims.size() != t.dim())
+    throw ArgError{1, std::to_string(t.dim()) + " dimensions for shape " + shapeString(t.sizes())};
+  return t.permute(dims);
+}
+IV op_squeeze(const at::Tensor& t, c10::optional<int64_t> dim) {
+  if (!dim) return t.squeeze();
+  checkDim(t, *dim, 1);
+  return t.squeeze(*dim);
+}
+IV op_unsqueeze(const at::Tensor& t, int64_t dim) {
+  int64_t n = t.dim() + 1;
+  if (dim < -n || dim >= n) throw ArgError{1, "a dimension in [" + std::to_string(-n) + ", " + std::to_string(n - 1) + "]"};
+  return t.unsqueeze(dim);
+}
+IV op_flatten(const at::Tensor& t, int64_t startDim, int64_t endDim) {
+  checkDim(t, startDim, 1);
+  checkDim(t, endDim, 2);
+  return t.flatten(startDim, endDim);
+}
+IV op_index(const at::Tensor& t, const IV& spec) { return applyIndex(t, spec); }
+IV op_to(const at::Tensor& t, const std::string& first, const c10::optional<std::string>& second) {
+  auto device = t.device();
+  auto dtype = t.scalar_type();
+  for (const std::string* s : {&first, second ? &*second : nullptr}) {
+    if (!s) continue;
+    if (*s == "cpu" || s->rfind("cuda", 0) == 0) device = parseDevice(*s);
+    else dtype = parseDtype(*s);
+  }
+  return t.to(device, dtype);
+}
+IV op_cat(const std::vector<at::Tensor>& ts, int64_t dim) { return at::cat(ts, dim); }
+IV op_stack(const std::vector<at::Tensor>& ts, int64_t dim) { return at::stack(ts, dim); }
+
+// reading
+IV op_shape(const at::Tensor& t) { return IV(c10::List<int64_t>(t.sizes().vec())); }
+IV op_size(const at::Tensor& t, c10::optional<int64_t> dim) {
+  if (!dim) return IV(c10::List<int64_t>(t.sizes().vec()));
+  checkDim(t, *dim, 1);
+  return IV(t.size(*dim));
+}
+IV op_item(const at::Tensor& t) {
+  if (t.numel() != 1) throw ArgError{0, "a tensor with one element"};
+  auto s = t.item();
+  if (s.isBoolean()) return IV(s.toBool());
+  if (s.isIntegral(false)) return IV(s.toLong());
+  return IV(s.toDouble());
+}
+// element i of a tuple or list result (topk's values/indices, max along a dim)
+IV op_getitem(const IV& self, int64_t i) {
+  if (self.isTuple() || self.isList()) {
+    auto items = self.isTuple() ? self.toTupleRef().elements().vec() : self.toListRef().vec();
+    int64_t n = (int64_t)items.size();
+    if (i < -n || i >= n) throw ArgError{1, "an index in [" + std::to_string(-n) + ", " + std::to_string(n - 1) + "]"};
+    return items[i < 0 ? i + n : i];
+  }
+  throw ArgError{0, "a tuple or list"};
+}
+
+// in place, on the live tensor
+IV op_copy_(const at::Tensor& self, const at::Tensor& src) {
+  auto t = self;
+  auto s = inplaceOther(t, src);  // copy_ casts to self's dtype, as in PyTorch
+  if (!s.sizes().equals(t.sizes()) && !at::is_expandable_to(s.sizes(), t.sizes()))
+    throw UserError("copy_: shapes " + shapeString(t.sizes()) + " and " + shapeString(s.sizes()) +
+                    ": the source cannot be broadcast to the destination");
+  return t.copy_(s);
+}
+IV op_add_(const at::Tensor& self, const IV& other, const c10::Scalar& alpha) {
+  auto t = self;
+  return other.isTensor() ? t.add_(inplaceOther(t, other.toTensor()), alpha) : t.add_(num(other), alpha);
+}
+IV op_sub_(const at::Tensor& self, const IV& other, const c10::Scalar& alpha) {
+  auto t = self;
+  return other.isTensor() ? t.sub_(inplaceOther(t, other.toTensor()), alpha) : t.sub_(num(other), alpha);
+}
+IV op_mul_(const at::Tensor& self, const IV& other) {
+  auto t = self;
+  return other.isTensor() ? t.mul_(inplaceOther(t, other.toTensor())) : t.mul_(num(other));
+}
+IV op_div_(const at::Tensor& self, const IV& other) {
+  auto t = self;
+  return other.isTensor() ? t.div_(inplaceOther(t, other.toTensor())) : t.div_(num(other));
+}
+IV op_fill_(const at::Tensor& self, const c10::Scalar& value) {
+  auto t = self;
+  return t.fill_(value);
+}
+IV op_zero_(const at::Tensor& self) {
+  auto t = self;
+  return t.zero_();
+}
+
+// the argument readers and the table, from ops.json
+#include "ops.gen.inc"
 
 const std::unordered_map<std::string, const OpDef*>& index() {
   static const auto idx = [] {
