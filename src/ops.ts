@@ -1,132 +1,51 @@
-// The op methods shared by eager `Tensor` and in-trace proxies. Each entry names the native
-// op and its parameters after `self`, in PyTorch's order; calls accept positional arguments
-// or one trailing options object ({ dim, keepdim }). The native op table does the work.
+// The op methods shared by eager `Tensor` and in-trace proxies, installed from the declaration
+// (ops.json, compiled into ops.gen.ts by scripts/gen-ops.mjs). Calls accept positional
+// arguments after `self` in PyTorch's order, or one trailing options object ({ dim, keepdim }).
+// The native op table checks the arguments and does the work.
 import { parseIndexShared, type IndexSpec } from './indexspec.js';
+import { OP_DECLS, type OpDecl } from './ops.gen.js';
 
-export type Dim = number | number[];
+export { OP_DECLS, type Dim, type OpDecl, type TensorOps } from './ops.gen.js';
 
-/** The methods every tensor-like value has; `T` is the value type (Tensor or proxy). */
-export interface TensorOps<T, Other = T | number> {
-  add(other: Other, alpha?: number | { alpha?: number }): T;
-  sub(other: Other, alpha?: number | { alpha?: number }): T;
-  mul(other: Other): T;
-  div(other: Other): T;
-  pow(exponent: Other): T;
-  neg(): T;
-  abs(): T;
-  exp(): T;
-  log(): T;
-  sqrt(): T;
-  matmul(other: Exclude<Other, number>): T;
-  mean(dim?: Dim | { dim?: Dim; keepdim?: boolean }, keepdim?: boolean): T;
-  sum(dim?: Dim | { dim?: Dim; keepdim?: boolean }, keepdim?: boolean): T;
-  max(): T;
-  max(dim: number | { dim: number; keepdim?: boolean }, keepdim?: boolean): { values: T; indices: T };
-  min(): T;
-  min(dim: number | { dim: number; keepdim?: boolean }, keepdim?: boolean): { values: T; indices: T };
-  norm(p?: number | { p?: number; dim?: Dim; keepdim?: boolean }, dim?: Dim, keepdim?: boolean): T;
-  softmax(dim: number | { dim: number }): T;
-  logSoftmax(dim: number | { dim: number }): T;
-  argmax(dim?: number | { dim?: number; keepdim?: boolean }, keepdim?: boolean): T;
-  topk(k: number, dim?: number | { dim?: number; largest?: boolean; sorted?: boolean }, largest?: boolean, sorted?: boolean): { values: T; indices: T };
-  reshape(...shape: Array<number | number[]>): T;
-  view(...shape: Array<number | number[]>): T;
-  transpose(dim0: number, dim1: number): T;
-  permute(...dims: Array<number | number[]>): T;
-  squeeze(dim?: number): T;
-  unsqueeze(dim: number): T;
-  flatten(startDim?: number, endDim?: number): T;
-  index(spec: IndexSpec): T;
-  clone(): T;
-  detach(): T;
-  contiguous(): T;
-  to(dtypeOrDevice: string, dtype?: string): T;
-  float(): T;
-  half(): T;
-  bfloat16(): T;
-  cosineSimilarity(other: Exclude<Other, number>, dim?: number | { dim?: number; eps?: number }, eps?: number): T;
-  copy_(src: Exclude<Other, number>): T;
-  add_(other: Other, alpha?: number | { alpha?: number }): T;
-  sub_(other: Other, alpha?: number | { alpha?: number }): T;
-  mul_(other: Other): T;
-  div_(other: Other): T;
-  fill_(value: number): T;
-  zero_(): T;
-}
-
-export interface OpSpec {
-  params: string[];
-  /** shape-like varargs: reshape(2, 3) or reshape([2, 3]) */
-  varargs?: boolean;
+/** An op as its methods see it: the declaration, its name, and the JS-side argument checks. */
+export interface BoundOp extends OpDecl {
+  op: string;
   /** result is a (values, indices) pair */
-  pair?: boolean | ((args: unknown[]) => boolean);
+  pair: boolean | ((args: unknown[]) => boolean);
   /** checks or converts the arguments once normalised (undefined made null, trailing nulls dropped) */
   prepare?: (args: unknown[]) => unknown[];
 }
 
-/** `alpha` is a plain number in PyTorch (the native side would reject anything else unclearly). */
-function numberAlpha(op: string) {
-  return (args: unknown[]): unknown[] => {
-    const alpha = args[1];
-    if (alpha !== undefined && alpha !== null && typeof alpha !== 'number')
-      throw new Error(`${op}: argument 'alpha' must be a number; got ${Array.isArray(alpha) ? 'an array' : typeof alpha}`);
+/**
+ * The JS-side checks of an op's arguments, from their kinds: `number` arguments (alpha) are
+ * checked here so a trace fails at the user's line, index specs are parsed into the wire form.
+ * Undefined when the op has none, so the common call makes no extra call.
+ */
+function prepareFor(op: string, decl: OpDecl): BoundOp['prepare'] {
+  const checks = decl.js.flatMap((kind, i) => (kind ? [{ kind, i, name: decl.params[i] }] : []));
+  if (checks.length === 0) return undefined;
+  return (args) => {
+    for (const { kind, i, name } of checks) {
+      if (kind === 'index') args[i] = parseIndexShared(args[i] as IndexSpec);
+      else {
+        const v = args[i];
+        if (v !== undefined && v !== null && typeof v !== 'number')
+          throw new Error(`${op}: argument '${name}' must be a number; got ${Array.isArray(v) ? 'an array' : typeof v}`);
+      }
+    }
     return args;
   };
 }
 
-export const OP_SPECS: Record<string, OpSpec> = {
-  add: { params: ['other', 'alpha'], prepare: numberAlpha('add') },
-  sub: { params: ['other', 'alpha'], prepare: numberAlpha('sub') },
-  mul: { params: ['other'] },
-  div: { params: ['other'] },
-  pow: { params: ['exponent'] },
-  neg: { params: [] },
-  abs: { params: [] },
-  exp: { params: [] },
-  log: { params: [] },
-  sqrt: { params: [] },
-  matmul: { params: ['other'] },
-  mean: { params: ['dim', 'keepdim'] },
-  sum: { params: ['dim', 'keepdim'] },
-  max: { params: ['dim', 'keepdim'], pair: (a) => typeof a[0] === 'number' },
-  min: { params: ['dim', 'keepdim'], pair: (a) => typeof a[0] === 'number' },
-  norm: { params: ['p', 'dim', 'keepdim'] },
-  softmax: { params: ['dim'] },
-  logSoftmax: { params: ['dim'] },
-  argmax: { params: ['dim', 'keepdim'] },
-  topk: { params: ['k', 'dim', 'largest', 'sorted'], pair: true },
-  reshape: { params: ['shape'], varargs: true },
-  view: { params: ['shape'], varargs: true },
-  transpose: { params: ['dim0', 'dim1'] },
-  permute: { params: ['dims'], varargs: true },
-  squeeze: { params: ['dim'] },
-  unsqueeze: { params: ['dim'] },
-  flatten: { params: ['startDim', 'endDim'] },
-  index: { params: ['spec'], prepare: (a) => [parseIndexShared(a[0] as IndexSpec)] },
-  clone: { params: [] },
-  detach: { params: [] },
-  contiguous: { params: [] },
-  to: { params: ['dtypeOrDevice', 'dtype'] },
-  float: { params: [] },
-  half: { params: [] },
-  bfloat16: { params: [] },
-  cosineSimilarity: { params: ['other', 'dim', 'eps'] },
-  copy_: { params: ['src'] },
-  add_: { params: ['other', 'alpha'], prepare: numberAlpha('add_') },
-  sub_: { params: ['other', 'alpha'], prepare: numberAlpha('sub_') },
-  mul_: { params: ['other'] },
-  div_: { params: ['other'] },
-  fill_: { params: ['value'] },
-  zero_: { params: [] },
-};
-
-const INPLACE_OPS = new Set(['copy_', 'add_', 'sub_', 'mul_', 'div_', 'fill_', 'zero_']);
-
-/** An op as its methods see it: the spec, with its name and whether it works in place. */
-export interface BoundOp extends OpSpec {
-  op: string;
-  inplace: boolean;
+function bind(op: string, decl: OpDecl): BoundOp {
+  const pair = decl.returns === 'pair' ? true : decl.returns === 'pairWhenDim' ? (a: unknown[]) => typeof a[0] === 'number' : false;
+  return { ...decl, op, pair, prepare: prepareFor(op, decl) };
 }
+
+/** The ops installed as methods on Tensor and proxies, bound once. */
+export const METHOD_OPS: readonly BoundOp[] = Object.entries(OP_DECLS)
+  .filter(([, d]) => d.binding === 'method')
+  .map(([op, d]) => bind(op, d));
 
 /** A trailing options object: a plain object (a Tensor, a proxy, an array or a tuple view is an argument). */
 function isOptions(x: unknown, isValue: (v: unknown) => boolean): x is Record<string, unknown> {
@@ -169,17 +88,16 @@ export function normalizeArgs(spec: BoundOp, raw: unknown[], isValue: (v: unknow
 
 export function returnsPair(spec: BoundOp, args: unknown[]): boolean {
   const p = spec.pair;
-  return typeof p === 'function' ? p(args) : !!p;
+  return typeof p === 'function' ? p(args) : p;
 }
 
 /**
- * Installs every op of OP_SPECS on a class prototype. `call(self, spec, args)` runs it: the
- * eager Tensor calls the native op table now, a proxy records a graph node.
+ * Installs every method op on a class prototype. `call(self, spec, args)` runs it: the eager
+ * Tensor calls the native op table now, a proxy records a graph node.
  */
 export function installOps(proto: object, call: (self: any, op: BoundOp, args: unknown[]) => unknown): void {
-  for (const [op, spec] of Object.entries(OP_SPECS)) {
-    const bound: BoundOp = { ...spec, op, inplace: INPLACE_OPS.has(op) };
-    Object.defineProperty(proto, op, {
+  for (const bound of METHOD_OPS) {
+    Object.defineProperty(proto, bound.op, {
       value: function (this: unknown, ...args: unknown[]) {
         return call(this, bound, args);
       },

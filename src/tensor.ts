@@ -3,6 +3,7 @@
 import { native, type NativeTensor } from './native.js';
 import { installOps, normalizeArgs, returnsPair, type BoundOp, type TensorOps } from './ops.js';
 import { formatTensor } from './format.js';
+import { RECORD, isProxyLike, tupleItems } from './markers.js';
 
 export type Dtype = 'float32' | 'float16' | 'bfloat16' | 'float64' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
 export type NestedArray = number | boolean | NestedArray[];
@@ -13,25 +14,15 @@ export interface FromOptions {
   device?: string;
 }
 
-/**
- * A tuple view's items as an array (trace/envoy.ts defines the method): returned views are
- * walked like arrays, and a view passed as an argument stands for its items. Here, the module
- * below the tracer, so the wire and the static ops see it without importing trace code.
- */
-export const TUPLE_ITEMS = Symbol('torchsight.tupleItems');
-
-/** The items of a tuple view, or undefined for anything else. */
-export function tupleItems(v: unknown): unknown[] | undefined {
-  return v !== null && typeof v === 'object' && TUPLE_ITEMS in v ? (v as { [TUPLE_ITEMS](): unknown[] })[TUPLE_ITEMS]() : undefined;
-}
-
-/** Hooks the tracer installs so static Tensor.cat/stack accept proxies too. */
-export const proxyHooks: {
-  isProxy: (v: unknown) => boolean;
-  record: (op: string, args: unknown[]) => unknown;
-} = { isProxy: () => false, record: () => undefined };
+// the markers live below both this module and the tracer; re-exported for the tracer's modules
+export { TUPLE_ITEMS, tupleItems } from './markers.js';
 
 export class Tensor {
+  static {
+    // the op methods of ops.json, each running the native op now (eager, below)
+    installOps(this.prototype, eager);
+  }
+
   #handle: NativeTensor | undefined;
 
   /** @internal wraps a native handle; use Tensor.from to make one */
@@ -215,7 +206,7 @@ function checkShape(shape: unknown): void {
 }
 
 const isTensor = (v: unknown): v is Tensor => v instanceof Tensor;
-const isValueLike = (v: unknown) => v instanceof Tensor || proxyHooks.isProxy(v);
+const isValueLike = (v: unknown) => v instanceof Tensor || isProxyLike(v);
 
 /** Tensor arguments become native handles (arrays walked). */
 export function toNativeArg(v: unknown): unknown {
@@ -241,7 +232,7 @@ export function fromNative(v: unknown): unknown {
 
 function eager(self: Tensor, spec: BoundOp, raw: unknown[]): unknown {
   const { op } = spec;
-  if (raw.some((a) => proxyHooks.isProxy(a)))
+  if (raw.some(isProxyLike))
     throw new Error(`${op}: a proxy from a trace cannot be used with an eager Tensor outside the trace's callback; use it inside the trace`);
   const args = normalizeArgs(spec, raw, isValueLike);
   const nativeArgs = [self.native, ...args.map(toNativeArg)];
@@ -263,7 +254,9 @@ function staticOp(op: 'cat' | 'stack', list: unknown[], dim: number): unknown {
   // a module's tuple output inside a trace stands for its items, as in Python
   const tensors = tupleItems(list) ?? list;
   if (!Array.isArray(tensors) || tensors.length === 0) throw new Error(`Tensor.${op}: expected a non-empty array of tensors`);
-  if (tensors.some((t) => proxyHooks.isProxy(t))) return proxyHooks.record(op, [tensors, dim]);
+  // a proxy in the list: the op is recorded on its trace's graph
+  const proxy = tensors.find(isProxyLike);
+  if (proxy) return proxy[RECORD](op, [tensors, dim]);
   tensors.forEach((t, i) => {
     if (!isTensor(t)) throw new Error(`Tensor.${op}: item ${i} is not a Tensor`);
   });
@@ -279,5 +272,3 @@ function callNative(op: string, args: unknown[]): unknown {
     throw e;
   }
 }
-
-installOps(Tensor.prototype, eager);

@@ -1,15 +1,24 @@
 // Proxies: values inside a trace. Every op on one records a graph node; nothing runs until
 // the trace is sent. After it resolves, saved proxies carry `.value`.
 import { installOps, normalizeArgs, returnsPair, type BoundOp, type TensorOps } from '../ops.js';
-import { Tensor, proxyHooks, fromNative, tupleItems } from '../tensor.js';
+import { NODE_REF, RECORD, tupleItems, type ProxyLike } from '../markers.js';
+import { Tensor, fromNative } from '../tensor.js';
 import type { Graph } from './graph.js';
-import { NODE_REF } from './wire.js';
 
 const NOT_YET = Symbol('not yet');
 
 
-export class TraceProxy {
+export class TraceProxy implements ProxyLike {
   #value: unknown = NOT_YET;
+
+  /** @internal an argument that is a proxy refers to its node (wire.ts) */
+  declare readonly [NODE_REF]: true;
+  static {
+    // on the prototype, not per instance: recording makes many proxies
+    Object.defineProperty(this.prototype, NODE_REF, { value: true });
+    // the op methods of ops.json, each recording a node (recordOp, below)
+    installOps(this.prototype, recordOp);
+  }
 
   /** @internal */
   constructor(
@@ -63,6 +72,11 @@ export class TraceProxy {
     return record(this.graph, this.invoke, 'getitem', [this, i]);
   }
 
+  /** @internal records an op on this proxy's graph: static Tensor.cat/stack with proxies in the list */
+  [RECORD](op: string, args: unknown[]): TraceProxy {
+    return record(this.graph, this.invoke, op, args);
+  }
+
   toString(): string {
     return `TraceProxy(${this.graph.ops[this.id]} #${this.id})`;
   }
@@ -71,9 +85,6 @@ export class TraceProxy {
     return 'TraceProxy';
   }
 }
-
-// arguments that are proxies refer to their node (wire.ts)
-Object.defineProperty(TraceProxy.prototype, NODE_REF, { value: true });
 
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type
 export interface TraceProxy extends TensorOps<TraceProxy, TraceProxy | Tensor | number> {}
@@ -97,16 +108,6 @@ function recordOp(self: TraceProxy, spec: BoundOp, raw: unknown[]): unknown {
   if (spec.pair && returnsPair(spec, rest)) return { values: out.at(0), indices: out.at(1) };
   return out;
 }
-
-installOps(TraceProxy.prototype, recordOp);
-
-// Static Tensor.cat/stack with proxies in the list record a node too.
-proxyHooks.isProxy = isProxy;
-proxyHooks.record = (op, args) => {
-  const list = args[0] as unknown[];
-  const p = list.find(isProxy) as TraceProxy;
-  return record(p.graph, p.invoke, op, args);
-};
 
 // The walks below check leaves (proxies, Tensors, primitives) before anything else and make
 // their `seen` set (against cycles) only at the first container: a trace's returned array of

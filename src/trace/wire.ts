@@ -6,6 +6,7 @@
 // every word, since a graph may come from anywhere; this encoder only turns JavaScript values
 // into words.
 import { Tensor, TUPLE_ITEMS, isNativeTensor, tupleItems } from '../tensor.js';
+import { NODE_REF } from '../markers.js';
 import { type NativeModel, type NativeTensor, type PackedGraph, type WireNode, type WireTrace } from '../native.js';
 
 export const PACK_VERSION = 1;
@@ -27,8 +28,6 @@ function where(i: number, n: { op?: unknown; loc?: unknown } | undefined): strin
   return `node ${i} (${typeof n?.op === 'string' && n.op ? n.op.slice(0, 64) : '?'}${typeof n?.loc === 'string' ? ` at ${n.loc}` : ''})`;
 }
 
-/** Marks values that stand for a node of a graph (TraceProxy): an argument refers to it. */
-export const NODE_REF = Symbol('torchsight.nodeRef');
 interface NodeRef {
   readonly graph: unknown;
   readonly id: number;
