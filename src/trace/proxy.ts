@@ -8,7 +8,7 @@ import type { Graph } from './graph.js';
 const NOT_YET = Symbol('not yet');
 
 
-export class TraceProxy implements ProxyLike {
+export class TraceProxy {
   #value: unknown = NOT_YET;
 
   /** @internal an argument that is a proxy refers to its node (wire.ts) */
@@ -88,6 +88,9 @@ export class TraceProxy implements ProxyLike {
 
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type
 export interface TraceProxy extends TensorOps<TraceProxy, TraceProxy | Tensor | number> {}
+
+// what Tensor.cat/stack rely on (markers.ts), checked here at compile time
+void (TraceProxy.prototype satisfies ProxyLike);
 
 export const isProxy = (v: unknown): v is TraceProxy => v instanceof TraceProxy;
 const isValueLike = (v: unknown) => v instanceof TraceProxy || v instanceof Tensor;
