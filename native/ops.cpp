@@ -106,14 +106,14 @@ IV intOrTensor(const Args& a, size_t i) {
   return IV(integer(a, i));
 }
 
-std::string name(const Args& a, size_t i) {
+std::string dtypeOrDevice(const Args& a, size_t i) {
   if (i < a.size() && a[i].isString()) return a[i].toStringRef();
   throw ArgError{i, "a dtype or device name"};
 }
 
-c10::optional<std::string> optName(const Args& a, size_t i) {
+c10::optional<std::string> optDtypeOrDevice(const Args& a, size_t i) {
   if (!has(a, i)) return c10::nullopt;
-  return name(a, i);
+  return dtypeOrDevice(a, i);
 }
 
 // The other operand of a binary op moved to self's device when it is on the CPU and self is
