@@ -132,8 +132,16 @@ export interface ListEnvoy<E, N extends number = number> {
   [Symbol.iterator](): Iterator<E>;
 }
 
-// names the envoy itself answers: a child of one of these names is not reachable by that name
-export type Reserved = 'output' | 'input' | 'inputs' | 'path' | 'length' | 'map' | 'forEach' | 'children' | 'type' | 'then' | 'toJSON' | 'constructor' | 'toString';
+/**
+ * Names an envoy answers itself, so a child module of one of these names is not reachable by
+ * that name (envoy.ts defines no accessor for it; the types leave it out). `then`, `toJSON`,
+ * `constructor` and `toString` are asked of any object by await, JSON and printing: an envoy
+ * must never answer them with a child.
+ */
+export const RESERVED = ['output', 'input', 'inputs', 'path', 'length', 'map', 'forEach', 'children', 'type', 'then', 'toJSON', 'constructor', 'toString'] as const;
+
+/** A name in RESERVED. */
+export type Reserved = (typeof RESERVED)[number];
 
 export type ChildDescs<D> = D extends { list: infer L }
   ? L
