@@ -16,7 +16,7 @@ import { recordSession, type Session } from './trace/session.js';
 import type { Tracer } from './trace/tracer.js';
 import { Tensor } from './tensor.js';
 import { ModelRuntime, rejecting, valueOf, type Resolved, type TraceOptions } from './runtime.js';
-import { generate, stream, type GenerateOptions, type GenerateOutput, type GenerationScope } from './generate.js';
+import { generate, stream, type GenerateOptions, type GenerateResult, type GenerationScope } from './generate.js';
 import { warmForwards, warmRecording } from './warmup.js';
 
 export { Tracer } from './trace/tracer.js';
@@ -61,10 +61,16 @@ export interface LoadProgress {
  * of trace callbacks: `LanguageModel.load<GPT2LMHeadModel>(dir)`. Without it envoys are `any`.
  */
 export class LanguageModel<T = unknown> {
+  readonly dir: string;
+  readonly manifest: Manifest;
+  readonly tokenizer: Tokenizer;
   readonly #rt: ModelRuntime;
 
   private constructor(rt: ModelRuntime) {
     this.#rt = rt;
+    this.dir = rt.dir;
+    this.manifest = rt.manifest;
+    this.tokenizer = rt.tokenizer;
   }
 
   /** Loads a model folder written by the exporter (model.pt, tokenizer.json, torchsight.json). */
@@ -116,7 +122,7 @@ export class LanguageModel<T = unknown> {
     nm.configure({ vocabSize: manifest.vocabSize, maxPositions: rt.maxPositions || undefined, apply, cache: manifest.step?.cache });
     try {
       if (options.warmup ?? true) {
-        await warmForwards(rt, onProgress);
+        await warmForwards(rt, onProgress && ((done, total) => onProgress({ phase: 'warmup', done, total, fraction: 1 })));
         warmRecording(rt);
       }
       onProgress?.({ phase: 'ready', done: 1, total: 1, fraction: 1 });
@@ -127,15 +133,6 @@ export class LanguageModel<T = unknown> {
     return new LanguageModel<T>(rt);
   }
 
-  get dir(): string {
-    return this.#rt.dir;
-  }
-  get manifest(): Manifest {
-    return this.#rt.manifest;
-  }
-  get tokenizer(): Tokenizer {
-    return this.#rt.tokenizer;
-  }
   get device(): string {
     return this.native.device;
   }
@@ -214,7 +211,11 @@ export class LanguageModel<T = unknown> {
    * step, `gen.iter([a, b], fn)` at steps a..b-1. Resolves to `{ tokens, text }` plus fn's
    * return value with proxies replaced (values saved over several steps are arrays).
    */
-  generate<R extends object | void = void>(input: TraceInput, options: GenerateOptions = {}, fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R): Promise<GenerateOutput<R>> {
+  generate<R extends object | void = void>(
+    input: TraceInput,
+    options: GenerateOptions = {},
+    fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R,
+  ): Promise<GenerateResult & (R extends object ? Resolved<R> : object)> {
     return rejecting(() => generate<T, R>(this.#rt, input, options, fn));
   }
 

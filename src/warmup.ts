@@ -15,7 +15,7 @@ type Leaf = Extract<Struct, { kind: 'tensor' }>;
  * that read the logits' site, and with a key/value-cache graph, two three-step greedy
  * generations (prefill and decode), on 8 tokens. Every run goes through the model's queue.
  */
-export async function warmForwards(rt: ModelRuntime, onProgress?: (progress: { phase: 'warmup'; done: number; total: number; fraction: number }) => void): Promise<void> {
+export async function warmForwards(rt: ModelRuntime, onRun?: (done: number, total: number) => void): Promise<void> {
   const nm = rt.native;
   const maxPos = rt.maxPositions || 64;
   const ids = Array.from({ length: Math.max(1, Math.min(8, maxPos - 4)) }, (_, i) => (i + 1) % rt.manifest.vocabSize);
@@ -30,7 +30,7 @@ export async function warmForwards(rt: ModelRuntime, onProgress?: (progress: { p
     if (nm.hasCache) runs.push({ read, generate: true });
   }
   for (let i = 0; i < runs.length; i++) {
-    onProgress?.({ phase: 'warmup', done: i, total: runs.length, fraction: 1 });
+    onRun?.(i, runs.length);
     const { read, generate } = runs[i];
     const graph = new Graph(rt.padId);
     rt.recordTrace(graph, ids, () => {

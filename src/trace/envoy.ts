@@ -37,7 +37,7 @@ export function envoyOf(scope: Scope, node: ModuleNode): Envoy {
   return e;
 }
 
-const RESERVED_NAMES: ReadonlySet<string> = new Set(RESERVED);
+const RESERVED_NAMES: ReadonlySet<string> = new Set(Object.keys(RESERVED));
 
 const NO_ARGS: readonly unknown[] = [];
 // console.log and util.inspect print an envoy or a tuple view by this, not by reading its names

@@ -132,16 +132,28 @@ export interface ListEnvoy<E, N extends number = number> {
   [Symbol.iterator](): Iterator<E>;
 }
 
-/**
- * Names an envoy answers itself, so a child module of one of these names is not reachable by
- * that name (envoy.ts defines no accessor for it; the types leave it out). `then`, `toJSON`,
- * `constructor` and `toString` are asked of any object by await, JSON and printing: an envoy
- * must never answer them with a child.
- */
-export const RESERVED = ['output', 'input', 'inputs', 'path', 'length', 'map', 'forEach', 'children', 'type', 'then', 'toJSON', 'constructor', 'toString'] as const;
+// Names an envoy answers itself, so a child module of one of these names is not reachable by
+// that name: the types leave it out, and envoy.ts defines no accessor for it (RESERVED below).
+// `then`, `toJSON`, `constructor` and `toString` are asked of any object by await, JSON and
+// printing: an envoy must never answer them with a child.
+export type Reserved = 'output' | 'input' | 'inputs' | 'path' | 'length' | 'map' | 'forEach' | 'children' | 'type' | 'then' | 'toJSON' | 'constructor' | 'toString';
 
-/** A name in RESERVED. */
-export type Reserved = (typeof RESERVED)[number];
+/** Reserved at run time: a key per name, which the compiler checks are exactly Reserved's. */
+export const RESERVED: { readonly [K in Reserved]: true } = {
+  output: true,
+  input: true,
+  inputs: true,
+  path: true,
+  length: true,
+  map: true,
+  forEach: true,
+  children: true,
+  type: true,
+  then: true,
+  toJSON: true,
+  constructor: true,
+  toString: true,
+};
 
 export type ChildDescs<D> = D extends { list: infer L }
   ? L
