@@ -17,7 +17,7 @@ import type { Tracer } from './trace/tracer.js';
 import { Tensor } from './tensor.js';
 import { ModelRuntime, rejecting, valueOf, type Resolved, type TraceOptions } from './runtime.js';
 import { generate, stream, type GenerateOptions, type GenerateResult, type GenerationScope } from './generate.js';
-import { warmForwards, warmRecording } from './warmup.js';
+import { warmForwards } from './warmup.js';
 
 export { Tracer } from './trace/tracer.js';
 export { Session } from './trace/session.js';
@@ -37,8 +37,6 @@ export interface LoadOptions {
    * CUDA TorchScript's profiling executor optimizes each graph at its first runs (without warm-up
    * the first two traces and the first generation each take hundreds of milliseconds more); on
    * the CPU the graphs are compiled at load and the warm-up runs the forward's first allocations.
-   * It also records (without running) a few thousand traces of a representative intervention,
-   * so V8 has optimized the tracer before your first trace (~0.1-0.3 s).
    */
   warmup?: boolean;
 }
@@ -121,10 +119,7 @@ export class LanguageModel<T = unknown> {
     const rt = new ModelRuntime(path, manifest, tokenizer, nm);
     nm.configure({ vocabSize: manifest.vocabSize, maxPositions: rt.maxPositions || undefined, apply, cache: manifest.step?.cache });
     try {
-      if (options.warmup ?? true) {
-        await warmForwards(rt, onProgress && ((done, total) => onProgress({ phase: 'warmup', done, total, fraction: 1 })));
-        warmRecording(rt);
-      }
+      if (options.warmup ?? true) await warmForwards(rt, onProgress && ((done, total) => onProgress({ phase: 'warmup', done, total, fraction: 1 })));
       onProgress?.({ phase: 'ready', done: 1, total: 1, fraction: 1 });
     } catch (e) {
       nm.dispose();

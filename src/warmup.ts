@@ -1,10 +1,10 @@
 // The load-time warm-up: a few forwards (and short generations) before load resolves, so the
-// first trace runs on graphs TorchScript has already profiled and optimized.
+// first trace runs on graphs TorchScript has already profiled and optimized. (Load used to
+// also record 2,500 unsent traces so V8 had optimized the tracer: measured, that cost ~1 s at
+// load to save ~2 ms on the first trace and ~0.2 s over the first 1,000, so it was dropped.)
 import type { Struct } from './manifest.js';
 import type { ModelRuntime } from './runtime.js';
 import { Graph } from './trace/graph.js';
-import { markSaved, substitute, TraceProxy } from './trace/proxy.js';
-import { Tensor } from './tensor.js';
 
 type Leaf = Extract<Struct, { kind: 'tensor' }>;
 
@@ -46,53 +46,3 @@ export async function warmForwards(rt: ModelRuntime, onRun?: (done: number, tota
   }
 }
 
-/**
- * V8 optimizes a function only after it has run for a while, and most of the tracer runs a
- * few times per trace: for the first thousands of traces it would record with unoptimized
- * code. So this records (and sends nothing of) 2500 traces of an intervention like a user's:
- * read the first output of up to 12 modules spread over the model, patch one in place with a
- * Tensor, return them all. A model whose structure this cannot record is simply not warmed.
- */
-export function warmRecording(rt: ModelRuntime): void {
-  const ids = Array.from({ length: Math.max(1, Math.min(8, (rt.maxPositions || 64) - 4)) }, (_, i) => (i + 1) % rt.manifest.vocabSize);
-  const readable = (s: Struct | null | undefined): s is Leaf => s?.kind === 'tensor' && !!s.site && !s.pruned;
-  const eligible = rt.manifest.modules.filter(
-    (m) => m.path !== '' && m.calls > 0 && (readable(m.output) || (m.output?.kind === 'tuple' && readable(m.output.items[0]))),
-  );
-  const n = Math.min(12, eligible.length);
-  if (n === 0) return;
-  const paths = Array.from({ length: n }, (_, k) => eligible[Math.floor((k * eligible.length) / n)].path.split('.'));
-  // a list of blocks (ModuleList) whose every block is readable is also read with map()
-  const byPath = new Set(eligible.map((m) => m.path));
-  const listAt = eligible.map((m) => m.path.split('.')).find((segs) => segs.some((x) => /^\d+$/.test(x)));
-  const list = listAt?.slice(0, listAt.findIndex((x) => /^\d+$/.test(x)));
-  const listLen = list ? rt.tree.byPath.get(list.join('.'))?.children.size ?? 0 : 0;
-  const mapList = !!list && listLen > 0 && Array.from({ length: listLen }, (_, i) => byPath.has([...list, i].join('.'))).every(Boolean);
-  const first = (o: unknown) => (o instanceof TraceProxy ? o : (o as unknown[])[0]) as TraceProxy;
-  const at = (m: unknown, segs: string[]) => segs.reduce((e, seg) => (e as Record<string, unknown>)[seg], m);
-  const patch = Tensor.from([0]);
-  const body = (m: unknown) => {
-    const out: unknown[] = [];
-    for (let k = 0; k < paths.length; k++) {
-      const v = first((at(m, paths[k]) as { output: unknown }).output);
-      if (k === 0) v.index(':, -1').add_(patch);
-      out.push(v);
-    }
-    if (mapList) out.push((at(m, list!) as { map(f: (b: { output: unknown }) => unknown): unknown[] }).map((b) => first(b.output)));
-    return out;
-  };
-  try {
-    for (let i = 0; i < 2500; i++) {
-      const graph = new Graph(rt.padId);
-      const result = rt.recordTrace(graph, ids, body);
-      markSaved(result);
-      graph.request(rt.native, true);
-      for (const p of graph.proxies) p?.resolve(null);
-      substitute(result);
-    }
-  } catch {
-    // an export this does not fit only loses the warm-up
-  } finally {
-    patch.dispose();
-  }
-}
