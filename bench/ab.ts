@@ -23,7 +23,7 @@ async function setup(dist: string) {
   const { LanguageModel, Tensor, setNumThreads } = await import(join(resolve(dist), 'index.js'));
   const { native } = await import(join(resolve(dist), 'native.js'));
   const { makeBatch } = await import(join(resolve(dist), 'inputs.js'));
-  const { packGraph } = await import(join(resolve(dist), 'trace', 'wire.js'));
+  const { PackWriter } = await import(join(resolve(dist), 'trace', 'wire.js'));
   setNumThreads(Number(process.env.BENCH_THREADS ?? 1));
   const model = await LanguageModel.load(dir, { device: 'cpu' });
   const patch = Tensor.from(Array.from({ length: 64 }, (_, i) => Math.cos(i) * 0.01));
@@ -35,7 +35,7 @@ async function setup(dist: string) {
   const plain = await native().loadModel(join(dir, 'plain.pt'), 'cpu', '');
   plain.configure({ vocabSize: model.manifest.vocabSize });
   const trace = { ...makeBatch([{ ids, mask: ids.map(() => 1) }], model.padId), invokes: [[0, 1]], begin: 0, end: 0, stop: false };
-  const empty = packGraph([]);
+  const empty = new PackWriter().finish(0); // no nodes
   return {
     model,
     plain: () => plain.run({ traces: [trace], graph: empty }),

@@ -6,7 +6,9 @@ import { performance } from 'node:perf_hooks';
 import { LanguageModel, Tensor, setNumThreads } from '../dist/index.js';
 import { native } from '../dist/native.js';
 import { makeBatch } from '../dist/inputs.js';
-import { packGraph } from '../dist/trace/wire.js';
+import { PackWriter } from '../dist/trace/wire.js';
+// the packed form of a graph with no nodes
+const emptyGraph = () => new PackWriter().finish(0);
 import { Graph } from '../dist/trace/graph.js';
 
 const dir = join(import.meta.dirname, '..', 'models', 'gpt2');
@@ -26,8 +28,8 @@ model.recordTrace(g, ids, intervention);
 g.ops.forEach((op, i) => op === 'read' && g.save(i));
 const pre = g.request(model.native);
 const fns: Record<string, () => Promise<unknown>> = {
-  plain: () => plain.run({ traces: [trace], graph: packGraph([]) }),
-  idle: () => model.native.run({ traces: [trace], graph: packGraph([]) }),
+  plain: () => plain.run({ traces: [trace], graph: emptyGraph() }),
+  idle: () => model.native.run({ traces: [trace], graph: emptyGraph() }),
   prerecorded: async () => {
     const r = await model.native.run(pre);
     for (let i = 1; i < r.saved.length; i += 2) native().tensorDispose(r.saved[i] as never);

@@ -10,7 +10,9 @@ import { performance } from 'node:perf_hooks';
 import { LanguageModel, Tensor, setNumThreads, runtimeInfo } from '../dist/index.js';
 import { native, type NativeModel, type WireTrace } from '../dist/native.js';
 import { makeBatch } from '../dist/inputs.js';
-import { packGraph } from '../dist/trace/wire.js';
+import { PackWriter } from '../dist/trace/wire.js';
+// the packed form of a graph with no nodes
+const emptyGraph = () => new PackWriter().finish(0);
 import { Graph } from '../dist/trace/graph.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -120,8 +122,8 @@ async function benchModel(name: keyof typeof MODELS) {
     return m.transformer.h.map((b: any) => b.output[0]);
   };
   const fns = {
-    plain: () => plain.run({ traces: [trace], graph: packGraph([]) }),
-    idleSites: () => model.native.run({ traces: [trace], graph: packGraph([]) }),
+    plain: () => plain.run({ traces: [trace], graph: emptyGraph() }),
+    idleSites: () => model.native.run({ traces: [trace], graph: emptyGraph() }),
     emptyTrace: () => model.trace(ids, () => undefined),
     trace12: async () => {
       const acts = await model.trace(ids, intervention);

@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ProgressBar } from './progress.js';
+import { pythonCommand } from './settings.js';
 
 const pythonDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'python');
 const usage = `usage:
@@ -68,7 +69,7 @@ async function main(argv: string[]): Promise<number> {
       console.error(usage);
       return 2;
     }
-    const python = process.env.TORCHSIGHT_PYTHON ?? 'python3';
+    const python = pythonCommand() ?? 'python3';
     const r = spawnSync(python, ['-m', 'torchsight_export', ...rest], {
       stdio: 'inherit',
       env: { ...process.env, PYTHONPATH: [pythonDir, process.env.PYTHONPATH].filter(Boolean).join(':') },

@@ -90,26 +90,24 @@ export async function inspect(dir: string, text = 'The Eiffel Tower is in the ci
   const model = await LanguageModel.load(dir, { device: options.device ?? 'cpu', onProgress: options.onProgress });
   try {
     const graph = new Graph(model.padId);
-    graph.beginTrace();
-    const seg = graph.current;
     const ids = model.tokenizer.encode(text);
-    seg.rows.push({ ids, mask: ids.map(() => 1) });
-    seg.invokes.push([0, 1]);
     const reads = new Map<string, number>();
     const leaves = (s: Struct | null | undefined, out: string[] = []): string[] => {
       if (s?.kind === 'tensor' && s.site && !s.pruned) out.push(s.site);
       if (s?.kind === 'tuple') s.items.forEach((x) => leaves(x, out));
       return out;
     };
-    for (const m of model.manifest.modules)
-      for (const site of leaves(m.output)) {
-        const r = graph.add('read', [], site, 0);
-        const shape = graph.add('shape', [refTo(graph, r)], undefined, 0);
-        graph.save(shape);
-        reads.set(site, shape);
-      }
-    graph.endTrace();
-    const raw = await model.native.run(graph.request(model.native));
+    // every site's shape, recorded as nodes of one trace and sent through the model's queue
+    model.recordTrace(graph, ids, () => {
+      for (const m of model.manifest.modules)
+        for (const site of leaves(m.output)) {
+          const r = graph.add('read', [], site, 0);
+          const shape = graph.add('shape', [refTo(graph, r)], undefined, 0);
+          graph.save(shape);
+          reads.set(site, shape);
+        }
+    });
+    const { raw } = await model.submit(graph, undefined, {});
     const shapes = new Map(savedEntries(raw.saved) as [number, number[]][]);
     const describe = (s: Struct | null | undefined): string => {
       if (!s) return 'never runs';

@@ -1,8 +1,14 @@
 // Generation with interventions at every step: the loop runs natively (one forward a step, the
 // key/value-cache graph when the export has one); gen.all / gen.iter scope nodes to steps.
-import type { LanguageModel } from './model.js';
+// generate() and stream() here are LanguageModel's, on its runtime.
+import { CancelFlag, cancelFlag } from './native.js';
+import type { TraceInput } from './inputs.js';
+import type { Manifest } from './manifest.js';
+import type { Tokenizer } from './tokenizer.js';
+import type { ModelRuntime, Resolved } from './runtime.js';
 import type { EnvoyOf } from './trace/types.js';
 import type { Graph } from './trace/graph.js';
+import { markSaved, resolveSaved, substitute } from './trace/proxy.js';
 
 export interface GenerateOptions {
   /** new tokens at most (default 20) */
@@ -70,17 +76,14 @@ export class GenerationScope<T = unknown> {
   }
 
   private scoped<R>(steps: [number, number], body: () => R): R {
-    const prev = this.graph.steps;
-    this.graph.steps = steps;
-    try {
-      return body();
-    } finally {
-      this.graph.steps = prev;
-    }
+    return this.graph.withSteps(steps, body);
   }
 }
 
-export function normalizeStops(model: LanguageModel, stop: GenerateOptions['stop']): { ids: number[]; strings: string[] } {
+/** What stop handling needs of a model. */
+type Vocab = { manifest: Manifest; tokenizer: Tokenizer };
+
+export function normalizeStops(model: Vocab, stop: GenerateOptions['stop']): { ids: number[]; strings: string[] } {
   const list = stop === undefined ? [] : Array.isArray(stop) ? stop : [stop];
   const ids: number[] = [];
   const strings: string[] = [];
@@ -97,7 +100,7 @@ export function normalizeStops(model: LanguageModel, stop: GenerateOptions['stop
 }
 
 /** Cuts a row at the first stop string, keeping the tokens up to the one that completed it. */
-export function cutAtStop(model: LanguageModel, row: number[], strings: string[]): number[] {
+export function cutAtStop(model: Vocab, row: number[], strings: string[]): number[] {
   if (!strings.length) return row;
   for (let n = 1; n <= row.length; n++) {
     const text = model.tokenizer.decode(row.slice(0, n));
@@ -117,4 +120,155 @@ export function validateGenerateOptions(o: GenerateOptions): void {
   check('topP', (v) => v > 0 && v <= 1, 'in (0, 1]');
   check('seed', (v) => Number.isInteger(v) && v >= 0 && v <= Number.MAX_SAFE_INTEGER, 'a non-negative integer');
   if (o.onToken !== undefined && typeof o.onToken !== 'function') throw new Error('generate: onToken must be a function');
+}
+
+export interface GenerateResult {
+  /** the generated token ids (an array per row for a batch) */
+  tokens: any;
+  /** the generated text (an array per row for a batch) */
+  text: any;
+  /** forward passes run */
+  steps: number;
+  /** whether the key/value cache was used */
+  usedCache: boolean;
+}
+
+/** What generate() resolves to: the result plus fn's return value with proxies replaced. */
+export type GenerateOutput<R> = GenerateResult & (R extends object ? Resolved<R> : object);
+
+// models already warned that they have no key/value-cache graph (once per model)
+const warnedNoCache = new WeakSet<ModelRuntime>();
+
+/** LanguageModel.generate on `rt` (see there). */
+export async function generate<T, R extends object | void>(
+  rt: ModelRuntime,
+  input: TraceInput,
+  options: GenerateOptions,
+  fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R,
+): Promise<GenerateOutput<R>> {
+  validateGenerateOptions(options);
+  const { signal } = options;
+  signal?.throwIfAborted();
+  const maxNewTokens = options.maxNewTokens ?? 20;
+  const nm = rt.native;
+  const stops = normalizeStops(rt, options.stop);
+  const single = typeof input === 'string' || (Array.isArray(input) && input.every((x) => typeof x === 'number'));
+  const { graph, result } = rt.recordNew((g) =>
+    rt.recordTrace<T, R | undefined>(g, input, (m) => (fn ? fn(m, new GenerationScope<T>(g, m, maxNewTokens)) : undefined)),
+  );
+  const rows = graph.rowsOf(0);
+  const longest = Math.max(...rows.map((r) => r.ids.length));
+  const maxPos = rt.maxPositions;
+  if (maxPos && longest + maxNewTokens > maxPos)
+    throw new Error(`generate: the prompt (${longest} tokens) plus maxNewTokens (${maxNewTokens}) exceeds the model's ${maxPos} positions`);
+  const useCache = options.useCache ?? true;
+  if (useCache && !nm.hasCache && !warnedNoCache.has(rt)) {
+    warnedNoCache.add(rt);
+    process.emitWarning(`${rt.dir} has no key/value-cache graph (step.pt): generate() recomputes the whole sequence at every step, which is slower`, 'TorchsightWarning');
+  }
+  markSaved(result);
+  graph.seal();
+  const cancel = cancelFlag();
+  const sofar: number[][] = Array.from({ length: rows.length }, () => []);
+  const done = new Array<boolean>(rows.length).fill(false);
+  let eventsSeen = 0;
+  let allSeen: (() => void) | undefined;
+  let callbackError: { error: unknown } | undefined;
+  let expectedEvents = Infinity;
+  const onStep = (tokens: number[], step: number) => {
+    eventsSeen++;
+    if (allSeen && eventsSeen >= expectedEvents) allSeen();
+    tokens.forEach((t, b) => t >= 0 && !done[b] && sofar[b].push(t));
+    const text = sofar.map((r) => rt.tokenizer.decode(r));
+    if (stops.strings.length) {
+      text.forEach((t, b) => {
+        if (tokens[b] < 0 || stops.strings.some((s) => t.includes(s))) done[b] = true;
+      });
+      if (done.every(Boolean)) Atomics.compareExchange(cancel, 0, CancelFlag.Running, CancelFlag.Stop);
+    }
+    // the user's callbacks run on a native event: an exception stops the generation and
+    // becomes its rejection (N-API would otherwise drop it)
+    if (callbackError) return;
+    try {
+      options.onToken?.({ step, tokens, text });
+      options.onProgress?.({ step: step + 1, maxNewTokens, fraction: Math.min(1, (step + 1) / maxNewTokens) });
+    } catch (error) {
+      callbackError = { error };
+      Atomics.store(cancel, 0, CancelFlag.Abort);
+    }
+  };
+  const request = { ...graph.request(nm), cancel };
+  const genOptions = {
+    maxNewTokens,
+    temperature: options.temperature ?? 0,
+    topK: options.topK ?? 0,
+    topP: options.topP ?? 1,
+    seed: options.seed ?? Math.floor(Math.random() * 2 ** 32),
+    stopIds: stops.ids,
+    padId: rt.padId,
+    useCache,
+  };
+  const needEvents = !!options.onToken || !!options.onProgress || stops.strings.length > 0;
+  const start = () => nm.generate(request, genOptions, needEvents ? onStep : undefined);
+  const raw = await rt.queue.run({ signal, cancel, explain: (m) => graph.explain(m) }, start, (r) => r).catch((e) => {
+    throw callbackError ? callbackError.error : e;
+  });
+  // Step events travel separately from the result: deliver every one before resolving, so no
+  // callback runs after generate() has returned (native code sends exactly one a step).
+  if (needEvents && eventsSeen < raw.steps) {
+    expectedEvents = raw.steps;
+    await new Promise<void>((r) => (allSeen = r));
+  }
+  if (callbackError) throw callbackError.error;
+  resolveSaved(graph, raw.saved);
+  const tokens = raw.tokens.map((r) => cutAtStop(rt, r, stops.strings));
+  const text = tokens.map((r) => rt.tokenizer.decode(r));
+  const extra = (substitute(result) ?? {}) as object;
+  return {
+    ...extra,
+    tokens: single ? tokens[0] : tokens,
+    text: single ? text[0] : text,
+    steps: raw.steps,
+    usedCache: raw.usedCache,
+  } as GenerateOutput<R>;
+}
+
+/** generate() as an async iterator of token events, with `result` resolving like generate(). */
+export function stream<R>(start: (onToken: (e: TokenEvent) => void) => Promise<GenerateResult & R>, onToken?: (e: TokenEvent) => void) {
+  const queue: TokenEvent[] = [];
+  let wake: (() => void) | undefined;
+  let finished = false;
+  let failure: unknown;
+  const result = start((e) => {
+    queue.push(e);
+    onToken?.(e);
+    wake?.();
+  });
+  // token events may arrive after the promise settles: end once the last step's event is in
+  let expected = Infinity;
+  result.then(
+    (r) => {
+      expected = r.steps;
+      finished = true;
+      wake?.();
+    },
+    (e) => {
+      failure = e;
+      finished = true;
+      wake?.();
+    },
+  );
+  let seen = 0;
+  const iterator = async function* (): AsyncGenerator<TokenEvent> {
+    for (;;) {
+      while (queue.length) {
+        seen++;
+        yield queue.shift()!;
+      }
+      if (finished && (failure !== undefined || seen >= expected)) break;
+      await new Promise<void>((r) => (wake = r));
+    }
+    if (failure !== undefined) throw failure;
+  };
+  return Object.assign(iterator(), { result });
 }

@@ -1,5 +1,25 @@
 // Loads the C++ addon once and types what it exports.
 import { loadAddon, type AddonChoice, type LoadedAddon } from './install/loader.js';
+import { checkNativeSwitches } from './settings.js';
+
+/**
+ * The values of a request's cancel flag (an Int32Array of one element on a SharedArrayBuffer),
+ * which the native side polls at every hook site and step. native/ has the same enum: keep the
+ * two in step.
+ */
+export const enum CancelFlag {
+  /** keep going */
+  Running = 0,
+  /** stop now and reject (an abort signal, or a callback that threw) */
+  Abort = 1,
+  /** end the generation normally after this step (every row has seen a stop string) */
+  Stop = 2,
+}
+
+/** A new cancel flag, set to Running. */
+export function cancelFlag(): Int32Array {
+  return new Int32Array(new SharedArrayBuffer(4));
+}
 
 /**
  * The addon's handle on a native tensor: an opaque External (the tensor* functions of the addon
@@ -24,18 +44,6 @@ export interface WireTrace {
   begin: number;
   end: number;
   stop: boolean;
-}
-
-export interface WireNode {
-  id: number;
-  op: string;
-  args: unknown[];
-  site?: string;
-  occ?: number;
-  invoke?: number;
-  loc?: string;
-  save?: boolean;
-  steps?: [number, number];
 }
 
 /** A graph packed for the native entry (trace/wire.ts). */
@@ -98,7 +106,10 @@ let loaded: LoadedAddon<NativeAddon> | undefined;
 
 /** The addon, loaded on first use (see install/loader.ts for how it is found). */
 export function native(): NativeAddon {
-  loaded ??= loadAddon<NativeAddon>();
+  if (!loaded) {
+    checkNativeSwitches(); // the addon reads TORCHSIGHT_JIT_PROFILING as it loads
+    loaded = loadAddon<NativeAddon>();
+  }
   return loaded.addon;
 }
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, basename } from 'node:path';
 import { LanguageModel, Tensor } from '../src/index.js';
 import { MODELS, runNodes } from './helpers.js';
-import { wireRequest } from '../src/trace/wire.js';
+import { wireRequest } from './support/wire.js';
 import type { NativeTensor } from '../src/native.js';
 
 /** file:line of the caller, from V8's own stack (independent of torchsight's capture). */

@@ -3,10 +3,10 @@
 // (`npm run fuzz` runs a long one); the seed is fixed unless FUZZ_SEED is given.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { LanguageModel, Tensor } from '../src/index.js';
-import type { NativeModel, WireNode, WireTrace } from '../src/native.js';
+import type { NativeModel, WireTrace } from '../src/native.js';
 import { Graph } from '../src/trace/graph.js';
 import { MODELS, runNodes } from './helpers.js';
-import { wireRequest } from '../src/trace/wire.js';
+import { nodesOf, wireRequest, type WireNode } from './support/wire.js';
 import { native } from '../src/native.js';
 
 const ITERS = Number(process.env.FUZZ_ITERS ?? 1500);
@@ -38,7 +38,7 @@ beforeAll(async () => {
     const g = new Graph(model.padId);
     const result = model.recordTrace(g, input, fn);
     void result;
-    return { traces: g.wireTraces(), nodes: g.toNodes(sites) };
+    return nodesOf(g, sites);
   };
   valid = [
     record((m) => m.transformer.h[3].output[0].save()),

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { expect } from 'vitest';
 import { Tensor } from '../src/index.js';
 import type { NativeModel } from '../src/native.js';
-import { wireRequest } from '../src/trace/wire.js';
+import { wireRequest } from './support/wire.js';
 
 export const ROOT = join(import.meta.dirname, '..');
 export const MODELS = { gpt2: join(ROOT, 'models', 'gpt2'), llama: join(ROOT, 'models', 'llama') } as const;

@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { Tensor, TraceProxy } from '../src/index.js';
 import type { NativeModel } from '../src/native.js';
 import { Graph } from '../src/trace/graph.js';
-import { packGraph, refTo, unpackNodes, PACK_VERSION } from '../src/trace/wire.js';
+import { refTo, PACK_VERSION } from '../src/trace/wire.js';
+import { nodesOf, packGraph, unpackNodes } from './support/wire.js';
 
 describe('packGraph', () => {
   it('writes the documented layout: header, node fields, tagged arguments, shared tables', () => {
@@ -49,6 +50,9 @@ describe('packGraph', () => {
   });
 });
 
+// node 0's words start after the layout's version and node count
+const FIRST_NODE = 2;
+
 describe('the tracer writes packed words as it records', () => {
   const nm = { sites: () => ['x:output:0', 'a:output:0'] } as unknown as NativeModel;
 
@@ -56,11 +60,11 @@ describe('the tracer writes packed words as it records', () => {
     const t = Tensor.from([1, 2]);
     const g = new Graph(0);
     expect(g.add('read', [], 'a:output:0', 0)).toBe(0);
-    g.steps = [1, 3];
-    // a recording graph refers to its nodes through proxies (refTo), never a plain {ref}
-    expect(() => g.add('index', [{ ref: 0 }])).toThrow(/index: an argument must be/);
-    expect(g.add('index', [refTo(g, 0), [null, [1, -1.5], true, 'x']], undefined, 1)).toBe(1);
-    g.steps = undefined;
+    g.withSteps([1, 3], () => {
+      // a recording graph refers to its nodes through proxies (refTo), never a plain {ref}
+      expect(() => g.add('index', [{ ref: 0 }])).toThrow(/index: an argument must be/);
+      expect(g.add('index', [refTo(g, 0), [null, [1, -1.5], true, 'x']], undefined, 1)).toBe(1);
+    });
     // an argument that cannot be encoded throws and leaves nothing of its node behind
     expect(() => g.add('add', [refTo(g, 1), t, {}])).toThrow(/add: an argument must be a number, boolean, null, string, array, Tensor or proxy; got \[object Object\]/);
     expect(() => g.add('add', [t, 2n ** 60n])).toThrow(/add: bigint out of range/);
@@ -69,7 +73,7 @@ describe('the tracer writes packed words as it records', () => {
     g.save(0);
     expect(g.isSaved(0)).toBe(true);
     expect(g.isSaved(1)).toBe(false);
-    const nodes = g.toNodes();
+    const nodes = nodesOf(g).nodes;
     expect(nodes).toEqual([
       { id: 0, op: 'read', args: [], occ: 0, save: true, site: 'a:output:0', invoke: 0 },
       { id: 1, op: 'index', args: [{ ref: 0 }, [null, [1, -1.5], true, 'x']], occ: 0, save: false, invoke: 1, steps: [1, 3] },
@@ -80,7 +84,7 @@ describe('the tracer writes packed words as it records', () => {
     // what is sent: the site the model has goes by its id, the one it lacks by name (the
     // native side names it in its error); everything else is the recorded words
     const sent = g.request(nm).graph;
-    expect(sent.code[g.starts[0] + 1]).toBe(1);
+    expect(sent.code[FIRST_NODE + 1]).toBe(1);
     expect(sent.tensors).toEqual([t.native]);
     const back = unpackNodes(sent);
     expect(back.map((n) => n.site)).toEqual([undefined, undefined, 'not:a:site']);
@@ -90,11 +94,10 @@ describe('the tracer writes packed words as it records', () => {
   it('writes a site given by the model\'s id as is, and reads it back by name when given the names', () => {
     const g = new Graph(0);
     g.add('read', [], 1, 0); // envoys record by id: no string for the site, nothing to patch
-    expect(g.w.strings).toEqual(['read']);
-    expect(g.toNodes(nm.sites())[0].site).toBe('a:output:0');
-    expect(g.toNodes()[0].site).toBeUndefined();
+    expect(nodesOf(g, nm.sites()).nodes[0].site).toBe('a:output:0');
+    expect(nodesOf(g).nodes[0].site).toBeUndefined();
     const sent = g.request(nm).graph;
-    expect(sent.code[g.starts[0] + 1]).toBe(1);
+    expect(sent.code[FIRST_NODE + 1]).toBe(1);
     expect(sent.strings).toEqual(['read']);
   });
 
@@ -104,7 +107,7 @@ describe('the tracer writes packed words as it records', () => {
     const p = new TraceProxy(other, other.add('read', [], 'a:output:0'), 0);
     expect(() => g.add('add', [p])).toThrow(/a proxy from another trace was used/);
     expect(g.size).toBe(0);
-    g.sealed = true;
+    g.seal();
     expect(() => g.add('read', [], 'a:output:0')).toThrow(/read: this trace has already been sent/);
   });
 });

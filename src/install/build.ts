@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { cacheDir, variantOf, type Libtorch } from './libtorch.js';
+import { cmakeCommand } from '../settings.js';
 
 const require = createRequire(import.meta.url);
 
@@ -32,7 +33,7 @@ function tail(file: string, lines = 30): string {
  */
 export function buildFromSource(t: Libtorch, packageRoot: string, packageVersion: string, say: (line: string) => void, env: NodeJS.ProcessEnv = process.env): string {
   if (!t.cmakeDir) throw new Error(`libtorch ${t.version} from ${t.source} has no TorchConfig.cmake (headers and cmake files), so nothing can be built against it`);
-  const cmake = env.TORCHSIGHT_CMAKE ?? 'cmake';
+  const cmake = cmakeCommand(env);
   const probe = spawnSync(cmake, ['--version'], { encoding: 'utf8' });
   if (probe.status !== 0) throw new Error(`building from source needs cmake (${cmake}: ${probe.error?.message ?? 'failed'}); Debian: apt-get install cmake g++ make`);
   const out = sourceBuildDir(t, packageVersion, env);

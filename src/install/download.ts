@@ -8,6 +8,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { cacheDir, describe, variantOf, type Libtorch } from './libtorch.js';
 import { PREBUILT } from './prebuilt.js';
+import { libtorchMirror } from '../settings.js';
 
 /** The libtorch version downloads default to: the newest series with prebuilt binaries. */
 export const DEFAULT_LIBTORCH = '2.11.0';
@@ -44,7 +45,7 @@ export function cudaTag(cuda: string | undefined, version: string): string {
 }
 
 /** The address of PyTorch's libtorch zip for a version and tag (cpu, cu128...). */
-export function libtorchUrl(version: string, tag: string, mirror = process.env.TORCHSIGHT_LIBTORCH_MIRROR ?? 'https://download.pytorch.org'): string {
+export function libtorchUrl(version: string, tag: string, mirror = libtorchMirror()): string {
   const [major, minor] = version.split('.').map(Number);
   // PyTorch named its C++11-ABI zips 'cxx11-abi' until it dropped the old ABI (2.8).
   const name = major * 100 + minor >= 208 ? 'libtorch-shared-with-deps' : 'libtorch-cxx11-abi-shared-with-deps';

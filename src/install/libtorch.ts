@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { cacheOverride, pythonCommand } from '../settings.js';
 
 export interface Libtorch {
   /** Where it was found: 'LIBTORCH', 'TORCH_DIR', 'CMAKE_PREFIX_PATH', 'python3 torch', 'download', 'system'. */
@@ -28,7 +29,8 @@ export interface Libtorch {
 
 /** The cache folder: TORCHSIGHT_CACHE, else $XDG_CACHE_HOME/torchsight, else ~/.cache/torchsight. */
 export function cacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.TORCHSIGHT_CACHE) return resolve(env.TORCHSIGHT_CACHE);
+  const dir = cacheOverride(env);
+  if (dir) return resolve(dir);
   return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'torchsight');
 }
 
@@ -123,7 +125,7 @@ export function discover(env: NodeJS.ProcessEnv = process.env): Discovery {
   if (env.TORCH_DIR) fromPrefix('TORCH_DIR', env.TORCH_DIR);
   for (const p of (env.CMAKE_PREFIX_PATH ?? '').split(':').filter(Boolean)) fromPrefix('CMAKE_PREFIX_PATH', p);
 
-  const pythons = [...new Set([env.TORCHSIGHT_PYTHON, env.PYTHON, 'python3', '/usr/bin/python3'].filter((p): p is string => !!p))];
+  const pythons = [...new Set([pythonCommand(env), env.PYTHON, 'python3', '/usr/bin/python3'].filter((p): p is string => !!p))];
   for (const py of pythons) {
     const dir = pythonTorchDir(py);
     if (!dir) {

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { buildFromSource, sourceBuildDir } from './build.js';
 import { discover, preloadList, variantOf, type Libtorch } from './libtorch.js';
 import { PREBUILT, prebuiltDir } from './prebuilt.js';
+import { addonPath, mayBuildAddon } from '../settings.js';
 
 const require = createRequire(import.meta.url);
 
@@ -52,9 +53,10 @@ function choiceIn(dir: string, how: string, t: Libtorch): AddonChoice {
 /** Finds the addon to load without loading anything. */
 export function resolveAddon(env: NodeJS.ProcessEnv = process.env): Resolution {
   const tried: string[] = [];
-  if (env.TORCHSIGHT_ADDON) {
-    if (existsSync(env.TORCHSIGHT_ADDON)) return { choice: { path: env.TORCHSIGHT_ADDON, how: 'TORCHSIGHT_ADDON' }, tried };
-    tried.push(`TORCHSIGHT_ADDON=${env.TORCHSIGHT_ADDON}: not found`);
+  const explicit = addonPath(env);
+  if (explicit) {
+    if (existsSync(explicit)) return { choice: { path: explicit, how: 'TORCHSIGHT_ADDON' }, tried };
+    tried.push(`TORCHSIGHT_ADDON=${explicit}: not found`);
   }
   for (const b of ['Release', 'Debug']) {
     const p = join(packageRoot, 'build', b, 'torchsight.node');
@@ -114,7 +116,7 @@ function buildChoice(t: Libtorch, why: string, say: (line: string) => void, env:
 export function loadAddon<T>(env: NodeJS.ProcessEnv = process.env, say: (line: string) => void = (l) => process.stderr.write(`torchsight: ${l}\n`)): LoadedAddon<T> {
   const r = resolveAddon(env);
   const tried = [...r.tried];
-  const mayBuild = env.TORCHSIGHT_BUILD !== 'never';
+  const mayBuild = mayBuildAddon(env);
   const attempt = (choice: AddonChoice): LoadedAddon<T> | undefined => {
     try {
       return { addon: loadChoice<T>(choice), choice };

@@ -5,6 +5,7 @@ import { closest, type Manifest, type ModuleNode, type Struct } from '../manifes
 import type { Graph } from './graph.js';
 import { TUPLE_ITEMS } from '../tensor.js';
 import { record, TraceProxy } from './proxy.js';
+import { RESERVED } from './types.js';
 
 /**
  * What envoys record into: one per model, its graph and invoke set while a trace callback runs
@@ -36,7 +37,7 @@ export function envoyOf(scope: Scope, node: ModuleNode): Envoy {
   return e;
 }
 
-const RESERVED = new Set(['output', 'input', 'inputs', 'path', 'length', 'map', 'forEach', 'children', 'type']);
+const RESERVED_NAMES: ReadonlySet<string> = new Set(Object.keys(RESERVED));
 
 const NO_ARGS: readonly unknown[] = [];
 // console.log and util.inspect print an envoy or a tuple view by this, not by reading its names
@@ -358,7 +359,7 @@ function makeEnvoy(scope: Scope, node: ModuleNode): Envoy {
     let v: Envoy;
     define(e, key, { enumerable: true, get: () => (v ??= envoyOf(scope, c)), set: readOnly(key) });
   };
-  for (const [key, c] of node.children) if (!RESERVED.has(key)) child(key, c);
+  for (const [key, c] of node.children) if (!RESERVED_NAMES.has(key)) child(key, c);
   define(e, 'output', {
     get: () => structValue(scope, node.entry.output, outWhat, rootNames),
     set: (value: unknown) => writeStruct(scope, node.entry.output, outWhat, value),

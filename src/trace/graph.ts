@@ -1,11 +1,14 @@
 // Records the intervention graph: each node written as packed words of plain data (wire.ts) as
 // the user's call records it, the source location found only when an error needs it (by
 // replaying the callback, or from a structured stack under TORCHSIGHT_LOCATIONS=eager).
+// A Graph is closed: the tracer, sessions, generation and doctor change it only through its
+// methods, so what a request holds is decided here.
 import { basename, dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { NativeModel, PackedGraph, WireNode, WireTrace } from '../native.js';
-import { PackWriter, siteIdsOf, unpackNodes } from './wire.js';
+import type { NativeModel, PackedGraph, WireTrace } from '../native.js';
+import { PackWriter, siteIdsOf } from './wire.js';
 import { makeBatch, type Row } from '../inputs.js';
+import { eagerLocations } from '../settings.js';
 
 const libDir = join(dirname(fileURLToPath(import.meta.url)), '..') + sep;
 
@@ -32,10 +35,11 @@ export function captureStack(): { stack?: string } {
 
 // Native errors name a node by this marker (native/graph.cpp); explain() puts the line there.
 const LOC = /\u0001(\d+)\u0001/g;
-// read once: process.env is a slow getter, and a Graph is made for every trace
-const EAGER_LOCATIONS = process.env.TORCHSIGHT_LOCATIONS === 'eager';
+// read once, at the first graph: process.env is a slow getter, and a Graph is made for every trace
+let EAGER_LOCATIONS: boolean | undefined;
 
-export interface TraceSegment {
+/** One trace of a request: its rows (the invokes' inputs, batched) and its nodes' range. */
+interface TraceSegment {
   rows: Row[];
   invokes: [number, number][];
   begin: number;
@@ -43,53 +47,122 @@ export interface TraceSegment {
   stop: boolean;
 }
 
+/** What a saved node's value is handed to after the run (a TraceProxy). */
+export interface Resolvable {
+  resolve(v: unknown): void;
+}
+
 /** One request to the native side: one or more traces (a session) and their nodes. */
 export class Graph {
   /** the packed nodes, written as they are recorded (wire.ts) */
-  readonly w: PackWriter = new PackWriter(this);
+  readonly #w: PackWriter = new PackWriter(this);
   /** each node's op (for messages) and its first word */
-  readonly ops: string[] = [];
-  readonly starts: number[] = [];
-  readonly stacks: { stack?: string }[] = [];
-  readonly segments: TraceSegment[] = [];
-  sealed = false;
+  readonly #ops: string[] = [];
+  readonly #starts: number[] = [];
+  readonly #stacks: { stack?: string }[] = [];
+  readonly #segments: TraceSegment[] = [];
+  readonly #proxies: (Resolvable | undefined)[] = [];
+  #sealed = false;
   /** generation steps the nodes being recorded apply at ([begin, end), end -1: every step) */
-  steps: [number, number] | undefined;
-  /** the proxy of each node (by id), so saved ones get their value after the run */
-  readonly proxies: ({ resolve(v: unknown): void } | undefined)[] = [];
-
+  #steps: [number, number] | undefined;
   /** whether some site was recorded by name (request() then looks its id up) */
   #named = false;
-
   /** replays the user's callback into a graph that captures locations (see locationOf) */
-  rerecord: (() => Graph) | undefined;
+  #replay: (() => Graph) | undefined;
+  readonly padId: number;
+  readonly captureLocations: boolean;
 
-  constructor(
-    readonly padId: number,
-    readonly captureLocations = EAGER_LOCATIONS,
-  ) {}
+  constructor(padId: number, captureLocations?: boolean) {
+    this.padId = padId;
+    this.captureLocations = captureLocations ?? (EAGER_LOCATIONS ??= eagerLocations());
+  }
 
   /** how many nodes are recorded */
   get size(): number {
-    return this.ops.length;
+    return this.#ops.length;
   }
 
-  get current(): TraceSegment {
-    const s = this.segments[this.segments.length - 1];
+  /** each node's op, by id (for messages) */
+  get ops(): readonly string[] {
+    return this.#ops;
+  }
+
+  /** Records `p` as the proxy of node `id`: it gets the node's value if the node is saved. */
+  bindProxy(id: number, p: Resolvable): void {
+    this.#proxies[id] = p;
+  }
+
+  /** Hands each saved node's value to its proxy (`values`: node id, value, node id, value, ...). */
+  resolve(values: readonly unknown[], convert: (v: unknown) => unknown = (v) => v): void {
+    for (let i = 0; i + 1 < values.length; i += 2) this.#proxies[values[i] as number]?.resolve(convert(values[i + 1]));
+  }
+
+  /** Whether the graph was sent: nothing more may be recorded or saved. */
+  get sealed(): boolean {
+    return this.#sealed;
+  }
+
+  /** Marks the graph as sent (a request packs when it starts, so later changes would be lost). */
+  seal(): void {
+    this.#sealed = true;
+  }
+
+  /** How the graph replays the user's callback when an error needs a source line (see locationOf). */
+  replayWith(replay: () => Graph): void {
+    this.#replay = replay;
+  }
+
+  /** How many traces were begun. */
+  get traceCount(): number {
+    return this.#segments.length;
+  }
+
+  /** The input rows of trace `i` (the first by default). */
+  rowsOf(i = 0): readonly Row[] {
+    const s = this.#segments[i];
+    if (!s) throw new Error(`no trace ${i} was recorded`);
+    return s.rows;
+  }
+
+  #current(): TraceSegment {
+    const s = this.#segments[this.#segments.length - 1];
     if (!s) throw new Error('no trace is being recorded');
     return s;
   }
 
-  beginTrace(): TraceSegment {
-    const s: TraceSegment = { rows: [], invokes: [], begin: this.size, end: this.size, stop: false };
-    this.segments.push(s);
-    return s;
+  beginTrace(): void {
+    this.#segments.push({ rows: [], invokes: [], begin: this.size, end: this.size, stop: false });
   }
 
   endTrace(): void {
-    const s = this.current;
+    const s = this.#current();
     s.end = this.size;
     if (s.rows.length === 0) throw new Error('a trace needs an input: pass one to trace(), or call tracer.invoke(input, fn)');
+  }
+
+  /** Adds `rows` as the next invoke of the current trace; returns the invoke's index. */
+  addInvoke(rows: readonly Row[]): number {
+    const s = this.#current();
+    const index = s.invokes.length;
+    s.invokes.push([s.rows.length, rows.length]);
+    s.rows.push(...rows);
+    return index;
+  }
+
+  /** Ends the current trace's forward as soon as everything its nodes need has run. */
+  stopTrace(): void {
+    this.#current().stop = true;
+  }
+
+  /** Runs `record` with the nodes it adds applying at generation steps `steps` ([begin, end), end -1: every step). */
+  withSteps<R>(steps: [number, number], record: () => R): R {
+    const prev = this.#steps;
+    this.#steps = steps;
+    try {
+      return record();
+    } finally {
+      this.#steps = prev;
+    }
   }
 
   /**
@@ -99,12 +172,12 @@ export class Graph {
    * cannot be encoded throws and leaves no trace of the node. Returns its id.
    */
   add(op: string, args: readonly unknown[], site?: string | number, invoke?: number): number {
-    if (this.sealed) throw new Error(`${op}: this trace has already been sent; record operations inside the trace callback`);
+    if (this.#sealed) throw new Error(`${op}: this trace has already been sent; record operations inside the trace callback`);
     if (args.length > 64) throw new Error(`${op}: too many arguments`);
-    const w = this.w;
+    const w = this.#w;
     const mark = w.code.length;
     const tensors = w.tensors.length;
-    const steps = this.steps;
+    const steps = this.#steps;
     let siteWord = -1;
     if (typeof site === 'number') siteWord = site;
     else if (site !== undefined) {
@@ -120,40 +193,41 @@ export class Graph {
       w.tensors.length = tensors;
       throw e;
     }
-    const id = this.ops.length;
-    this.ops.push(op);
-    this.starts.push(at);
-    if (this.captureLocations) this.stacks.push(captureStack());
+    const id = this.#ops.length;
+    this.#ops.push(op);
+    this.#starts.push(at);
+    if (this.captureLocations) this.#stacks.push(captureStack());
     return id;
   }
 
   /** Marks node `id` to come back in the results. */
   save(id: number): void {
     // a request packs when it starts: a late save would change a queued one but not a sent one
-    if (this.sealed) throw new Error(`save(): this trace has already been sent; call .save() inside the trace callback (${this.ops[id]} node ${id})`);
-    this.w.code[this.starts[id] + 4] = 1;
+    if (this.#sealed) throw new Error(`save(): this trace has already been sent; call .save() inside the trace callback (${this.#ops[id]} node ${id})`);
+    this.#w.code[this.#starts[id] + 4] = 1;
   }
 
   isSaved(id: number): boolean {
-    return this.w.code[this.starts[id] + 4] === 1;
+    return this.#w.code[this.#starts[id] + 4] === 1;
   }
 
   /**
    * Where node `id` was recorded. Capturing a stack costs ~4 us a node, so traces record
-   * without it; when an error needs a location, `rerecord` replays the (deterministic)
-   * callback into a graph that captures, and the node with the same id and op names the line.
+   * without it; when an error needs a location, the replay (replayWith) runs the
+   * (deterministic) callback into a graph that captures, and the node with the same id and op
+   * names the line.
    */
   locationOf(id: number): string {
-    if (this.captureLocations) return userLocation(this.stacks[id]?.stack);
-    if (this.rerecord) {
+    if (this.captureLocations) return userLocation(this.#stacks[id]?.stack);
+    if (this.#replay) {
       try {
-        const again = this.rerecord();
-        if (again.ops[id] === this.ops[id]) return again.locationOf(id);
+        const again = this.#replay();
+        if (again.#ops[id] === this.#ops[id]) return again.locationOf(id);
       } catch {
         // the replay itself failed: fall through
       }
     }
-    return `node ${id} (${this.ops[id] ?? '?'}; its source line could not be recovered)`;
+    return `node ${id} (${this.#ops[id] ?? '?'}; its source line could not be recovered)`;
   }
 
   /** Replaces node markers in a native error message with the user's source locations. */
@@ -167,33 +241,25 @@ export class Graph {
    * (PackWriter.finish).
    */
   request(nm: NativeModel, transient = false): { traces: WireTrace[]; graph: PackedGraph } {
-    const graph = this.w.finish(this.size, transient);
+    const graph = this.#w.finish(this.size, transient);
     if (this.#named) {
       // a site recorded by name goes by the model's id in the copy sent
       const ids = siteIdsOf(nm);
       const { code, strings } = graph;
-      for (let i = 0; i < this.starts.length; i++) {
-        const k = this.starts[i] + 1;
+      for (let i = 0; i < this.#starts.length; i++) {
+        const k = this.#starts[i] + 1;
         if (code[k] <= -2) {
           const id = ids.get(strings[-2 - code[k]]);
           if (id !== undefined) code[k] = id; // an unknown site stays named, for the native message
         }
       }
     }
-    return { traces: this.wireTraces(), graph };
+    return { traces: this.#wireTraces(), graph };
   }
 
-  /**
-   * The nodes in object form (wire.ts's WireNode), read back from the packed words. A site
-   * recorded by the model's id reads back by its name in `siteNames` (NativeModel.sites()).
-   */
-  toNodes(siteNames?: readonly string[]): WireNode[] {
-    return unpackNodes(this.w, siteNames);
-  }
-
-  wireTraces(): WireTrace[] {
+  #wireTraces(): WireTrace[] {
     const out: WireTrace[] = [];
-    for (const s of this.segments) {
+    for (const s of this.#segments) {
       const b = makeBatch(s.rows, this.padId);
       out.push({ batch: b.batch, seq: b.seq, ids: b.ids, mask: b.mask, pos: b.pos, invokes: s.invokes, begin: s.begin, end: s.end, stop: s.stop });
     }

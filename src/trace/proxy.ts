@@ -27,7 +27,7 @@ export class TraceProxy {
     readonly id: number,
     readonly invoke: number | undefined,
   ) {
-    graph.proxies[id] = this;
+    graph.bindProxy(id, this);
   }
 
   /** Keeps this value after the trace: it becomes `.value` (a Tensor). */
@@ -169,5 +169,5 @@ export function substitute(v: unknown, seen?: Map<unknown, unknown>): unknown {
 
 /** Gives every saved proxy of the graph its value from the native results. */
 export function resolveSaved(graph: Graph, saved: readonly unknown[]): void {
-  for (let i = 0; i + 1 < saved.length; i += 2) graph.proxies[saved[i] as number]?.resolve(fromNative(saved[i + 1]));
+  graph.resolve(saved, fromNative);
 }

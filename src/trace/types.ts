@@ -132,8 +132,28 @@ export interface ListEnvoy<E, N extends number = number> {
   [Symbol.iterator](): Iterator<E>;
 }
 
-// names the envoy itself answers: a child of one of these names is not reachable by that name
+// Names an envoy answers itself, so a child module of one of these names is not reachable by
+// that name: the types leave it out, and envoy.ts defines no accessor for it (RESERVED below).
+// `then`, `toJSON`, `constructor` and `toString` are asked of any object by await, JSON and
+// printing: an envoy must never answer them with a child.
 export type Reserved = 'output' | 'input' | 'inputs' | 'path' | 'length' | 'map' | 'forEach' | 'children' | 'type' | 'then' | 'toJSON' | 'constructor' | 'toString';
+
+/** Reserved at run time: a key per name, which the compiler checks are exactly Reserved's. */
+export const RESERVED: { readonly [K in Reserved]: true } = {
+  output: true,
+  input: true,
+  inputs: true,
+  path: true,
+  length: true,
+  map: true,
+  forEach: true,
+  children: true,
+  type: true,
+  then: true,
+  toJSON: true,
+  constructor: true,
+  toString: true,
+};
 
 export type ChildDescs<D> = D extends { list: infer L }
   ? L

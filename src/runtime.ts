@@ -1,0 +1,147 @@
+// What a loaded model's traces, sessions, generations and warm-up share: the native model, its
+// module tree and envoys, and the request queue every native request goes through. The public
+// LanguageModel (model.ts) is a thin shell over one of these.
+import { buildTree, type Manifest, type ModuleNode } from './manifest.js';
+import { cancelFlag, type NativeModel, type RunResult } from './native.js';
+import { RequestQueue } from './queue.js';
+import type { Tensor } from './tensor.js';
+import type { Tokenizer } from './tokenizer.js';
+import type { TraceInput } from './inputs.js';
+import { envoyOf, type Envoy, type Scope } from './trace/envoy.js';
+import { Graph } from './trace/graph.js';
+import { markSaved, resolveSaved, substitute } from './trace/proxy.js';
+import { recordTrace, type RecordingHost, type Tracer } from './trace/tracer.js';
+import type { EnvoyOf } from './trace/types.js';
+import { siteIdsOf } from './trace/wire.js';
+
+export interface TraceOptions {
+  /** Cancels the trace: queued work never starts; a running forward stops at the next module. */
+  signal?: AbortSignal;
+  /** @internal records every hook site that fired, in order (for tests and `inspect`) */
+  recordSites?: boolean;
+  /** @internal returns the last forward's logits as raw.logits (forwardRaw) */
+  returnLogits?: boolean;
+}
+
+/** fn's return type with proxies replaced by Tensors. */
+export type Resolved<T> = T extends { save(): unknown; graph: unknown }
+  ? Tensor
+  : T extends ReadonlyArray<infer U>
+    ? Resolved<U>[]
+    : T extends object
+      ? { [K in keyof T]: Resolved<T[K]> }
+      : T;
+
+/** A trace's returned value once its results are in: proxies replaced by their values. */
+export function valueOf(graph: Graph, result: unknown, raw: { saved: unknown[] }): unknown {
+  resolveSaved(graph, raw.saved);
+  return substitute(result);
+}
+
+/** `f()`, with a synchronous throw turned into a rejection (for entries that are not async functions). */
+export function rejecting<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return f();
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+export class ModelRuntime implements RecordingHost {
+  readonly queue = new RequestQueue();
+  readonly tree: { root: ModuleNode; byPath: Map<string, ModuleNode> };
+  #native: NativeModel | undefined;
+  #scope: Scope | undefined;
+
+  constructor(
+    readonly dir: string,
+    readonly manifest: Manifest,
+    readonly tokenizer: Tokenizer,
+    nativeModel: NativeModel,
+  ) {
+    this.#native = nativeModel;
+    this.tree = buildTree(manifest);
+  }
+
+  get native(): NativeModel {
+    if (!this.#native) throw new Error('this model was disposed');
+    return this.#native;
+  }
+
+  get padId(): number {
+    const s = this.manifest.specialTokens ?? { pad: null, eos: null, bos: null };
+    return s.pad ?? s.eos ?? 0;
+  }
+
+  /** The model's positions (n_positions or max_position_embeddings), 0 when the config has neither. */
+  get maxPositions(): number {
+    const cfg = (this.manifest.config ?? {}) as Record<string, unknown>;
+    return Number(cfg.n_positions ?? cfg.max_position_embeddings ?? 0) || 0;
+  }
+
+  recording<R>(graph: Graph, invoke: number, fn: (m: Envoy) => R): R {
+    const scope = (this.#scope ??= { graph: undefined, invoke: 0, manifest: this.manifest, byPath: this.tree.byPath, envoys: new Map(), siteIds: siteIdsOf(this.native) });
+    const prev = { graph: scope.graph, invoke: scope.invoke };
+    scope.graph = graph;
+    scope.invoke = invoke;
+    try {
+      return fn(envoyOf(scope, this.tree.root));
+    } finally {
+      scope.graph = prev.graph;
+      scope.invoke = prev.invoke;
+    }
+  }
+
+  /** Records one trace into `graph`. */
+  recordTrace<T, R>(graph: Graph, input: TraceInput | ((tracer: Tracer<T>) => R), fn?: (m: EnvoyOf<T>, tracer: Tracer<T>) => R): R {
+    return recordTrace<T, R>(this, graph, input, fn);
+  }
+
+  /** Records one trace into a new graph, which replays `record` when an error needs a source line. */
+  recordNew<R>(record: (graph: Graph) => R): { graph: Graph; result: R } {
+    const graph = new Graph(this.padId);
+    const result = record(graph);
+    graph.replayWith(() => {
+      const g = new Graph(this.padId, true);
+      record(g);
+      return g;
+    });
+    return { graph, result };
+  }
+
+  /**
+   * Sends a recorded graph through the queue (packed when it starts, after any queued request,
+   * into the shared transient buffer) and gives the native result to `then`.
+   */
+  sendGraph<U>(graph: Graph, result: unknown, options: TraceOptions, then: (raw: RunResult) => U): Promise<U> {
+    const { signal, recordSites, returnLogits } = options;
+    signal?.throwIfAborted();
+    markSaved(result);
+    graph.seal();
+    // the native side polls this flag at every hook site
+    const cancel = signal ? cancelFlag() : undefined;
+    const nm = this.native;
+    const start = () => {
+      const request: Parameters<NativeModel['run']>[0] = graph.request(nm, true);
+      request.recordSites = !!recordSites;
+      request.returnLogits = !!returnLogits;
+      request.cancel = cancel;
+      return nm.run(request);
+    };
+    return this.queue.run({ signal, cancel, explain: (m) => graph.explain(m) }, start, then);
+  }
+
+  /** Sends a recorded graph and maps the results back: fn's value, and the native result. */
+  submit(graph: Graph, result: unknown, options: TraceOptions): Promise<{ value: unknown; raw: RunResult }> {
+    return rejecting(() => this.sendGraph(graph, result, options, (raw) => ({ value: valueOf(graph, result, raw), raw })));
+  }
+
+  /** Frees the native model once the queued requests are done; later use throws. */
+  async dispose(): Promise<void> {
+    const nm = this.#native;
+    if (!nm) return;
+    this.#native = undefined;
+    await this.queue.idle();
+    nm.dispose();
+  }
+}
