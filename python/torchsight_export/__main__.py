@@ -1,7 +1,8 @@
 """python -m torchsight_export <hf-id-or-path> <outdir> [--dtype float16] [--example-text TEXT]
 
-Loads a Hugging Face causal LM with transformers (torchscript=True, eager attention) and writes a
-torchsight model directory with export_model.
+Loads a Hugging Face causal LM with transformers (eager attention) and writes a torchsight model
+directory (model.pt, step.pt, tokenizer.json, torchsight.json) with export_model. Architectures
+without an adapter in torchsight_export.hf are refused with the reason.
 """
 from __future__ import annotations
 
@@ -32,18 +33,17 @@ def _import_transformers():
 
 
 def _load(transformers, name: str, torch_dtype):
-    kwargs = dict(torchscript=True)
+    """The model as transformers builds it, with eager attention (the kernel that adds the mask to
+    the scores; hooks see the same tensors as in plain PyTorch). Not ``torchscript=True``: that
+    clones tied embeddings instead of sharing them."""
+    kwargs = {}
     if torch_dtype is not None:
-        kwargs["torch_dtype"] = torch_dtype
-    try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(name, attn_implementation="eager", **kwargs)
-    except TypeError:  # transformers older than attn_implementation
-        model = transformers.AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        # transformers 5 calls it ``dtype``; 4.x ``torch_dtype``
+        kwargs["dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"] = torch_dtype
+    model = transformers.AutoModelForCausalLM.from_pretrained(name, attn_implementation="eager", **kwargs)
     cfg = getattr(model, "config", None)
-    if cfg is not None:
-        for k, v in (("use_cache", False), ("return_dict", False), ("torchscript", True)):
-            if hasattr(cfg, k):
-                setattr(cfg, k, v)
+    if cfg is not None and hasattr(cfg, "use_cache"):
+        cfg.use_cache = False
     return model.eval()
 
 
