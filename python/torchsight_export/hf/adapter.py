@@ -23,7 +23,7 @@ class HFAdapter:
     def __init__(self, model: torch.nn.Module):
         self.model = model
         self.config = model.config
-        self.family: Family = family_of(self.config)
+        self.family: Family = family_of(self.config, type(model).__name__)
         self._orig = type(model).forward.__get__(model)
         # transformers 5 calls the cache argument ``cache``; 4.x ``past_key_values``
         params = inspect.signature(type(model).forward).parameters

@@ -31,10 +31,11 @@ class UnsupportedArchitecture(ValueError):
     """The model's architecture has no adapter (or uses a feature the adapter does not handle)."""
 
 
-def family_of(config) -> Family:
-    """The Family of a transformers config, or UnsupportedArchitecture naming what is missing."""
+def family_of(config, class_name: Optional[str] = None) -> Family:
+    """The Family of a transformers config (of a model of class ``class_name``), or
+    UnsupportedArchitecture naming the architecture and what is missing."""
     model_type = getattr(config, "model_type", None)
-    arch = ", ".join(getattr(config, "architectures", None) or []) or model_type or "unknown"
+    arch = class_name or ", ".join(getattr(config, "architectures", None) or []) or model_type or "unknown"
     fam = FAMILIES.get(model_type)
     if fam is None:
         supported = ", ".join(f"{f.name} ({t})" for t, f in FAMILIES.items())
