@@ -7,6 +7,7 @@ without an adapter in torchsight_export.hf are refused with the reason.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -60,6 +61,10 @@ def main(argv=None) -> int:
     p.add_argument("--example-text", default=DEFAULT_EXAMPLE_TEXT, dest="example_text")
     a = p.parse_args(argv)
 
+    if a.model.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(a.model)):
+        # a path, not a hub id: say so now rather than after transformers has asked the hub
+        print(f"torchsight export failed: no model folder at {a.model}", file=sys.stderr)
+        return 2
     transformers = _import_transformers()
     import torch
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[a.dtype]
