@@ -15,19 +15,20 @@ import { native } from '../src/native.js';
 import { ROOT, childEnv, expectClose, py, type OracleTensor } from './helpers.js';
 
 interface Family {
+  base: string; // the decoder stack (its output is a transformers ModelOutput)
   layers: string;
   attn: string;
   tied: string | null; // the input embedding lm_head shares, when the config ties them
 }
 
 const FAMILIES: Record<string, Family> = {
-  gpt2: { layers: 'transformer.h', attn: 'attn', tied: 'transformer.wte' },
-  llama: { layers: 'model.layers', attn: 'self_attn', tied: null },
-  mistral: { layers: 'model.layers', attn: 'self_attn', tied: null },
-  qwen2: { layers: 'model.layers', attn: 'self_attn', tied: 'model.embed_tokens' },
-  gemma: { layers: 'model.layers', attn: 'self_attn', tied: 'model.embed_tokens' },
-  gpt_neox: { layers: 'gpt_neox.layers', attn: 'attention', tied: null },
-  phi: { layers: 'model.layers', attn: 'self_attn', tied: null },
+  gpt2: { base: 'transformer', layers: 'transformer.h', attn: 'attn', tied: 'transformer.wte' },
+  llama: { base: 'model', layers: 'model.layers', attn: 'self_attn', tied: null },
+  mistral: { base: 'model', layers: 'model.layers', attn: 'self_attn', tied: null },
+  qwen2: { base: 'model', layers: 'model.layers', attn: 'self_attn', tied: 'model.embed_tokens' },
+  gemma: { base: 'model', layers: 'model.layers', attn: 'self_attn', tied: 'model.embed_tokens' },
+  gpt_neox: { base: 'gpt_neox', layers: 'gpt_neox.layers', attn: 'attention', tied: null },
+  phi: { base: 'model', layers: 'model.layers', attn: 'self_attn', tied: null },
 };
 const NAMES = Object.keys(FAMILIES);
 const HIDDEN = 32; // hidden size of every fixture (python/torchsight_testing/hf_fixtures.py)
@@ -37,13 +38,8 @@ const NEW_TOKENS = 8;
 const PROMPTS = ['The Eiffel Tower is in the city of', 'Cats and dogs', 'In a small restaurant in Rome we ate pizza and'];
 
 const PY = exporterPython();
-const torch2 = (() => {
-  try {
-    return !native().info().torch.startsWith('1.');
-  } catch {
-    return false;
-  }
-})();
+// the addon's libtorch: these exports need 2.x (vitest.config runs this file in the torch2 project only)
+const libtorch = native().info().torch;
 
 function pyEnv(): NodeJS.ProcessEnv {
   return childEnv({ PYTHONPATH: join(ROOT, 'python') });
@@ -87,23 +83,14 @@ async function fixtures(): Promise<string> {
   return dir;
 }
 
-function hfOracle<T>(modelDir: string, code: string): T {
-  const r = spawnSync(PY.python, ['-m', 'torchsight_testing.hf_oracle'], {
-    input: JSON.stringify({ model: modelDir, code }),
-    env: pyEnv(),
-    encoding: 'utf8',
-    maxBuffer: 1 << 28,
-  });
-  if (r.status !== 0) throw new Error(`hf oracle failed:\n${r.stdout}\n${r.stderr}`);
-  return JSON.parse(r.stdout) as T;
-}
-
 interface Reference {
+  prompts: number[][];
   logits: OracleTensor[];
   patched: OracleTensor[];
   layer: OracleTensor[];
   attn: OracleTensor[];
   mlp: OracleTensor[];
+  base: OracleTensor[];
   generate: number[][];
   alone: number[][];
   steered: number[][];
@@ -112,48 +99,18 @@ interface Reference {
   classes: { layer: string; model: string };
 }
 
-/** Everything one family's tests compare with, from one Python process. */
-function reference(srcDir: string, outDir: string, fam: Family, prompts: number[][]): Reference {
-  return hfOracle<Reference>(srcDir, `
-import torchsight_export  # the hook op, to load the export
-L = get_module(${py(fam.layers)})
-prompts = ${py(prompts)}
-ids, mask, pos = batch_inputs(prompts)
-offsets = [ids.shape[1] - len(p) for p in prompts]
-rows = lambda t: [t[r, o:] for r, o in enumerate(offsets)]  # real (unpadded) positions of each row
-first = lambda o: o[0] if isinstance(o, tuple) else o
-fwd = lambda i, m, p: model(input_ids=i, attention_mask=m, position_ids=p).logits
-acts = {}
-hs = [L[1].register_forward_hook(lambda m, i, o: acts.__setitem__('layer', first(o).clone())),
-      getattr(L[1], ${py(fam.attn)}).register_forward_hook(lambda m, i, o: acts.__setitem__('attn', o[0].clone())),
-      L[1].mlp.register_forward_hook(lambda m, i, o: acts.__setitem__('mlp', o.clone()))]
-logits = fwd(ids, mask, pos)
-for h in hs: h.remove()
-steer = torch.tensor(${py(STEER)})
-def add(m, i, o):
-    return (o[0] + steer,) + tuple(o[1:]) if isinstance(o, tuple) else o + steer
-def greedy(p):
-    seq, out = list(p), []
-    for _ in range(${NEW_TOKENS}):
-        t = int(fwd(*batch_inputs([seq]))[0, -1].argmax()); out.append(t); seq.append(t)
-    return out
-h = L[0].register_forward_hook(add)
-patched = fwd(ids, mask, pos)
-steered = [greedy(p) for p in prompts]
-h.remove()
-plain = [greedy(p) for p in prompts]
-gen = lambda i, m: model.generate(input_ids=i, attention_mask=m, do_sample=False, max_new_tokens=${NEW_TOKENS},
-                                  min_new_tokens=${NEW_TOKENS}, pad_token_id=pad_id)[:, i.shape[1]:].tolist()
-ts = torch.jit.load(${py(join(outDir, 'model.pt'))})
-tied = None
-if ${py(fam.tied)} is not None:
-    emb = dict(ts.named_modules())[${py(fam.tied)}]
-    tied = ts.lm_head.weight.data_ptr() == emb.weight.data_ptr()
-result = {'logits': rows(logits), 'patched': rows(patched), 'layer': rows(acts['layer']), 'attn': rows(acts['attn']),
-          'mlp': rows(acts['mlp']), 'generate': gen(ids, mask),
-          'alone': [gen(torch.tensor([p]), torch.ones(1, len(p), dtype=torch.long))[0] for p in prompts],
-          'steered': steered, 'plain': plain, 'tied': tied,
-          'classes': {'layer': type(L[1]).__name__, 'model': type(model).__name__}}`);
+/** What every family's tests compare with, from eager transformers in one Python process
+ * (python/torchsight_testing/hf_reference.py). */
+function references(dir: string): Record<string, Reference> {
+  const families = Object.fromEntries(NAMES.map((n) => [n, { ...FAMILIES[n], src: join(dir, 'src', n), out: join(dir, 'out', n) }]));
+  const r = spawnSync(PY.python, ['-m', 'torchsight_testing.hf_reference'], {
+    input: JSON.stringify({ families, prompts: PROMPTS, steer: STEER, newTokens: NEW_TOKENS }),
+    env: pyEnv(),
+    encoding: 'utf8',
+    maxBuffer: 1 << 28,
+  });
+  if (r.status !== 0) throw new Error(`hf_reference failed:\n${r.stdout}\n${r.stderr}`);
+  return JSON.parse(r.stdout) as Record<string, Reference>;
 }
 
 /** The envoy at a dotted module path: `model.layers.1` is m.model.layers[1]. */
@@ -161,10 +118,15 @@ function at(m: any, path: string): any {
   return path.split('.').reduce((e, part) => (/^\d+$/.test(part) ? e[Number(part)] : e[part]), m);
 }
 
-describe.skipIf(!torch2)('Hugging Face families (torch 2.x exports, addon on libtorch 2.x)', () => {
+describe('Hugging Face families (torch 2.x exports, addon on libtorch 2.x)', () => {
   let dir: string;
+  let refs: Record<string, Reference>;
   beforeAll(async () => {
+    if (libtorch.startsWith('1.')) {
+      throw new Error(`tests/hf-families.test.ts needs the addon built on libtorch 2.x (TORCHSIGHT_ADDON=build-torch2/Release/torchsight.node); this one is on libtorch ${libtorch}, which cannot load TorchScript files from torch 2.x`);
+    }
     dir = await fixtures();
+    refs = references(dir);
   }, 900_000);
 
   it('an unsupported architecture is refused, naming it and what is missing', () => {
@@ -190,8 +152,8 @@ except ExportError as e:
     let ref: Reference;
     beforeAll(async () => {
       model = await LanguageModel.load(join(dir, 'out', name), { device: 'cpu' });
-      prompts = PROMPTS.map((p) => model.tokenizer.encode(p));
-      ref = reference(join(dir, 'src', name), join(dir, 'out', name), fam, prompts);
+      ref = refs[name];
+      prompts = ref.prompts;
     }, 300_000);
     afterAll(async () => {
       await model?.dispose();
@@ -203,6 +165,10 @@ except ExportError as e:
     };
     const layerOut = (envoy: any) => (model.manifest.modules.find((x) => x.path === `${fam.layers}.0`)!.output!.kind === 'tuple' ? envoy.output[0] : envoy.output);
 
+    it("encodes the prompts as transformers' tokenizer does", () => {
+      expect(PROMPTS.map((p) => model.tokenizer.encode(p))).toEqual(ref.prompts);
+    });
+
     it('keeps the eager module paths and classes, ties embeddings, and has a cache graph', () => {
       expect(model.manifest.architecture).toBe(ref.classes.model);
       const paths = model.manifest.modules.map((x) => x.path);
@@ -212,10 +178,11 @@ except ExportError as e:
       expect(model.native.hasCache).toBe(true);
     });
 
-    it('logits, a saved decoder layer, attention and MLP outputs of a left-padded batch equal eager transformers', async () => {
+    it('logits, a saved decoder layer, attention, MLP and decoder-stack outputs of a left-padded batch equal eager transformers', async () => {
       const out = await model.trace(prompts, (m) => {
         const L = at(m, fam.layers);
-        return { logits: m.output.logits, layer: layerOut(L[1]), attn: L[1][fam.attn].output[0], mlp: L[1].mlp.output };
+        // the stack's output is a ModelOutput: item 0 is last_hidden_state
+        return { logits: m.output.logits, layer: layerOut(L[1]), attn: L[1][fam.attn].output[0], mlp: L[1].mlp.output, base: at(m, fam.base).output[0] };
       });
       offsets().forEach((o, r) => {
         const rowOf = (t: Tensor) => t.index(`${r}, ${o}:`);
@@ -223,6 +190,7 @@ except ExportError as e:
         expectClose(rowOf(out.layer), ref.layer[r], 1e-3, 1e-3);
         expectClose(rowOf(out.attn), ref.attn[r], 1e-3, 1e-3);
         expectClose(rowOf(out.mlp), ref.mlp[r], 1e-3, 1e-3);
+        expectClose(rowOf(out.base), ref.base[r], 1e-3, 1e-3);
       });
     });
 
