@@ -67,9 +67,10 @@ async function fixtures(): Promise<string> {
   ].filter((f) => f.endsWith('.py') || f.endsWith('.txt'));
   for (const f of files.sort()) h.update(f).update(readFileSync(join(ROOT, f)));
   h.update(JSON.stringify(pythonVersions(PY.python)));
-  const dir = join(ROOT, '.cache', 'hf-families', h.digest('hex').slice(0, 16));
+  const cache = join(ROOT, '.cache', 'hf-families');
+  const dir = join(cache, h.digest('hex').slice(0, 16));
   if (existsSync(join(dir, 'done'))) return dir;
-  rmSync(dir, { recursive: true, force: true });
+  rmSync(cache, { recursive: true, force: true }); // earlier fixtures are stale: one set is kept
   mkdirSync(dir, { recursive: true });
   await run(PY.python, ['-m', 'torchsight_testing.hf_fixtures', '--out', join(dir, 'src')], pyEnv());
   // the CLI, as a user runs it; two at a time (each is one Python process)
