@@ -506,7 +506,9 @@ def export_model(model: torch.nn.Module, outdir: str, tokenizer=None, example_te
     torchsight.json). Returns the manifest. Raises ExportVerificationError when the traced module
     does not reproduce the eager model at two other sequence lengths and on a left-padded batch.
     With ``cache`` (the default) and a model that supports a key/value cache (``cache_shape()`` and
-    ``past_k``/``past_v`` arguments), also writes ``step.pt`` for fast generation (see export_step)."""
+    ``past_k``/``past_v`` arguments), also writes ``step.pt`` for fast generation (see export_step).
+    A transformers model is exported through its family's adapter (torchsight_export.hf): its own
+    forward with trace-friendly masks, always with step.pt; an architecture without one is refused."""
     ensure_hook_op()
     os.makedirs(outdir, exist_ok=True)
     tdtype = _dtype_of(dtype)
