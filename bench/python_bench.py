@@ -17,7 +17,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
-from torchsight_export.oracle import load_eager, batch_inputs  # noqa: E402
+from torchsight_testing.oracle import load_eager, batch_inputs  # noqa: E402
 
 
 def plain(model_dir):

@@ -38,7 +38,7 @@ function prepare(): void {
   sh('bash', ['scripts/make-models.sh']);
   if (!QUICK && !existsSync(join(MODELS.gpt2_124m.dir, 'step.pt'))) {
     console.log('bench: exporting the 124M GPT-2 shape (once, ~20 s)');
-    sh(PY, ['-m', 'torchsight_export.examples', '--arch', 'gpt2', '--out', MODELS.gpt2_124m.dir, '--layers', '12', '--d-model', '768', '--heads', '12', '--vocab', '50257', '--tokenizer-vocab', '1000']);
+    sh(PY, ['-m', 'torchsight_testing.examples', '--arch', 'gpt2', '--out', MODELS.gpt2_124m.dir, '--layers', '12', '--d-model', '768', '--heads', '12', '--vocab', '50257', '--tokenizer-vocab', '1000']);
   }
   for (const m of Object.values(MODELS)) {
     if (QUICK && m === MODELS.gpt2_124m) continue;

@@ -7,6 +7,6 @@ export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p models
 for arch in gpt2 llama; do
   if [ ! -f "models/$arch/torchsight.json" ] || [ ! -f "models/$arch/step.pt" ] || [ -n "${FORCE:-}" ]; then
-    "$PY" -m torchsight_export.examples --arch "$arch" --out "models/$arch"
+    "$PY" -m torchsight_testing.examples --arch "$arch" --out "models/$arch"
   fi
 done

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian 12 machine to a working torchsight: system packages,
-# npm packages, the native addon, the TypeScript build, the example models, and the first
-# tutorial. Safe to run again (each step skips what is already done).
+# npm packages, the exporter's Python environment (.venv), the native addon, the TypeScript
+# build, the example models, and the first tutorial. Safe to run again (each step skips what is already done).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libtorch-dev python3-torch libopenblas0-pthread cmake g++ make ccache chromium)
+APT_PACKAGES=(libtorch-dev python3-torch python3-venv libopenblas0-pthread cmake g++ make ccache chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,6 +20,9 @@ fi
 
 echo "setup: npm packages"
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+
+echo "setup: the exporter's Python environment (.venv)"
+bash scripts/make-venv.sh
 
 echo "setup: native addon (cmake-js)"
 npm run build:native

@@ -6,7 +6,6 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ProgressBar } from './progress.js';
-import { pythonCommand } from './settings.js';
 
 const pythonDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'python');
 const usage = `usage:
@@ -18,7 +17,7 @@ const usage = `usage:
                                           PyTorch's libtorch into the cache, where torchsight finds it
   torchsight libtorch list                every libtorch found, best first, and the prebuilt each needs
   torchsight build                        build the addon from source against the libtorch found (cmake, g++)
-environment: TORCHSIGHT_PYTHON (the Python for export), LIBTORCH, TORCHSIGHT_CACHE, TORCHSIGHT_BUILD=never`;
+environment: TORCHSIGHT_PYTHON (the Python for export; default the repository's .venv, else python3), LIBTORCH, TORCHSIGHT_CACHE, TORCHSIGHT_BUILD=never`;
 
 /** A load-progress callback that draws on `bar`. */
 function loadBar(bar: ProgressBar) {
@@ -69,13 +68,15 @@ async function main(argv: string[]): Promise<number> {
       console.error(usage);
       return 2;
     }
-    const python = pythonCommand() ?? 'python3';
+    const { exporterPython } = await import('./install/python-env.js');
+    const { python, how } = exporterPython();
+    process.stderr.write(`torchsight export: Python ${python} (${how})\n`);
     const r = spawnSync(python, ['-m', 'torchsight_export', ...rest], {
       stdio: 'inherit',
       env: { ...process.env, PYTHONPATH: [pythonDir, process.env.PYTHONPATH].filter(Boolean).join(':') },
     });
     if (r.error) {
-      console.error(`torchsight export: cannot run ${python}: ${r.error.message}`);
+      console.error(`torchsight export: cannot run ${python} (${how}): ${r.error.message}; run 'npm run setup' or set TORCHSIGHT_PYTHON`);
       return 1;
     }
     return r.status ?? 1;

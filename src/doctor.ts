@@ -5,6 +5,7 @@ import { LanguageModel, type LoadOptions } from './model.js';
 import { addonChoice, native, savedEntries } from './native.js';
 import { discover, variantOf } from './install/libtorch.js';
 import { PREBUILT, prebuiltDir } from './install/prebuilt.js';
+import { describePython, exporterPython } from './install/python-env.js';
 import type { ModuleEntry, Struct } from './manifest.js';
 import { Graph } from './trace/graph.js';
 import { refTo } from './trace/wire.js';
@@ -24,6 +25,8 @@ export interface DoctorReport {
   blas: string;
   threads?: { torch: number; interop: number; openblasEnv?: string; ompEnv?: string };
   node: string;
+  /** The exporter's Python (`torchsight export`): interpreter, how it was chosen, torch and transformers. */
+  python?: string;
 }
 
 /** The BLAS library mapped into this process (Linux): OpenBLAS, MKL, or the slow reference BLAS. */
@@ -48,6 +51,7 @@ export function doctor(): DoctorReport {
     libtorchFound: found.map((t) => ({ source: t.source, version: t.version, cuda: t.cuda, libDir: t.libDir, variant: variantOf(t) })),
     prebuilts: Object.keys(PREBUILT).filter((v) => prebuiltDir(v)),
     node: process.version,
+    python: describePython(exporterPython()),
   };
   let info: ReturnType<ReturnType<typeof native>['info']>;
   try {
@@ -82,6 +86,7 @@ export function formatDoctor(r: DoctorReport): string {
       ? [`threads    torch intra-op ${r.threads.torch}, inter-op ${r.threads.interop}; OPENBLAS_NUM_THREADS=${r.threads.openblasEnv ?? '(unset)'}, OMP_NUM_THREADS=${r.threads.ompEnv ?? '(unset)'}`]
       : []),
     `node       ${r.node}`,
+    ...(r.python ? [`export     ${r.python}`] : []),
   ].join('\n');
 }
 

@@ -71,7 +71,7 @@ export function libtorchMirror(env: Env = process.env): string {
   return v ?? 'https://download.pytorch.org';
 }
 
-/** TORCHSIGHT_PYTHON, when set: the Python of `torchsight export` (else python3). */
+/** TORCHSIGHT_PYTHON, when set: the Python of `torchsight export` (else the repository's .venv, else python3: install/python-env.ts). */
 export function pythonCommand(env: Env = process.env): string | undefined {
   return raw(env, 'TORCHSIGHT_PYTHON');
 }

@@ -39,7 +39,7 @@ function oracleEnv(): NodeJS.ProcessEnv {
  * model, torch, batch_inputs(list_of_id_lists), get_module(path), tokenizer, manifest.
  */
 export function oracle<T = any>(arch: Arch | null, code: string): T {
-  const r = spawnSync(PYTHON, ['-m', 'torchsight_export.oracle'], {
+  const r = spawnSync(PYTHON, ['-m', 'torchsight_testing.oracle'], {
     input: JSON.stringify({ model: arch ? MODELS[arch] : MODELS.gpt2, code }),
     env: oracleEnv(),
     encoding: 'utf8',

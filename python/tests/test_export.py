@@ -15,7 +15,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import torchsight_export  # noqa: E402
 from torchsight_export import ExportVerificationError, export_model, graph_sites  # noqa: E402
-from torchsight_export import examples, oracle  # noqa: E402
+from torchsight_testing import examples, oracle  # noqa: E402
 from torchsight_export.bpe import BPETokenizer, pre_tokenize  # noqa: E402
 
 MANIFEST_KEYS = {"format", "version", "architecture", "dtype", "vocabSize", "specialTokens", "paddingSide",
@@ -389,7 +389,7 @@ def test_oracle_cli():
             "result = {'logits': logits[:, -1], 'mlp_shape': list(seen['mlp'].shape), 'n': 3}\n")
     req = json.dumps({"model": d, "code": "ids = " + json.dumps(ids) + "\n" + code})
     env = dict(os.environ, PYTHONPATH=PYROOT)
-    p = subprocess.run([sys.executable, "-m", "torchsight_export.oracle"], input=req, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "torchsight_testing.oracle"], input=req, capture_output=True,
                        text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     res = json.loads(p.stdout)
@@ -400,7 +400,7 @@ def test_oracle_cli():
         want = traced(*oracle.batch_inputs([ids, ids[:3]], 511))[0][:, -1]
     got = torch.tensor(res["logits"]["data"]).reshape(2, 512)
     assert torch.allclose(got, want.double().float(), atol=1e-5)
-    p = subprocess.run([sys.executable, "-m", "torchsight_export.oracle"], input=json.dumps(
+    p = subprocess.run([sys.executable, "-m", "torchsight_testing.oracle"], input=json.dumps(
         {"model": d, "code": "raise ValueError('boom')"}), capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 1 and "boom" in json.loads(p.stdout)["error"]
 
@@ -409,7 +409,7 @@ def test_examples_cli():
     out = os.path.join(TMP, "cli-gpt2")
     env = dict(os.environ, PYTHONPATH=PYROOT)
     t0 = time.time()
-    p = subprocess.run([sys.executable, "-m", "torchsight_export.examples", "--arch", "gpt2", "--out", out,
+    p = subprocess.run([sys.executable, "-m", "torchsight_testing.examples", "--arch", "gpt2", "--out", out,
                         "--layers", "2", "--d-model", "32", "--heads", "2", "--vocab", "400"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr

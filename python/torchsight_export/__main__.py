@@ -1,11 +1,13 @@
 """python -m torchsight_export <hf-id-or-path> <outdir> [--dtype float16] [--example-text TEXT]
 
-Loads a Hugging Face causal LM with transformers (torchscript=True, eager attention) and writes a
-torchsight model directory with export_model.
+Loads a Hugging Face causal LM with transformers (eager attention) and writes a torchsight model
+directory (model.pt, step.pt, tokenizer.json, torchsight.json) with export_model. Architectures
+without an adapter in torchsight_export.hf are refused with the reason.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -32,18 +34,17 @@ def _import_transformers():
 
 
 def _load(transformers, name: str, torch_dtype):
-    kwargs = dict(torchscript=True)
+    """The model as transformers builds it, with eager attention (the kernel that adds the mask to
+    the scores; hooks see the same tensors as in plain PyTorch). Not ``torchscript=True``: that
+    clones tied embeddings instead of sharing them."""
+    kwargs = {}
     if torch_dtype is not None:
-        kwargs["torch_dtype"] = torch_dtype
-    try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(name, attn_implementation="eager", **kwargs)
-    except TypeError:  # transformers older than attn_implementation
-        model = transformers.AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        # transformers 5 calls it ``dtype``; 4.x ``torch_dtype``
+        kwargs["dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"] = torch_dtype
+    model = transformers.AutoModelForCausalLM.from_pretrained(name, attn_implementation="eager", **kwargs)
     cfg = getattr(model, "config", None)
-    if cfg is not None:
-        for k, v in (("use_cache", False), ("return_dict", False), ("torchscript", True)):
-            if hasattr(cfg, k):
-                setattr(cfg, k, v)
+    if cfg is not None and hasattr(cfg, "use_cache"):
+        cfg.use_cache = False
     return model.eval()
 
 
@@ -60,6 +61,10 @@ def main(argv=None) -> int:
     p.add_argument("--example-text", default=DEFAULT_EXAMPLE_TEXT, dest="example_text")
     a = p.parse_args(argv)
 
+    if a.model.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(a.model)):
+        # a path, not a hub id: say so now rather than after transformers has asked the hub
+        print(f"torchsight export failed: no model folder at {a.model}", file=sys.stderr)
+        return 2
     transformers = _import_transformers()
     import torch
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[a.dtype]

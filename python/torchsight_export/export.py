@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import json
 import linecache
@@ -16,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from .bpe import BPETokenizer
+from .hf import HFAdapter, UnsupportedArchitecture, is_transformers_model
+from .hf.masks import traceable_masks
 from .sites import Recorder, describe, ensure_hook_op, graph_sites, mark
 
 VERSION = "0.1.0"
@@ -503,7 +506,9 @@ def export_model(model: torch.nn.Module, outdir: str, tokenizer=None, example_te
     torchsight.json). Returns the manifest. Raises ExportVerificationError when the traced module
     does not reproduce the eager model at two other sequence lengths and on a left-padded batch.
     With ``cache`` (the default) and a model that supports a key/value cache (``cache_shape()`` and
-    ``past_k``/``past_v`` arguments), also writes ``step.pt`` for fast generation (see export_step)."""
+    ``past_k``/``past_v`` arguments), also writes ``step.pt`` for fast generation (see export_step).
+    A transformers model is exported through its family's adapter (torchsight_export.hf): its own
+    forward with trace-friendly masks, always with step.pt; an architecture without one is refused."""
     ensure_hook_op()
     os.makedirs(outdir, exist_ok=True)
     tdtype = _dtype_of(dtype)
@@ -517,6 +522,12 @@ def export_model(model: torch.nn.Module, outdir: str, tokenizer=None, example_te
     if len(example_ids) < 2:
         raise ExportError("the example text must give at least 2 tokens")
 
+    adapter = None
+    if is_transformers_model(model):
+        try:
+            adapter = HFAdapter(model)
+        except UnsupportedArchitecture as e:
+            raise ExportError(str(e)) from e
     cfg = _config_dict(model, config)
     specials = _special_tokens(special_tokens, tok_specials, cfg, tok_data)
 
@@ -533,7 +544,11 @@ def export_model(model: torch.nn.Module, outdir: str, tokenizer=None, example_te
         model.eval()
         if moved:
             model.to(device="cpu", dtype=tdtype)
-        shim = _install_forward_shim(model)
+        if adapter is not None:  # model.pt's root: (input_ids, attention_mask, position_ids) -> (logits,)
+            model.forward = adapter.forward
+            shim = True
+        else:
+            shim = _install_forward_shim(model)
         rec = Recorder()
         handles = mark(model, rec)
 
@@ -565,7 +580,8 @@ def export_model(model: torch.nn.Module, outdir: str, tokenizer=None, example_te
             with warnings.catch_warnings(record=True) as wrec:
                 warnings.simplefilter("always")
                 try:
-                    traced = torch.jit.trace(model, (ids, mask, pos), check_trace=False, strict=False)
+                    with traceable_masks(model) if adapter is not None else contextlib.nullcontext():
+                        traced = torch.jit.trace(model, (ids, mask, pos), check_trace=False, strict=False)
                 except Exception as e:
                     raise ExportError(f"torch.jit.trace failed: {_error_with_type(e)} (the root forward must "
                                       "return a tuple of tensors, logits first)") from e
@@ -616,8 +632,8 @@ def export_model(model: torch.nn.Module, outdir: str, tokenizer=None, example_te
         step_file = os.path.join(outdir, "step.pt")
         if os.path.exists(step_file):
             os.remove(step_file)
-        if cache and hasattr(model, "cache_shape"):
-            manifest["step"] = export_step(model, outdir, example_ids, tdtype, pad_id)
+        if cache and (adapter is not None or hasattr(model, "cache_shape")):
+            manifest["step"] = export_step(model, outdir, example_ids, tdtype, pad_id, adapter=adapter)
         with open(os.path.join(outdir, "torchsight.json"), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=1)
         from .dts import write_dts  # the module tree as TypeScript types: LanguageModel.load<Arch>(dir)
@@ -643,19 +659,29 @@ def export_model(model: torch.nn.Module, outdir: str, tokenizer=None, example_te
 # key/value cache: step.pt
 
 def export_step(model: torch.nn.Module, outdir: str, example_ids: Sequence[int], dtype=None,
-                pad_id: int = 0) -> dict:
+                pad_id: int = 0, adapter: Optional[HFAdapter] = None) -> dict:
     """Export ``step.pt``: the same model traced as one key/value-cache step,
     ``forward(input_ids, attention_mask, position_ids, past_k, past_v) -> (logits, present_k, present_v)``
     with caches ``[layers, batch, kv_heads, past, head_dim]`` (past may be 0: the prefill). It carries
     the same hook sites as model.pt. Its parameters are stored as 1-element placeholders: the loader
     binds them to model.pt's tensors, so the weights exist once on disk and in memory.
 
-    The model must accept ``past_k``/``past_v`` and have ``cache_shape() -> (layers, kv_heads, head_dim)``.
+    The model must accept ``past_k``/``past_v`` and have ``cache_shape() -> (layers, kv_heads, head_dim)``,
+    or be a transformers model with its ``adapter`` (the step then runs transformers' own forward
+    with a DynamicCache made from the tensors).
     Verified: the prefill against the eager model, and greedy decoding of a left-padded batch for
     several steps against eager full recomputation. Returns the manifest's ``step`` entry."""
     ensure_hook_op()
     tdtype = _dtype_of(dtype)
-    layers, heads, head_dim = model.cache_shape()
+    layers, heads, head_dim = (adapter or model).cache_shape()
+    if adapter is not None:
+        def full(*a):
+            return adapter.full(*a)
+        step_context = lambda: adapter.installed("step")  # noqa: E731
+    else:
+        def full(*a):
+            return _logits_of(model(*a))
+        step_context = contextlib.nullcontext
 
     def empty(batch):
         return torch.zeros(layers, batch, heads, 0, head_dim, dtype=tdtype)
@@ -667,7 +693,7 @@ def export_step(model: torch.nn.Module, outdir: str, example_ids: Sequence[int],
         model.eval()
         rec = Recorder()
         handles = mark(model, rec)
-        with torch.no_grad():
+        with torch.no_grad(), step_context():
             pre_ids, pre_mask, pre_pos = padded_batch([ids[:split]], pad_id)
             _, pk, pv = model(pre_ids, pre_mask, pre_pos, empty(1), empty(1))
             full_ids, full_mask, full_pos = padded_batch([ids], pad_id)
@@ -692,14 +718,14 @@ def export_step(model: torch.nn.Module, outdir: str, example_ids: Sequence[int],
             b_ids, b_mask, b_pos = padded_batch(prompts, pad_id)
             logits, k, v = step_module(b_ids, b_mask, b_pos, empty(2), empty(2))
             sel = b_mask.bool()
-            check("prefill of a left-padded batch", logits[sel], _logits_of(model(b_ids, b_mask, b_pos))[sel])
+            check("prefill of a left-padded batch", logits[sel], full(b_ids, b_mask, b_pos)[sel])
             nxt = logits[:, -1].argmax(-1)
             cur_ids, cur_mask = b_ids, b_mask
             for step in range(4):
                 cur_ids = torch.cat([cur_ids, nxt[:, None]], 1)
                 cur_mask = torch.cat([cur_mask, torch.ones_like(cur_mask[:, :1])], 1)
                 pos = (cur_mask.cumsum(-1) - 1).clamp(min=0)
-                want = _logits_of(model(cur_ids, cur_mask, pos))[:, -1]
+                want = full(cur_ids, cur_mask, pos)[:, -1]
                 logits, k, v = step_module(nxt[:, None], cur_mask, pos[:, -1:], k, v)
                 check(f"decode step {step + 1} with the cache", logits[:, -1], want)
                 nxt = want.argmax(-1)

@@ -43,8 +43,16 @@ def hook(x: torch.Tensor, site: str) -> torch.Tensor:
     return torch.ops.torchsight.hook(x, site)
 
 
+def _is_model_output(value: Any) -> bool:
+    """A transformers ModelOutput (an ordered dict of its non-None fields, indexable like a tuple)."""
+    return isinstance(value, dict) and hasattr(value, "to_tuple") and hasattr(value, "__dataclass_fields__")
+
+
 def describe(value: Any, site: Optional[str]) -> dict:
-    """Manifest STRUCT of a value seen by a hook, with site names as ``mark`` assigns them."""
+    """Manifest STRUCT of a value seen by a hook, with site names as ``mark`` assigns them. A
+    transformers ModelOutput is a tuple of its fields that are set, as ``output[i]`` in Python."""
+    if _is_model_output(value):
+        return {"kind": "tuple", "items": [describe(v, f"{site}:{i}") for i, v in enumerate(value.values())]}
     if isinstance(value, torch.Tensor):
         return {"kind": "tensor", "shape": list(value.shape), "dtype": str(value.dtype).replace("torch.", ""),
                 "site": site, "pruned": False}
@@ -56,6 +64,8 @@ def describe(value: Any, site: Optional[str]) -> dict:
 
 
 def _mark_value(value: Any, site: str, fired: Optional[List[str]]):
+    if _is_model_output(value):
+        return type(value)(**{k: _mark_value(v, f"{site}:{i}", fired) for i, (k, v) in enumerate(value.items())})
     if isinstance(value, torch.Tensor):
         if fired is not None:
             fired.append(site)
@@ -104,7 +114,7 @@ def mark(model: torch.nn.Module, rec: Recorder) -> List[Any]:
                 rec.first_output[path] = out
             if isinstance(out, torch.Tensor):
                 return _mark_value(out, f"{path}:output", fired)
-            if isinstance(out, tuple):
+            if isinstance(out, tuple) or _is_model_output(out):
                 return _mark_value(out, f"{path}:output", fired)
             return out
 

@@ -1,6 +1,6 @@
 """Ground truth for tests: the eager example model (never model.pt / TorchScript).
 
-    echo '{"model": DIR, "code": "result = model(*batch_inputs([[1,2,3]]))[0]"}' | python3 -m torchsight_export.oracle
+    echo '{"model": DIR, "code": "result = model(*batch_inputs([[1,2,3]]))[0]"}' | python3 -m torchsight_testing.oracle
 
 The code runs with ``model``, ``torch``, ``batch_inputs``, ``get_module(path)``, ``tokenizer``
 (the built-in BPE encoder on DIR/tokenizer.json, when readable) and ``manifest`` in scope, under
@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from . import examples
-from .export import padded_batch
+from torchsight_export.export import padded_batch
 
 _DEFAULT_PAD: Optional[int] = None
 
@@ -100,7 +100,7 @@ def run_request(req: dict):
     tok_path = os.path.join(model_dir, "tokenizer.json")
     if os.path.isfile(tok_path):
         try:
-            from .bpe import BPETokenizer
+            from torchsight_export.bpe import BPETokenizer
             tokenizer = BPETokenizer.from_file(tok_path)
         except Exception:
             tokenizer = None

@@ -1,7 +1,7 @@
 """Small seeded example models with Hugging Face module names (GPT-2 and Llama shapes), a byte-level
 BPE tokenizer trained on a built-in corpus, and a CLI that exports them.
 
-    python3 -m torchsight_export.examples --arch gpt2|llama --out DIR [--seed 0] [--layers N]
+    python3 -m torchsight_testing.examples --arch gpt2|llama --out DIR [--seed 0] [--layers N]
         [--d-model N] [--heads N] [--vocab N]
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .bpe import BPETokenizer, tokenizer_json, train_bpe
+from .bpe_train import tokenizer_json, train_bpe
 
 EXAMPLE_TEXT = "The Eiffel Tower is in the city of"
 SPECIAL = "<|endoftext|>"
@@ -480,7 +480,7 @@ def export_example(arch: str, out: str, seed: int = 0, layers: Optional[int] = N
                    tokenizer_vocab: Optional[int] = None) -> dict:
     """``tokenizer_vocab`` smaller than the model's vocabulary makes a model with GPT-2's 50257
     rows from the small built-in corpus: the tokenizer uses the first ids, the rest are never produced."""
-    from .export import export_model
+    from torchsight_export.export import export_model
     os.makedirs(out, exist_ok=True)
     cfg = make_config(arch, layers, d_model, heads, vocab)
     tok_vocab = tokenizer_vocab or cfg["vocab_size"]
@@ -500,7 +500,7 @@ def export_example(arch: str, out: str, seed: int = 0, layers: Optional[int] = N
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m torchsight_export.examples",
+    p = argparse.ArgumentParser(prog="python3 -m torchsight_testing.examples",
                                 description="Build, seed and export a small example model.")
     p.add_argument("--arch", choices=sorted(ARCHS), required=True)
     p.add_argument("--out", required=True)
