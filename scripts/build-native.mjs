@@ -43,5 +43,7 @@ if (extra.includes('--torch2')) {
   extra.push('--out', join(root, 'build-torch2'));
 }
 
+const start = Date.now();
 const r = spawnSync(process.execPath, [cli, 'compile', '--parallel', jobs, ...extra], { stdio: 'inherit', env, cwd: root });
+if (r.status === 0) console.log(`build-native: done in ${Math.round((Date.now() - start) / 1000)} s`);
 process.exit(r.status ?? 1);
