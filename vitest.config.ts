@@ -12,7 +12,10 @@ const haveTorch2 = existsSync(TORCH2_ADDON);
 if (!haveTorch2) {
   const why = `the torch2 project is NOT run: ${TORCH2_ADDON} is not built (npm run build:native:torch2; it needs .venv with torch 2.x, which npm run setup makes)`;
   if (process.env.TORCHSIGHT_REQUIRE_TORCH2) throw new Error(why);
-  console.warn(`\nvitest.config: ${why}\n`);
+  // once, though vitest evaluates this file again for each project that extends it
+  const g = globalThis as { torchsightTorch2Warned?: boolean };
+  if (!g.torchsightTorch2Warned) console.warn(`\nvitest.config: ${why}\n`);
+  g.torchsightTorch2Warned = true;
 }
 
 export default defineConfig({
