@@ -13,7 +13,7 @@
       ],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "_GLIBCXX_USE_CXX11_ABI=<!(node scripts/torch-paths.mjs abi)"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++1y", "-std=gnu++17"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O2", "-Wno-unused-parameter", "-Wno-deprecated-declarations"],
+      "cflags_cc": ["-std=<!(node scripts/torch-paths.mjs std)", "-fexceptions", "-frtti", "-O2", "-Wno-unused-parameter", "-Wno-deprecated-declarations"],
       "libraries": [
         "<!@(node scripts/torch-paths.mjs libs)",
         "-Wl,-rpath,<!(node scripts/torch-paths.mjs libdir)"

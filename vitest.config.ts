@@ -1,4 +1,22 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { defineConfig } from 'vitest/config';
+
+// The suite runs once per libtorch the addon is built against: 'torch1.13' on the default build
+// (build/, the libtorch discovery finds first: Debian's 1.13 on the README's machine) and 'torch2'
+// on build-torch2/ (`npm run build:native:torch2`, against the torch 2.x of the exporter's
+// Python, .venv). Without build-torch2 the torch2 project is not run, and says so; CI sets
+// TORCHSIGHT_REQUIRE_TORCH2=1 so that a missing build fails instead.
+const TORCH2_ADDON = join(import.meta.dirname, 'build-torch2', 'Release', 'torchsight.node');
+const haveTorch2 = existsSync(TORCH2_ADDON);
+if (!haveTorch2) {
+  const why = `the torch2 project is NOT run: ${TORCH2_ADDON} is not built (npm run build:native:torch2; it needs .venv with torch 2.x, which npm run setup makes)`;
+  if (process.env.TORCHSIGHT_REQUIRE_TORCH2) throw new Error(why);
+  // once, though vitest evaluates this file again for each project that extends it
+  const g = globalThis as { torchsightTorch2Warned?: boolean };
+  if (!g.torchsightTorch2Warned) console.warn(`\nvitest.config: ${why}\n`);
+  g.torchsightTorch2Warned = true;
+}
 
 export default defineConfig({
   test: {
@@ -9,5 +27,13 @@ export default defineConfig({
     globalSetup: ['tests/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
+    projects: [
+      { extends: true, test: { name: 'torch1.13' } },
+      // All but cli.test.ts, whose doctor test checks the default addon against Debian's python3
+      // torch and OpenBLAS (the wheel's libtorch uses MKL).
+      ...(haveTorch2
+        ? [{ extends: true, test: { name: 'torch2', env: { TORCHSIGHT_ADDON: TORCH2_ADDON }, exclude: ['tests/cli.test.ts'] } }]
+        : []),
+    ],
   },
 });

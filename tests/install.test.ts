@@ -2,7 +2,7 @@
 // tarballs installed into a fresh project that runs tutorial 1 with no build step.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +11,9 @@ import { PREBUILT } from '../src/install/prebuilt.js';
 import { MODELS, ROOT, childEnv, oracle, py } from './helpers.js';
 
 const DEBIAN_CONFIG = '/usr/lib/x86_64-linux-gnu/cmake/Torch/TorchConfig.cmake';
+const VENV_PYTHON = join(ROOT, '.venv/bin/python');
+// The suite's torch2 project (vitest.config.ts) runs this file on build-torch2/.
+const UNDER_TORCH2 = process.env.TORCHSIGHT_ADDON === join(ROOT, 'build-torch2/Release/torchsight.node');
 
 describe('libtorch discovery', () => {
   // The README's machine (Debian 12 with libtorch-dev); the upstream-libtorch CI jobs have none.
@@ -50,8 +53,44 @@ describe('libtorch discovery', () => {
     }
   });
 
+  // The exporter's Python (.venv, torch 2.x from PyPI with CUDA), the torch2 project's libtorch.
+  it.runIf(existsSync(VENV_PYTHON))("finds the torch of the exporter's Python (a pip wheel) with its version, CUDA and ABI", () => {
+    // What that torch says of itself when imported, independently of the files discovery reads.
+    const [version, cuda, abi, dir] = JSON.parse(
+      execFileSync(VENV_PYTHON, ['-c', 'import json, os, torch; print(json.dumps([torch.__version__, torch.version.cuda, torch.compiled_with_cxx11_abi(), os.path.dirname(torch.__file__)]))'], {
+        encoding: 'utf8',
+        env: childEnv(),
+      }),
+    );
+    const d = discover({ PATH: process.env.PATH, TORCHSIGHT_PYTHON: VENV_PYTHON });
+    const t = d.found.find((x) => x.source === `torch of ${VENV_PYTHON}`);
+    expect(t, d.tried.join('\n')).toBeDefined();
+    expect([t!.version, t!.cuda, t!.cxx11Abi, t!.flavor]).toEqual([version, cuda, abi, 'upstream']);
+    expect(t!.libDir).toBe(realpathSync(join(dir, 'lib')));
+    expect(t!.cmakeDir).toBe(join(dir, 'share/cmake/Torch'));
+    const [major, minor] = version.split('.');
+    expect(variantOf(t!)).toBe(`linux-x64-torch${major}.${minor}-${cuda ? `cu${cuda.replace('.', '')}` : 'cpu'}`);
+  });
+
   it('says what is wrong with a folder that is not a libtorch', () => {
     expect(describeLibtorch('LIBTORCH', '/tmp')).toBe('LIBTORCH: no libc10.so in /tmp');
+  });
+});
+
+describe('the addon under test', () => {
+  // vitest.config.ts runs the suite once per addon; a project quietly running the other one
+  // would count one libtorch's results twice.
+  it("is the one its project names, on that project's libtorch", ({ task }) => {
+    const torch2 = task.file.projectName === 'torch2';
+    expect(UNDER_TORCH2).toBe(torch2);
+    const addon = process.env.TORCHSIGHT_ADDON ?? join(ROOT, 'build/Release/torchsight.node');
+    expect(addon).toBe(join(ROOT, torch2 ? 'build-torch2' : 'build', 'Release/torchsight.node'));
+    // The libtorch its build was configured against (CMakeCache), and the one it runs on.
+    const torchDir = readFileSync(join(addon, '../../CMakeCache.txt'), 'utf8').match(/^Torch_DIR:PATH=(.*)$/m)![1];
+    const configured = readFileSync(join(torchDir, 'TorchConfigVersion.cmake'), 'utf8').match(/PACKAGE_VERSION "([^"]+)"/)![1];
+    const running = JSON.parse(execFileSync(process.execPath, ['-e', `console.log(JSON.stringify(require(${JSON.stringify(addon)}).info()))`], { encoding: 'utf8' })).torch;
+    expect(running).toBe(configured);
+    if (torch2) expect(running).toMatch(/^2\./);
   });
 });
 
@@ -72,7 +111,9 @@ describe('prebuilt variants', () => {
   });
 });
 
-describe('the packed package in a fresh project', () => {
+// It packs build/ (the default addon) whichever project runs: the torch1.13 project's run covers it,
+// and no prebuilt variant exists for the torch2 project's libtorch (a pip wheel's).
+(UNDER_TORCH2 ? () => {} : describe)('the packed package in a fresh project', () => {
   let work: string;
   let tarballs: string[];
   const torch = JSON.parse(
