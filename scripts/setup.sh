@@ -24,8 +24,10 @@ if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install 
 echo "setup: the exporter's Python environment (.venv)"
 bash scripts/make-venv.sh
 
-echo "setup: native addon (cmake-js)"
+echo "setup: native addon (cmake-js), against Debian's libtorch 1.13"
 npm run build:native
+echo "setup: native addon against the torch 2.x of .venv (build-torch2/; the suite runs on both)"
+npm run build:native:torch2
 echo "setup: TypeScript"
 npm run build:ts
 echo "setup: example models"
