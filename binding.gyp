@@ -3,7 +3,7 @@
     {
       "target_name": "torchsight",
       "sources": [
-        "native/addon.cpp", "native/tensor.cpp", "native/ops.cpp",
+        "native/addon.cpp", "native/process.cpp", "native/convert.cpp", "native/tensor.cpp", "native/ops.cpp",
         "native/model.cpp", "native/graph.cpp", "native/workers.cpp"
       ],
       "include_dirs": [

@@ -2,6 +2,7 @@
 // and the JS class that owns a loaded model.
 #include "runtime.h"
 #include "workers.h"
+#include "init.h"
 #include <caffe2/serialize/file_adapter.h>
 #include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>

@@ -5,18 +5,6 @@
 namespace ts {
 namespace {
 
-// Saved values as [nodeId, value, nodeId, value, ...] (tensors become Tensor handles on their
-// device), made in one call (arrayOf): pairs cost an array and three sets each.
-Napi::Array savedToJs(Napi::Env env, const std::vector<std::pair<int, c10::IValue>>& saved) {
-  std::vector<napi_value> items;
-  items.reserve(saved.size() * 2);
-  for (const auto& [id, v] : saved) {
-    items.push_back(Napi::Number::New(env, id));
-    items.push_back(ivalueToJs(env, v));
-  }
-  return arrayOf(env, items);
-}
-
 // Builds a site graph (SiteGraphs) on libuv's pool; a graph that cannot be built is never tried
 // again and the requests for it keep running the graph with every site.
 class SiteGraphWorker : public Napi::AsyncWorker {
