@@ -10,11 +10,6 @@
 
 namespace ts {
 
-ForwardContext*& currentForward() {
-  thread_local ForwardContext* ctx = nullptr;
-  return ctx;
-}
-
 // Identity unless a forward on this thread has an interpreter waiting. CONSERVATIVE alias
 // analysis keeps the JIT from merging two calls with equal inputs into one. The export's graphs
 // call this one, by site name; inlined graphs call siteOp below, by id.

@@ -1,5 +1,5 @@
 // The model state, the thread-local context seen by the hook op, and the intervention
-// graph (parsed in graph.cpp, run inside the forward by model.cpp's hook op).
+// graph (parsed in request.cpp, run inside the forward by interpreter.cpp at model.cpp's hook op).
 #pragma once
 #include "common.h"
 
@@ -221,5 +221,21 @@ struct ForwardContext {
   int suppress = 0;  // > 0 while a module is applied by the graph (its sites stay quiet)
 };
 ForwardContext*& currentForward();
+
+// Makes `interp` this thread's forward context while it lives: also for modules applied outside
+// the forward (their sites stay quiet).
+struct ContextScope {
+  ForwardContext ctx;
+  ForwardContext* prev;
+  ContextScope(ModelState& m, Interpreter* interp) : prev(currentForward()) {
+    ctx.model = &m;
+    ctx.interp = interp;
+    currentForward() = &ctx;
+  }
+  ~ContextScope() { currentForward() = prev; }
+};
+
+// Element 0 of a forward's output (the logits), or an undefined tensor.
+at::Tensor firstTensor(const c10::IValue& out);
 
 }  // namespace ts
