@@ -48,7 +48,7 @@ void Interpreter::generate(const GenOptions& o, const std::function<void(int, co
   std::vector<char> finished(B, 0);
   tokens.assign(B, {});
   for (int step = 0; step < o.maxNewTokens; ++step) {
-    if (r_.cancel && __atomic_load_n(r_.cancel, __ATOMIC_RELAXED) == 2) break;  // a stop string was seen
+    if (r_.cancelFlag() == CancelFlag::Stop) break;  // a stop string was seen
     c10::IValue out = cache ? forwardStep(0, step, m_.stepForward, {cur, mask, curPos, pastK, pastV})
                             : forwardStep(0, step, m_.forward, {cur, mask, curPos});
     if (out.isNone()) throw UserError("generate: the forward stopped early (tracer.stop() has no meaning in generation)");

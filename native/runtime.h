@@ -131,16 +131,26 @@ struct Trace {
   bool stop = false;
 };
 
+// The request's cancel flag, an Int32Array on a SharedArrayBuffer that JS sets
+// (src/native.ts names the same values).
+enum class CancelFlag : int32_t {
+  Running = 0,
+  Abort = 1,  // an AbortSignal fired: throws at the next site, or before the next forward
+  Stop = 2,   // generation saw a stop string: no step after this one
+};
+
 struct Request {
   std::vector<Trace> traces;
   std::vector<Node> nodes;
   bool recordSites = false;
   bool returnLogits = false;  // the last trace's logits back to JS (only forwardRaw asks: they can be large)
-  // Cancellation: an Int32Array on a SharedArrayBuffer that JS sets to 1 (AbortSignal).
-  // Checked at every site, so a running forward stops at the next module.
+  // Cancellation: the CancelFlag JS sets (null when the request has none). Checked at every
+  // site, so a running forward stops at the next module.
   const int32_t* cancel = nullptr;
-  // 1: abort (throws at the next site); 2: stop generating after this step (a stop string was seen)
-  bool cancelled() const { return cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED) == 1; }
+  CancelFlag cancelFlag() const {
+    return cancel ? static_cast<CancelFlag>(__atomic_load_n(cancel, __ATOMIC_RELAXED)) : CancelFlag::Running;
+  }
+  bool cancelled() const { return cancelFlag() == CancelFlag::Abort; }
 };
 
 // Thrown when the request's cancel flag is set.
