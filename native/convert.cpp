@@ -1,6 +1,7 @@
 // Values and errors crossing N-API: tensor handles (a JS External on a native tensor) and their
 // registry, dtype and device names, JS values <-> IValues, and exceptions as JS Errors.
 #include "convert.h"
+#include "init.h"
 
 namespace ts {
 
@@ -200,6 +201,7 @@ Napi::Array savedToJs(Napi::Env env, const std::vector<std::pair<int, c10::IValu
   return arrayOf(env, items);
 }
 
+// Makes arrayOf's array maker for this addon instance.
 void initConvert(Napi::Env env) {
   // The array maker of arrayOf(): a rest parameter gathers the arguments in one step (Array.of
   // stores them one by one through V8's runtime: 12 results took 63-84 us in place that way,

@@ -57,8 +57,6 @@ Napi::Array arrayOf(Napi::Env env, const std::vector<napi_value>& items);
 // Saved values as [nodeId, value, nodeId, value, ...] (tensors become Tensor handles on their
 // device), made in one call (arrayOf): pairs cost an array and three sets each.
 Napi::Array savedToJs(Napi::Env env, const std::vector<std::pair<int, c10::IValue>>& saved);
-// Makes arrayOf's array maker for this addon instance (at module init).
-void initConvert(Napi::Env env);
 
 // ---- errors to JS --------------------------------------------------------------------
 // Converts any exception to a JS Error (sets .code for user errors).

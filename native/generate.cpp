@@ -1,9 +1,39 @@
-// Generation: sampling and the loop (one forward a step, the key/value-cache step graph when
-// there is one).
-#include "runtime.h"
+// Generation: its options read from JS, sampling, the loop (one forward a step, the
+// key/value-cache step graph when there is one) and the worker that runs it off the JS thread.
+#include "generate.h"
+#include "worker.h"
 #include <ATen/CPUGeneratorImpl.h>
 
 namespace ts {
+
+GenOptions parseGenOptions(const Napi::Object& o) {
+  GenOptions g;
+  auto num = [&](const char* k, double lo, double hi, double dflt) -> double {
+    auto v = o.Get(k);
+    if (v.IsUndefined() || v.IsNull()) return dflt;
+    if (!v.IsNumber()) throw UserError(std::string("generate: ") + k + " must be a number");
+    double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= lo && d <= hi))
+      throw UserError(std::string("generate: ") + k + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(d));
+    return d;
+  };
+  g.maxNewTokens = (int)num("maxNewTokens", 0, 1 << 20, 20);
+  g.temperature = num("temperature", 0, 1e6, 0);
+  g.topK = (int64_t)num("topK", 0, 1e9, 0);
+  g.topP = num("topP", 0, 1, 1);
+  g.seed = (uint64_t)num("seed", 0, 9007199254740991.0, 0);
+  g.padId = (int64_t)num("padId", 0, 1e12, 0);
+  g.useCache = !o.Get("useCache").IsBoolean() || o.Get("useCache").As<Napi::Boolean>().Value();
+  auto stops = o.Get("stopIds");
+  if (stops.IsArray()) {
+    auto a = stops.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length() && i < 4096; ++i) {
+      if (!a.Get(i).IsNumber()) throw UserError("generate: stopIds must be token ids");
+      g.stopIds.push_back(a.Get(i).As<Napi::Number>().Int64Value());
+    }
+  }
+  return g;
+}
 
 static at::Tensor sampleNext(const at::Tensor& last, const GenOptions& o, at::Generator& gen) {
   at::Tensor l = last.to(at::kCPU, at::kFloat);
@@ -86,6 +116,78 @@ void Interpreter::generate(const GenOptions& o, const std::function<void(int, co
       curPos = (mask.cumsum(-1) - 1).clamp_min(0);
     }
   }
+}
+
+namespace {
+
+// Generation: the whole loop runs here; each step's tokens go to JS through a thread-safe
+// function (streaming, stop strings) without waiting for it.
+class GenWorker : public Worker {
+ public:
+  GenWorker(Napi::Env env, std::shared_ptr<ModelState> m, Request r, GenOptions o, Napi::Function onStep, Napi::Value keep)
+      : Worker(env), m_(std::move(m)), req_(std::move(r)), o_(std::move(o)), onStep_(env, onStep, "torchsight-generate") {
+    if (keep.IsObject()) keep_ = Napi::Persistent(keep.As<Napi::Object>());
+  }
+  void work() override {
+    std::lock_guard<std::mutex> lock(m_->mu);
+    c10::InferenceMode guard;
+    Interpreter interp(*m_, req_);
+    auto emit = [this](int step, const std::vector<int64_t>& toks) {
+      if (!onStep_) return;
+      onStep_.post(new std::pair<int, std::vector<int64_t>>(step, toks), [](Napi::Env env, Napi::Function cb, std::pair<int, std::vector<int64_t>>* d) {
+        auto arr = Napi::Array::New(env, d->second.size());
+        for (size_t i = 0; i < d->second.size(); ++i) arr.Set((uint32_t)i, Napi::Number::New(env, (double)d->second[i]));
+        int step = d->first;
+        delete d;
+        cb.Call({arr, Napi::Number::New(env, step)});
+      });
+    };
+    interp.generate(o_, emit);
+    saved_ = interp.saved();
+    tokens_ = interp.tokens;
+    steps_ = interp.stepsRun;
+    usedCache_ = interp.usedCache;
+    builds_ = std::move(interp.builds);
+  }
+  Napi::Value result(Napi::Env env) override {
+    auto out = Napi::Object::New(env);
+    out.Set("saved", savedToJs(env, saved_));
+    auto toks = Napi::Array::New(env, tokens_.size());
+    for (size_t b = 0; b < tokens_.size(); ++b) {
+      auto row = Napi::Array::New(env, tokens_[b].size());
+      for (size_t i = 0; i < tokens_[b].size(); ++i) row.Set((uint32_t)i, Napi::Number::New(env, (double)tokens_[b][i]));
+      toks.Set((uint32_t)b, row);
+    }
+    out.Set("tokens", toks);
+    out.Set("steps", steps_);
+    out.Set("usedCache", usedCache_);
+    saved_.clear();
+    req_ = Request();
+    queueSiteGraphs(env, builds_);
+    return out;
+  }
+
+ private:
+  std::shared_ptr<ModelState> m_;
+  Request req_;
+  GenOptions o_;
+  JsCallback onStep_;
+  Napi::ObjectReference keep_;
+  std::vector<std::pair<int, c10::IValue>> saved_;
+  std::vector<std::vector<int64_t>> tokens_;
+  int steps_ = 0;
+  bool usedCache_ = false;
+  std::vector<SiteGraphBuild> builds_;
+};
+
+}  // namespace
+
+Napi::Value queueGenerate(Napi::Env env, std::shared_ptr<ModelState> model, Request req, GenOptions o,
+                          Napi::Function onStep, Napi::Value keep) {
+  auto* w = new GenWorker(env, std::move(model), std::move(req), std::move(o), onStep, keep);
+  auto p = w->promise();
+  w->Queue();
+  return p;
 }
 
 }  // namespace ts

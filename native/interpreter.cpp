@@ -1,7 +1,7 @@
 // The interpreter: a request's nodes run inside the forward, each at the call of the site it
 // reads or writes (fire, from the hook ops), ops and module applications as soon as their inputs
 // are ready; a value is checked at every step that could go wrong and the error names the node.
-#include "runtime.h"
+#include "interpreter.h"
 
 namespace ts {
 

@@ -2,7 +2,8 @@
 // word and turned into the plan the interpreter runs (traces' inputs, nodes with their args).
 // Nodes are data (an op name, constant or referenced arguments, a site), so a graph can come
 // from anywhere without running anyone's code.
-#include "runtime.h"
+#include "request.h"
+#include "model_state.h"
 
 namespace ts {
 namespace {
