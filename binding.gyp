@@ -3,8 +3,9 @@
     {
       "target_name": "torchsight",
       "sources": [
-        "native/addon.cpp", "native/tensor.cpp", "native/ops.cpp",
-        "native/model.cpp", "native/graph.cpp", "native/workers.cpp"
+        "native/addon.cpp", "native/process.cpp", "native/convert.cpp", "native/tensor.cpp", "native/ops.cpp",
+        "native/request.cpp", "native/interpreter.cpp", "native/generate.cpp", "native/hook_ops.cpp",
+        "native/site_graphs.cpp", "native/loader.cpp", "native/native_model.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -1,44 +1,15 @@
-// Module entry: registers the classes and the process-wide functions.
-#include "common.h"
-#include <torch/version.h>
-#include <torch/csrc/jit/runtime/graph_executor.h>
+// Module entry: makes the per-instance state and registers each part's classes and functions.
+#include "addon_data.h"
+#include "init.h"
 
 namespace ts {
 
-static Napi::Value Info(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto o = Napi::Object::New(env);
-  o.Set("torch", TORCH_VERSION);
-  o.Set("cudaAvailable", torch::cuda::is_available());
-  o.Set("cudaDevices", (double)(torch::cuda::is_available() ? torch::cuda::device_count() : 0));
-  o.Set("threads", at::get_num_threads());
-  o.Set("interopThreads", at::get_num_interop_threads());
-  o.Set("parallelInfo", at::get_parallel_info());
-  return o;
-}
-
-static Napi::Value SetThreads(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    if (info.Length() < 1 || !info[0].IsNumber()) throw UserError("setNumThreads(n: number)");
-    int n = info[0].As<Napi::Number>().Int32Value();
-    if (n < 1 || n > 1024) throw UserError("setNumThreads: n must be in [1, 1024]");
-    at::set_num_threads(n);
-    return Napi::Number::New(info.Env(), at::get_num_threads());
-  });
-}
-
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new AddonData());
-  // TORCHSIGHT_JIT_PROFILING=0 runs TorchScript with the simple executor (no profiling runs).
-  const char* prof = std::getenv("TORCHSIGHT_JIT_PROFILING");
-  if (prof && std::string(prof) == "0") {
-    torch::jit::getProfilingMode() = false;
-    torch::jit::getExecutorMode() = false;
-  }
+  initConvert(env);
   initTensor(env, exports);
   initModel(env, exports);
-  exports.Set("info", Napi::Function::New(env, Info));
-  exports.Set("setNumThreads", Napi::Function::New(env, SetThreads));
+  initProcess(env, exports);
   return exports;
 }
 
