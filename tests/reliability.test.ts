@@ -62,7 +62,7 @@ describe('concurrency', () => {
         for (let k = 0; k < 3; k++) {
           const r = await m.run({ traces: [{ batch: 1, seq: n, ids: big(workerData.ids), mask: big(workerData.ids.map(() => 1)),
             pos: big(workerData.ids.map((_, i) => i)), invokes: [[0, 1]], begin: 0, end: 1, stop: false }],
-            // the packed graph (native/graph.cpp): version 1, one node: read (string 0) at the site
+            // the packed graph (native/request.cpp): version 1, one node: read (string 0) at the site
             // named by string 1 (-2 - 1), occ 0, invoke -1, saved, step [0, 1), no loc, no args
             graph: { code: Float64Array.from([1, 1, 0, -3, 0, -1, 1, 0, 1, -1, 0]), strings: ['read', 'transformer.h.3:output:0'], tensors: [] } });
           out.push(Array.from(addon.tensorData(r.saved[1])));

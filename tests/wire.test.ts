@@ -1,4 +1,4 @@
-// The packed graph: the words the encoder writes are the layout native/graph.cpp reads.
+// The packed graph: the words the encoder writes are the layout native/request.cpp reads.
 import { describe, expect, it } from 'vitest';
 import { Tensor, TraceProxy } from '../src/index.js';
 import type { NativeModel } from '../src/native.js';

@@ -33,7 +33,7 @@ export function captureStack(): { stack?: string } {
   return holder;
 }
 
-// Native errors name a node by this marker (native/graph.cpp); explain() puts the line there.
+// Native errors name a node by this marker (native/request.cpp); explain() puts the line there.
 const LOC = /\u0001(\d+)\u0001/g;
 // read once, at the first graph: process.env is a slow getter, and a Graph is made for every trace
 let EAGER_LOCATIONS: boolean | undefined;

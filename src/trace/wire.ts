@@ -2,7 +2,7 @@
 // (strings, tensors) it points into. The native side reads it with a few N-API calls in all;
 // reading node objects took ~10 property reads a node (~2 us each node, most of a small
 // trace's parse). The tracer writes a node's words as the user's call records it (Graph.add).
-// native/graph.cpp documents the layout and checks every word, since a graph may come from
+// native/request.cpp documents the layout and checks every word, since a graph may come from
 // anywhere; this encoder only turns JavaScript values into words. (The object form of nodes,
 // packGraph and unpackNodes, is for tests: tests/support/wire.ts.)
 import { Tensor, TUPLE_ITEMS, isNativeTensor, tupleItems } from '../tensor.js';
