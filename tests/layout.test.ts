@@ -1,5 +1,5 @@
 // The source layout the project keeps: no import circle in src/, no file in src/ past 400 lines,
-// and nothing shipped importing the test support code.
+// no native file past 450, and nothing shipped importing the test support code.
 import { describe, expect, it } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -38,5 +38,15 @@ describe('src/ layout', () => {
   it('imports nothing from tests/ (the object form of graphs is test support, not shipped)', () => {
     const offenders = sources.filter((f) => /from\s+['"][^'"]*tests\//.test(readFileSync(join(SRC, f), 'utf8')));
     expect(offenders).toEqual([]);
+  });
+});
+
+describe('native/ layout', () => {
+  it('keeps every C++ file under 450 lines (one concern a file)', () => {
+    const dir = join(ROOT, 'native');
+    const files = readdirSync(dir).filter((f) => /\.(cpp|h|inc|c)$/.test(f) && !f.endsWith('.gen.inc'));
+    expect(files.length).toBeGreaterThan(10);
+    const long = files.map((f) => [f, readFileSync(join(dir, f), 'utf8').split('\n').length] as const).filter(([, n]) => n > 450);
+    expect(long).toEqual([]);
   });
 });
