@@ -145,7 +145,7 @@ export class RemoteClient {
       }
       if (res.ok || res.status === 202) return res;
       const err = await errorOf(res);
-      if ((res.status === 429 || res.status === 503) && attempt < retries) {
+      if ((res.status === 429 || res.status === 503) && attempt < retries && !res.headers.has('x-torchsight-job-state')) {
         const wait = err.retryAfter !== undefined ? err.retryAfter * 1000 : backoff;
         // a little jitter, so clients refused together do not come back together
         await sleep(wait * (1 + Math.random() * 0.2), init.signal ?? undefined);

@@ -52,6 +52,10 @@ export class Job {
   cancelReason?: 'client' | 'timeout' | 'shutdown';
   readonly tokens: { step: number; tokens: number[] }[] = [];
   readonly #listeners = new Set<(e: JobEvent) => void>();
+  /** a client follows its events and will fetch the result: shutdown waits for that (a while) */
+  awaitingFetch = false;
+  #fetched!: () => void;
+  readonly fetched = new Promise<void>((r) => (this.#fetched = r));
   #settled!: () => void;
   /** resolves when the job is done, failed or cancelled */
   readonly settled = new Promise<void>((r) => (this.#settled = r));
@@ -109,6 +113,11 @@ export class Job {
   token(step: number, tokens: number[]): void {
     this.tokens.push({ step, tokens });
     this.#emit({ type: 'token', id: this.id, step, tokens });
+  }
+
+  /** The result (or error) was sent to a client. */
+  delivered(): void {
+    this.#fetched();
   }
 
   succeed(result: Uint8Array): void {
@@ -169,6 +178,13 @@ export class JobStore {
 
   sweep(now = Date.now()): void {
     for (const [id, j] of this.#jobs) if (j.finishedState && now - j.finished! > this.ttlMs) this.#jobs.delete(id);
+  }
+
+  /** Finished jobs whose client follows their events and has not fetched the result yet. */
+  undelivered(): Promise<void>[] {
+    const out: Promise<void>[] = [];
+    for (const j of this.#jobs.values()) if (j.awaitingFetch) out.push(j.fetched);
+    return out;
   }
 
   get size(): number {

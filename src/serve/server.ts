@@ -296,7 +296,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
           if (!reply.raw.writableFinished) scheduler.cancel(job, 'client');
         };
         reply.raw.on('close', onClose);
-        if (String(req.headers.accept ?? '').includes('application/x-ndjson')) return streamEvents(reply, job, true);
+        if (String(req.headers.accept ?? '').includes('application/x-ndjson')) {
+          job.awaitingFetch = true;
+          return streamEvents(reply, job, true);
+        }
         await job.settled;
         reply.raw.off('close', onClose);
         return sendJobResult(reply, job);
@@ -327,8 +330,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', { schema: { params: idParams } }, async (req, reply) => streamEvents(reply, jobFor(req, req.params.id), false));
 
   function sendJobResult(reply: FastifyReply, job: Job): FastifyReply {
+    job.delivered();
     if (job.state === 'done' && job.result) return reply.code(200).header('content-type', ENVELOPE_CONTENT_TYPE).header('x-torchsight-job', job.id).send(Buffer.from(job.result.buffer, job.result.byteOffset, job.result.byteLength));
-    return sendError(reply, job.error ?? { status: 500, code: 'internal', message: 'the job ended without a result' });
+    // the job's own failure is final: the header tells clients not to retry a 503 or 429 here
+    return sendError(reply, job.error ?? { status: 500, code: 'internal', message: 'the job ended without a result' }, { 'x-torchsight-job-state': job.state });
   }
 
   /** NDJSON: the job's status, the tokens made so far, then each event until it finishes. */
@@ -349,7 +354,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     });
     res.on('close', () => {
       off();
-      if (cancelOnClose && !job.finishedState) scheduler.cancel(job, 'client');
+      if (cancelOnClose && !job.finishedState) {
+        scheduler.cancel(job, 'client');
+        job.delivered(); // nobody will fetch it
+      }
     });
     return reply;
   }
@@ -369,6 +377,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       closing ??= (async () => {
         draining = true;
         await scheduler.drain();
+        // clients that followed their job's events fetch its result next: give them a moment
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([Promise.all(store.undelivered()), new Promise((r) => (timer = setTimeout(r, 10_000)))]);
+        clearTimeout(timer);
         await app.close();
         store.close();
         for (const m of models.values()) await m.dispose();
