@@ -311,6 +311,16 @@ describe('jobs', () => {
     expect(st.state).toBe('cancelled');
     expect(st.steps).toBeLessThan(120);
     expect((await remoteTrace<Tensor>(client, model, 'Hi', (m: any) => m.output.logits)).shape[2]).toBe(512);
+    // the same without following the job's events (one blocking POST): the disconnect cancels it
+    const ac2 = new AbortController();
+    const plain = longGen(client, 120, { signal: ac2.signal });
+    while ((await client.health()).running === 0) await new Promise((r) => setTimeout(r, 2));
+    ac2.abort(new Error('stop'));
+    await expect(plain).rejects.toThrow('stop');
+    const t1 = Date.now();
+    while ((await client.health()).running > 0 && Date.now() - t1 < 10_000) await new Promise((r) => setTimeout(r, 10));
+    expect((await client.health()).running).toBe(0);
+    expect(Date.now() - t1).toBeLessThan(10_000);
   });
 });
 
@@ -340,6 +350,10 @@ describe('concurrency', () => {
     expect(alone).toBeLessThan(runs);
     expect(after).toMatch(/torchsight_requests_total\{model="gpt2",kind="trace",status="200"\} \d+/);
     expect(after).toMatch(/torchsight_forward_seconds_count\{model="gpt2"\} \d+/);
+    // refusals are counted too, an unknown model's name folded into one label
+    expect(after).toMatch(/torchsight_requests_total\{model="unknown",kind="trace",status="404"\} [1-9]/);
+    expect(after).toMatch(/torchsight_requests_total\{model="gpt2",kind="trace",status="400"\} [1-9]/);
+    expect(after).toMatch(/torchsight_queue_depth\{model="gpt2"\} 0/);
   });
 });
 

@@ -13,7 +13,7 @@ import { KeyRing, addKey, readKeys } from '../src/serve/keys.js';
 import { loadServedModel } from '../src/serve/runner.js';
 import { startServer, type RunningServer } from '../src/serve/server.js';
 import { ROOT, childEnv } from './helpers.js';
-import { MODELS, remoteTrace, serveGpt2 } from './serve-helpers.js';
+import { MODELS, remoteTrace, serveGpt2, serverLogs } from './serve-helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'torchsight-keys-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -65,7 +65,7 @@ describe('a server with keys', () => {
     alice = addKey(file, 'alice');
     bob = addKey(file, 'bob', { models: ['llama'] });
     model = await LanguageModel.load(MODELS.gpt2);
-    server = await serveGpt2({ keys: KeyRing.fromFile(file) });
+    server = await serveGpt2({ keys: KeyRing.fromFile(file), logLevel: 'info' });
   });
   afterAll(async () => {
     await server?.close();
@@ -102,6 +102,14 @@ describe('a server with keys', () => {
     expect(await b.job(job.id).status().catch((e) => e)).toMatchObject({ status: 404, code: 'no_job' });
     expect(await b.cancel(job.id).catch((e) => e)).toMatchObject({ status: 404 });
     expect((await a.job(job.id).status()).state).toBe('done');
+  });
+
+  it('logs requests with their job ids and key names, never a key', () => {
+    const logs = serverLogs.join('');
+    expect(logs).toMatch(/"msg":"job queued"/);
+    expect(logs).toMatch(/"key":"alice"/);
+    expect(logs).toMatch(/"reqId":"req-/);
+    for (const k of [alice, bob]) expect(logs).not.toContain(k.slice(4));
   });
 });
 

@@ -189,11 +189,22 @@ export class RemoteClient {
       const st = (await res.json()) as RemoteJobStatus;
       return new RemoteJob(this, st.id);
     }
+    const quiet = options.quiet ?? this.#options.quiet ?? false;
+    if (quiet && !options.onToken && !options.onStatus) {
+      // nothing to show while it waits: one round trip, the result in the response
+      try {
+        const res = await this.#fetch(path, { ...init, headers: { ...init.headers, accept: ENVELOPE_CONTENT_TYPE } });
+        return await decodeResult(new Uint8Array(await res.arrayBuffer()), { device: this.device });
+      } catch (e) {
+        if (signal?.aborted) throw signal.reason;
+        throw e;
+      }
+    }
     // the job's events stream while it waits and runs; the result is fetched when it is done
     const res = await this.#fetch(path, { ...init, headers: { ...init.headers, accept: 'application/x-ndjson' } });
     const id = res.headers.get('x-torchsight-job') ?? '';
     const job = new RemoteJob(this, id);
-    const status = new StatusLine(options.quiet ?? this.#options.quiet ?? false, this.#options.statusStream ?? process.stderr);
+    const status = new StatusLine(quiet, this.#options.statusStream ?? process.stderr);
     try {
       // the result (or the job's error) is fetched once the events say it finished; when the
       // stream broke first, the same call reattaches and waits for it

@@ -202,6 +202,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     req.tsKey = entry;
   });
 
+  // requests by model, kind and status, refusals included (an unknown model's name is not a label)
+  app.addHook('onResponse', async (req, reply) => {
+    const kind = /\/v1\/models\/:name\/(trace|session|generate)$/.exec(req.routeOptions.url ?? '')?.[1];
+    if (!kind) return;
+    const name = (req.params as { name?: string }).name ?? '';
+    metrics.requests.inc({ model: models.has(name) ? name : 'unknown', kind, status: String(reply.statusCode) });
+  });
+
   const modelFor = (req: FastifyRequest, name: string): ServedModel => {
     const model = models.get(name);
     if (!model) throw new HttpError(404, 'no_model', `no model named '${String(name).slice(0, 100)}' on this server (it has: ${[...models.keys()].join(', ')})`);
@@ -240,7 +248,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       {
         schema: { params: nameParams, querystring: { type: 'object', additionalProperties: false, properties: { blocking: { type: 'boolean' } } } },
         preValidation: async (req) => {
-          const model = modelFor(req, req.params.name);
+          modelFor(req, req.params.name);
           if (draining) throw new HttpError(503, 'shutting_down', 'the server is shutting down', { 'retry-after': '5' });
           const ks = keyState(req.tsKey);
           const wait = ks.take();
@@ -248,7 +256,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
           const most = req.tsKey?.concurrency ?? limits.concurrency;
           if (ks.inFlight >= most) throw new HttpError(429, 'too_many_requests', `this key has ${ks.inFlight} requests queued or running, its limit`, { 'retry-after': '1' });
           if (scheduler.queued >= limits.maxQueue) throw new HttpError(429, 'queue_full', `the queue is full (${limits.maxQueue} requests waiting)`, { 'retry-after': '1' });
-          void model;
         },
       },
       async (req, reply) => {
@@ -285,7 +292,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         ks.inFlight++;
         void job.settled.then(() => {
           ks.inFlight--;
-          metrics.requests.inc({ model: model.name, kind, status: String(job.error?.status ?? 200) });
+          // a streamed answer is counted here (onResponse does not see it), by the job's outcome
+          if (job.awaitingFetch) metrics.requests.inc({ model: model.name, kind, status: String(job.error?.status ?? 200) });
           req.log.info({ job: job.id, model: model.name, kind, state: job.state, ms: Date.now() - job.received, code: job.error?.code }, 'job finished');
         });
         req.log.info({ job: job.id, model: model.name, kind, bytes: body.byteLength, key: job.owner ?? undefined }, 'job queued');
