@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LanguageModel, Tensor } from '../src/index.js';
 import { encodeRequest } from '../src/remote/envelope.js';
-import { RemoteClient, RemoteError, type JobStatusEvent } from '../src/remote/client.js';
+import { RemoteClient, RemoteError, sendRecorded, type JobStatusEvent } from '../src/remote/client.js';
 import { recordGenerate, recordTrace } from '../src/serve/runner.js';
 import type { RunningServer } from '../src/serve/server.js';
 import { expectClose, oracle, py } from './helpers.js';
@@ -138,6 +138,10 @@ describe('errors', () => {
     const local = (await model.trace('Hello', bad).catch((e) => e)) as Error;
     expect(local.message).toMatch(/serve-api\.test\.ts:\d+:\d+/);
     expect(rec.explain(err.template!)).toBe(local.message);
+    // sendRecorded gives the local error's message itself
+    const again = (await sendRecorded(client, 'gpt2', recordTrace(model, 'Hello', bad)).catch((e) => e)) as RemoteError;
+    expect(again.message).toBe(local.message);
+    expect(again).toMatchObject({ status: 400, code: 'run_error' });
     // the server is fine after it
     expect((await remoteTrace<Tensor>(client, model, 'Hello', (m: any) => m.output.logits)).shape[2]).toBe(512);
   });

@@ -156,6 +156,8 @@ export class JobStore {
   constructor(
     readonly ttlMs: number,
     readonly max = 10_000,
+    /** bytes of kept results at most; past it the oldest finished jobs go before their TTL */
+    readonly maxBytes = 2 ** 31,
   ) {
     this.#timer = setInterval(() => this.sweep(), Math.min(Math.max(ttlMs / 4, 250), 60_000));
     this.#timer.unref();
@@ -163,12 +165,14 @@ export class JobStore {
 
   add(job: Job): void {
     this.#jobs.set(job.id, job);
-    if (this.#jobs.size > this.max) {
-      // drop the oldest finished jobs first; running ones are never dropped
-      for (const [id, j] of this.#jobs) {
-        if (this.#jobs.size <= this.max) break;
-        if (j.finishedState) this.#jobs.delete(id);
-      }
+    let bytes = 0;
+    for (const j of this.#jobs.values()) bytes += j.result?.byteLength ?? 0;
+    // drop the oldest finished jobs first (the map keeps insertion order); others are never dropped
+    for (const [id, j] of this.#jobs) {
+      if (this.#jobs.size <= this.max && bytes <= this.maxBytes) break;
+      if (!j.finishedState) continue;
+      bytes -= j.result?.byteLength ?? 0;
+      this.#jobs.delete(id);
     }
   }
 

@@ -170,7 +170,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     return503OnClosing: true,
-    forceCloseConnections: false,
+    // idle keep-alive connections close with the server; busy ones finish their answer
+    forceCloseConnections: 'idle',
   });
   app.decorateRequest('tsKey', null);
   for (const type of [ENVELOPE_CONTENT_TYPE, 'application/octet-stream'])
