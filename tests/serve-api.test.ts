@@ -223,6 +223,18 @@ describe('limits: 429 with Retry-After, 504, 503', () => {
     }
   });
 
+  it("refused requests give their key's slot back", async () => {
+    const s = await serveGpt2({ limits: { concurrency: 1 } });
+    try {
+      const c = new RemoteClient(s.url, { quiet: true, retries: 0 });
+      for (let i = 0; i < 3; i++) expect(await c.submit('gpt2', 'trace', new Uint8Array(30)).catch((e) => e)).toMatchObject({ status: 400 });
+      expect((await remoteTrace<Tensor>(c, model, 'Hi', (m: any) => m.output.logits)).shape[2]).toBe(512);
+      expect((await remoteTrace<Tensor>(c, model, 'Hi', (m: any) => m.output.logits)).shape[2]).toBe(512);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('a quota of requests a minute answers 429 with the seconds to wait', async () => {
     const s = await serveGpt2({ limits: { ratePerMinute: 2 } });
     try {

@@ -126,6 +126,8 @@ class KeyState {
 declare module 'fastify' {
   interface FastifyRequest {
     tsKey: KeyEntry | null;
+    /** the key's slot this request holds until its job takes it (or it is refused) */
+    tsSlot: KeyState | null;
   }
 }
 
@@ -174,6 +176,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     forceCloseConnections: 'idle',
   });
   app.decorateRequest('tsKey', null);
+  app.decorateRequest('tsSlot', null);
+  // a request refused or dropped before its job was queued gives its key's slot back
+  const release = async (req: FastifyRequest) => {
+    if (req.tsSlot) req.tsSlot.inFlight--;
+    req.tsSlot = null;
+  };
+  app.addHook('onResponse', release);
+  app.addHook('onRequestAbort', release);
   for (const type of [ENVELOPE_CONTENT_TYPE, 'application/octet-stream'])
     app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: limits.maxRequestBytes }, (_req, body, done) => done(null, body));
 
@@ -257,6 +267,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
           const most = req.tsKey?.concurrency ?? limits.concurrency;
           if (ks.inFlight >= most) throw new HttpError(429, 'too_many_requests', `this key has ${ks.inFlight} requests queued or running, its limit`, { 'retry-after': '1' });
           if (scheduler.queued >= limits.maxQueue) throw new HttpError(429, 'queue_full', `the queue is full (${limits.maxQueue} requests waiting)`, { 'retry-after': '1' });
+          // held from now, so requests whose bodies are still arriving count against the limit
+          ks.inFlight++;
+          req.tsSlot = ks;
         },
       },
       async (req, reply) => {
@@ -278,7 +291,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
           if (e instanceof RequestError) throw new HttpError(400, e.code, e.message, {}, e.node !== undefined ? { node: e.node } : {});
           throw e;
         }
-        const ks = keyState(req.tsKey);
         const job = new Job(model.name, kind, req.tsKey?.name ?? null, decoded, body.byteLength);
         store.add(job);
         try {
@@ -290,7 +302,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
           }
           throw e;
         }
-        ks.inFlight++;
+        // the job holds the key's slot until it finishes
+        const ks = req.tsSlot!;
+        req.tsSlot = null;
         void job.settled.then(() => {
           ks.inFlight--;
           // a streamed answer is counted here (onResponse does not see it), by the job's outcome
