@@ -11,6 +11,8 @@ import type { RunningServer } from '../src/serve/server.js';
 import { expectClose, oracle, py } from './helpers.js';
 import { clientOf, MODELS, remoteGenerate, remoteSession, remoteTrace, serveGpt2, serverLogs } from './serve-helpers.js';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 
 let model: LanguageModel;
@@ -221,6 +223,23 @@ describe('limits: 429 with Retry-After, 504, 503', () => {
     } finally {
       await s.close();
     }
+  });
+
+  it('a client retries a refused connection until the server is up', async () => {
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    const c = new RemoteClient(`http://127.0.0.1:${port}`, { quiet: true, retries: 20, backoffMs: 50 });
+    const pending = remoteTrace<Tensor>(c, model, 'Hi', (m: any) => m.output.logits);
+    const s = await serveGpt2({ port });
+    try {
+      expect((await pending).shape[2]).toBe(512);
+    } finally {
+      await s.close();
+    }
+    const gone = new RemoteClient(`http://127.0.0.1:${port}`, { quiet: true, retries: 1, backoffMs: 10 });
+    expect(await gone.health().catch((e) => e)).toMatchObject({ status: 0, code: 'unreachable' });
   });
 
   it("refused requests give their key's slot back", async () => {

@@ -126,8 +126,9 @@ export class RemoteClient {
   }
 
   /**
-   * fetch with retries: 429 and 503 wait Retry-After (or back off) and try again; a refused
-   * connection is retried only for `idempotent` requests. Other failures throw RemoteError.
+   * fetch with retries: 429 and 503 wait Retry-After (or back off) and try again; a failed
+   * connection is retried for `idempotent` requests, and for any when it was refused (nothing
+   * was sent). Other failures throw RemoteError.
    */
   async #fetch(path: string, init: RequestInit & { idempotent?: boolean } = {}): Promise<Response> {
     const retries = this.#options.retries ?? 6;
@@ -138,7 +139,9 @@ export class RemoteClient {
         res = await fetch(this.url + path, { ...init, headers: this.#headers(init.headers as Record<string, string>) });
       } catch (e) {
         if (init.signal?.aborted) throw init.signal.reason;
-        if (!init.idempotent || attempt >= retries) throw new RemoteError(`remote: cannot reach ${this.url} (${(e as Error).cause ?? (e as Error).message})`, 0, 'unreachable');
+        // a refused connection reached nobody, so even a POST may be sent again
+        const refused = ((e as Error).cause as { code?: string } | undefined)?.code === 'ECONNREFUSED';
+        if ((!init.idempotent && !refused) || attempt >= retries) throw new RemoteError(`remote: cannot reach ${this.url} (${(e as Error).cause ?? (e as Error).message})`, 0, 'unreachable');
         await sleep(backoff, init.signal ?? undefined);
         backoff = Math.min(backoff * 2, 10_000);
         continue;
