@@ -64,8 +64,14 @@ export async function loadServedModel(dir: string, name: string, options: { devi
       const rows = req.traces[0].batch;
       const sofar: number[][] = Array.from({ length: rows }, () => []);
       const done = new Array<boolean>(rows).fill(false);
+      // step events travel apart from the result (native code sends exactly one a step): the
+      // result waits for all of them, so the job's token stream is complete when it finishes
+      let seen = 0;
+      let expected = Infinity;
+      let allSeen: (() => void) | undefined;
       // stop strings are checked here, where the tokens are made (flag 2: stop after this step)
       const step = (tokens: number[], i: number) => {
+        if (++seen >= expected) allSeen?.();
         tokens.forEach((t, b) => t >= 0 && !done[b] && sofar[b].push(t));
         if (g.stopStrings.length) {
           sofar.forEach((r, b) => {
@@ -80,6 +86,12 @@ export async function loadServedModel(dir: string, name: string, options: { devi
         { maxNewTokens: g.maxNewTokens, temperature: g.temperature, topK: g.topK, topP: g.topP, seed: g.seed, stopIds: g.stopIds, padId: model.padId, useCache: g.useCache },
         step,
       );
+      if (seen < raw.steps) {
+        expected = raw.steps;
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([new Promise<void>((r) => (allSeen = r)), new Promise((r) => (timer = setTimeout(r, 10_000)))]);
+        clearTimeout(timer);
+      }
       return { saved: raw.saved, generate: { tokens: raw.tokens, steps: raw.steps, usedCache: raw.usedCache } };
     },
     dispose: () => model.dispose(),
