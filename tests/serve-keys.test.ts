@@ -80,6 +80,11 @@ describe('a server with keys', () => {
     expect(r.status).toBe(401);
     expect(r.headers.get('www-authenticate')).toBe('Bearer');
     expect((await fetch(`${server.url}/v1/health`)).status).toBe(200);
+    // no spelling of a path reaches a model's data without a key
+    for (const p of ['/v1/models/gpt2', '/v1/models/gpt2/tokenizer.json', '/v1/models/%67pt2/tokenizer.json', '/v1/jobs/x', '/v1/jobs/x/result'])
+      expect((await fetch(server.url + p)).status, p).toBe(401);
+    for (const p of ['//v1/models', '/V1/models', '/v1/models/', '/v1/./models', '/v1/models/gpt2/../gpt2/tokenizer.json'])
+      expect([401, 404], p).toContain((await fetch(server.url + p)).status);
     const wrong = new RemoteClient(server.url, { quiet: true, apiKey: alice.slice(0, -1) + (alice.endsWith('A') ? 'B' : 'A') });
     expect(await remoteTrace(wrong, model, 'Hi', fn).catch((e) => e)).toMatchObject({ status: 401 });
     const b = new RemoteClient(server.url, { quiet: true, apiKey: bob });

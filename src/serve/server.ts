@@ -197,10 +197,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   });
   app.setNotFoundHandler((req, reply) => sendError(reply, new HttpError(404, 'not_found', `no such endpoint: ${req.method} ${req.url.split('?')[0]}`)));
 
-  // keys, for everything under /v1 but health
+  // keys, for every route under /v1 but health (decided by the route matched, not the raw URL)
   app.addHook('onRequest', async (req) => {
-    const path = req.url.split('?')[0];
-    if (!path.startsWith('/v1/') || path === '/v1/health') return;
+    const route = req.routeOptions.url;
+    if (!route?.startsWith('/v1/') || route === '/v1/health') return;
     if (!options.keys) {
       if (!isLoopback(req.socket.remoteAddress ?? '')) throw new HttpError(403, 'forbidden', 'this server takes requests without a key from this machine only');
       return;
