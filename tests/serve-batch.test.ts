@@ -82,6 +82,66 @@ describe('mergeRequests', () => {
     }
   });
 
+  it('greedy generations merge step by step: each gets the tokens, steps, events and saved values it gets alone', async () => {
+    const prompts = sameLength(3);
+    const steer = Tensor.from(Array.from({ length: 64 }, (_, i) => Math.cos(i) / 4));
+    const fns = [
+      (m: any, gen: any) => {
+        gen.all((mm: any) => mm.transformer.h[2].output[0].add_(steer));
+        return { first: m.output.logits.index(':, -1') };
+      },
+      (m: any, gen: any) => {
+        let h: any;
+        gen.all((mm: any) => {
+          h = mm.transformer.h[4].output[0].index(':, -1, 0:6');
+        });
+        return { h };
+      },
+      (m: any, gen: any) => {
+        gen.iter([1, 4], (mm: any) => mm.transformer.h[1].output[0].mul_(0.5));
+        return { h0: m.transformer.h[0].output[0].index(':, -1, 0:3') };
+      },
+    ];
+    // a stop id the first prompt reaches early, so the requests stop at different steps
+    const probe = (await served.generate(await decoded(recordGenerate(model, prompts[0], { maxNewTokens: 10, stop: [] }, fns[0])), flag(), () => {})).generate!;
+    const stop = probe.tokens[0][1];
+    const recs = () => prompts.map((p, k) => recordGenerate(model, p, { maxNewTokens: 10, stop: [stop] }, fns[k]));
+    const reqs = await Promise.all(recs().map(decoded));
+    expect(new Set(reqs.map(batchKey)).size).toBe(1);
+    expect(batchKey(reqs[0])).toMatch(/^generate/);
+    const batch = mergeRequests(reqs);
+    const events: number[][][] = [[], [], []];
+    const merged = await served.generate({ ...batch.request, kind: 'generate', tensorBytes: 0, dispose() {} }, flag(), (tokens, step) =>
+      batch.rows.forEach(([first, count], k) => {
+        const mine = tokens.slice(first, first + count);
+        if (mine.some((t) => t >= 0)) events[k][step] = mine;
+      }),
+    );
+    const parts = batch.splitGeneration(merged);
+    const alone = recs();
+    const steps: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      const own: number[][] = [];
+      const res = await served.generate(await decoded(alone[k]), flag(), (tokens, step) => (own[step] = tokens));
+      steps.push(res.generate!.steps);
+      expect(parts[k].generate).toEqual(res.generate);
+      expect(events[k]).toEqual(own);
+      const a = recs()[k].resolve(parts[k]) as any;
+      const b = alone[k].resolve(res) as any;
+      const leaves = (v: any): Tensor[] => (v instanceof Tensor ? [v] : v && typeof v === 'object' ? Object.values(v).flatMap(leaves) : []);
+      const [x, y] = [leaves(a.value), leaves(b.value)];
+      expect(x.length).toBe(y.length);
+      x.forEach((t, i) => {
+        expect(t.shape).toEqual(y[i].shape);
+        const u = Array.from(t.data() as Float32Array);
+        const w = Array.from(y[i].data() as Float32Array);
+        u.forEach((v, j) => expect(Math.abs(v - w[j])).toBeLessThanOrEqual(1e-4 + 1e-4 * Math.abs(w[j])));
+      });
+    }
+    // the requests did stop at different steps, so the cut was exercised
+    expect(Math.min(...steps)).toBeLessThan(merged.generate!.steps);
+  });
+
   it('merges only what merges exactly: one-trace traces with rows of one length', async () => {
     const [p1] = sameLength(1);
     const trace = await decoded(recordTrace(model, p1, (m: any) => m.output.logits));
@@ -89,7 +149,11 @@ describe('mergeRequests', () => {
     expect(batchKey(trace)).not.toBe(batchKey(longer));
     const session = await decoded(recordSession(model, (s: any) => s.trace(p1, (m: any) => m.output.logits)));
     expect(batchKey(session)).toBeUndefined();
-    const gen = await decoded(recordGenerate(model, p1, { maxNewTokens: 2 }));
-    expect(batchKey(gen)).toBeUndefined();
+    const key = async (o: object) => batchKey(await decoded(recordGenerate(model, p1, { maxNewTokens: 2, ...o })));
+    expect(await key({})).toBeDefined();
+    expect(await key({ temperature: 0.7, seed: 1 })).toBeUndefined(); // one random stream for all rows
+    expect(await key({ stop: ['ab'] })).toBeUndefined();
+    expect(await key({ maxNewTokens: 3 })).not.toBe(await key({}));
+    expect(await key({ stop: [5] })).not.toBe(await key({}));
   });
 });

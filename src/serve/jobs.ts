@@ -111,6 +111,8 @@ export class Job {
   }
 
   token(step: number, tokens: number[]): void {
+    // a step already sent (a batched generation that failed is run again alone) is not repeated
+    if (this.tokens.length > 0 && step <= this.tokens[this.tokens.length - 1].step) return;
     this.tokens.push({ step, tokens });
     this.#emit({ type: 'token', id: this.id, step, tokens });
   }

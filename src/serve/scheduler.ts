@@ -161,8 +161,19 @@ export class Scheduler {
         const poll = setInterval(() => jobs.every((j) => Atomics.load(j.cancel, 0) === 1) && Atomics.store(cancel, 0, 1), 5);
         let results: WireResult[] | undefined;
         try {
-          const raw = await model.run({ ...batch.request, kind: 'trace', tensorBytes: 0, dispose() {} }, cancel);
-          results = batch.split(raw.saved).map((saved) => ({ saved }));
+          const kind = jobs[0].kind;
+          const merged = { ...batch.request, kind, tensorBytes: 0, dispose() {} };
+          if (kind === 'generate') {
+            // each job sees the steps its own rows are still running (a step all its rows had
+            // finished before is one it does not run alone)
+            const onStep = (tokens: number[], step: number) =>
+              jobs.forEach((job, k) => {
+                const [first, count] = batch.rows[k];
+                const mine = tokens.slice(first, first + count);
+                if (mine.some((t) => t >= 0)) job.token(step, mine);
+              });
+            results = batch.splitGeneration(await model.generate(merged, cancel, onStep));
+          } else results = batch.split((await model.run(merged, cancel)).saved).map((saved) => ({ saved }));
         } catch (e) {
           // one request's error fails the batch: run each alone, so only that one fails
           this.log.debug({ err: (e as Error).message, jobs: jobs.length }, 'batched forward failed; running its requests alone');
