@@ -392,6 +392,26 @@ describe('concurrency', () => {
   });
 });
 
+describe('concurrent generations', () => {
+  it('run batched step by step, each streaming and returning exactly its own tokens', async () => {
+    const count = (text: string, le: string) => Number(new RegExp(`torchsight_batch_size_bucket\\{le="${le}",model="gpt2"\\} (\\d+)`).exec(text)?.[1] ?? 0);
+    const before = await (await raw('/metrics')).text();
+    const prompts = Array.from({ length: 6 }, (_, k) => Array.from({ length: 5 }, (_, i) => (13 * k + 7 * i + 3) % 500));
+    const streamed: number[][] = prompts.map(() => []);
+    const remote = (await Promise.all(
+      prompts.map((p, k) => remoteGenerate(clientOf(server), model, p, { maxNewTokens: 8 }, undefined, { onToken: (e) => streamed[k].push(e.tokens[0]) })),
+    )) as any[];
+    for (let k = 0; k < 6; k++) {
+      const local = (await model.generate(prompts[k], { maxNewTokens: 8 })) as any;
+      expect(remote[k].tokens[0]).toEqual(local.tokens);
+      expect(remote[k].steps).toBe(local.steps);
+      expect(streamed[k]).toEqual(local.tokens);
+    }
+    const after = await (await raw('/metrics')).text();
+    expect(count(after, '1') - count(before, '1')).toBeLessThan(count(after, '\\+Inf') - count(before, '\\+Inf'));
+  });
+});
+
 describe('fuzz', () => {
   it('hundreds of malformed and mutated requests: never a 5xx, never a dead server', async () => {
     const bases = [
