@@ -130,7 +130,10 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === 'libtorch') return libtorchCommand(rest);
   if (cmd === 'serve') {
     const { serveCommand, SERVE_USAGE } = await import('./serve/command.js');
-    if (rest.includes('--help') || rest.includes('-h')) return console.log(SERVE_USAGE), 0;
+    if (rest.includes('--help') || rest.includes('-h')) {
+      console.log(SERVE_USAGE);
+      return 0;
+    }
     return serveCommand(rest);
   }
   if (cmd === 'keys') return (await import('./serve/keys.js')).keysCommand(rest, (l) => console.log(l));
