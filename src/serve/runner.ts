@@ -1,0 +1,184 @@
+// The one place the server (and the remote tests) reach into LanguageModel: loading a model
+// and running a decoded request on its native model, and, for a client, recording a request
+// the way model.trace/session/generate do and giving the result back to the user's proxies.
+// Everything else in src/serve and src/remote sees only the ServedModel interface and the
+// envelope's WireRequest/WireResult, so this file is what follows LanguageModel's internals.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { LanguageModel, type Resolved } from '../model.js';
+import { native, type NativeModel } from '../native.js';
+import type { Manifest } from '../manifest.js';
+import type { TraceInput } from '../inputs.js';
+import { Graph } from '../trace/graph.js';
+import { markSaved, resolveSaved, substitute } from '../trace/proxy.js';
+import { GenerationScope, normalizeStops, validateGenerateOptions, type GenerateOptions } from '../generate.js';
+import type { EnvoyOf } from '../trace/types.js';
+import type { DecodedRequest, RequestKind, WireGenOptions, WireRequest, WireResult } from '../remote/envelope.js';
+import type { ValidationTarget } from './validate.js';
+
+/** A model as the server sees it. */
+export interface ServedModel {
+  readonly name: string;
+  readonly manifest: Manifest;
+  /** tokenizer.json as it is on disk */
+  readonly tokenizerJson: Buffer;
+  /** the module tree, one module a line (String(model)) */
+  readonly tree: string;
+  readonly device: string;
+  readonly dtype: string;
+  readonly target: ValidationTarget;
+  /** Runs a trace or session request. One at a time per model (the scheduler sees to it). */
+  run(req: DecodedRequest, cancel: Int32Array): Promise<WireResult>;
+  /** Runs a generation; `onStep` gets each step's tokens (-1 for a row that had stopped). */
+  generate(req: DecodedRequest, cancel: Int32Array, onStep: (tokens: number[], step: number) => void): Promise<WireResult>;
+  dispose(): Promise<void>;
+}
+
+export async function loadServedModel(dir: string, name: string, options: { device?: string } = {}): Promise<ServedModel> {
+  const model = await LanguageModel.load(dir, { device: options.device });
+  const nm: NativeModel = model.native;
+  const manifest = model.manifest;
+  const cfg = (manifest.config ?? {}) as Record<string, unknown>;
+  const target: ValidationTarget = {
+    sites: nm.sites(),
+    ops: new Set(native().opNames()),
+    applicable: new Set(manifest.modules.filter((m) => m.apply && m.apply.kind !== 'none').map((m) => m.path)),
+    vocabSize: manifest.vocabSize,
+    maxPositions: Number(cfg.n_positions ?? cfg.max_position_embeddings ?? 0) || 2 ** 31,
+  };
+  const tokenizerJson = readFileSync(join(model.dir, 'tokenizer.json'));
+  return {
+    name,
+    manifest,
+    tokenizerJson,
+    tree: String(model),
+    device: model.device,
+    dtype: model.dtype,
+    target,
+    async run(req, cancel) {
+      const raw = await nm.run({ traces: req.traces, graph: req.graph, cancel });
+      return { saved: raw.saved };
+    },
+    async generate(req, cancel, onStep) {
+      const g = req.generate!;
+      const rows = req.traces[0].batch;
+      const sofar: number[][] = Array.from({ length: rows }, () => []);
+      const done = new Array<boolean>(rows).fill(false);
+      // step events travel apart from the result (native code sends exactly one a step): the
+      // result waits for all of them, so the job's token stream is complete when it finishes
+      let seen = 0;
+      let expected = Infinity;
+      let allSeen: (() => void) | undefined;
+      // stop strings are checked here, where the tokens are made (flag 2: stop after this step)
+      const step = (tokens: number[], i: number) => {
+        if (++seen >= expected) allSeen?.();
+        tokens.forEach((t, b) => t >= 0 && !done[b] && sofar[b].push(t));
+        if (g.stopStrings.length) {
+          sofar.forEach((r, b) => {
+            if (tokens[b] < 0 || g.stopStrings.some((s) => model.tokenizer.decode(r).includes(s))) done[b] = true;
+          });
+          if (done.every(Boolean)) Atomics.compareExchange(cancel, 0, 0, 2);
+        }
+        onStep(tokens, i);
+      };
+      const raw = await nm.generate(
+        { traces: req.traces, graph: req.graph, cancel },
+        { maxNewTokens: g.maxNewTokens, temperature: g.temperature, topK: g.topK, topP: g.topP, seed: g.seed, stopIds: g.stopIds, padId: model.padId, useCache: g.useCache },
+        step,
+      );
+      if (seen < raw.steps) {
+        expected = raw.steps;
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([new Promise<void>((r) => (allSeen = r)), new Promise((r) => (timer = setTimeout(r, 10_000)))]);
+        clearTimeout(timer);
+      }
+      return { saved: raw.saved, generate: { tokens: raw.tokens, steps: raw.steps, usedCache: raw.usedCache } };
+    },
+    dispose: () => model.dispose(),
+  };
+}
+
+// ---- the client's side: recording a request as a local trace would, resolving its result ----
+
+/** A request recorded on a model, ready to encode, and how to give its result back. */
+export interface RecordedRequest<R> {
+  request: WireRequest;
+  /** the user's node ids to source lines, for a server error naming a node */
+  explain(message: string): string;
+  /** fn's return value with proxies replaced by the result's values (Tensors) */
+  resolve(result: WireResult): R;
+}
+
+type TraceFn<T, R> = (m: EnvoyOf<T>, tracer: unknown) => R;
+
+function recorded<R>(kind: RequestKind, graph: Graph, nm: NativeModel, result: unknown, generate?: WireGenOptions): RecordedRequest<R> {
+  markSaved(result);
+  graph.sealed = true;
+  const { traces, graph: packed } = graph.request(nm);
+  return {
+    request: { kind, traces, graph: packed, ...(generate ? { generate } : {}) },
+    explain: (m) => graph.explain(m),
+    resolve: (res) => {
+      resolveSaved(graph, res.saved);
+      return substitute(result) as R;
+    },
+  };
+}
+
+/** Records `model.trace(input, fn)` without running it. */
+export function recordTrace<T, R>(model: LanguageModel<T>, input: TraceInput | ((tracer: any) => R), fn?: TraceFn<T, R>): RecordedRequest<Resolved<R>> {
+  const record = (capture?: boolean) => {
+    const g = new Graph(model.padId, capture);
+    return { g, result: model.recordTrace(g, input as TraceInput, fn as never) };
+  };
+  const { g, result } = record();
+  g.rerecord = () => record(true).g;
+  return recorded('trace', g, model.native, result);
+}
+
+/** Records `model.session(fn)` without running it. */
+export function recordSession<T, R>(model: LanguageModel<T>, fn: (s: { trace: (input: any, fn?: any) => any }) => R): RecordedRequest<Resolved<R>> {
+  const session = (g: Graph) => ({ trace: (input: any, f?: any) => model.recordTrace(g, input, f) });
+  const g = new Graph(model.padId);
+  g.rerecord = () => {
+    const again = new Graph(model.padId, true);
+    fn(session(again));
+    return again;
+  };
+  const result = fn(session(g));
+  if (g.segments.length === 0) throw new Error('model.session(fn): the session recorded no trace (call s.trace inside it)');
+  return recorded('session', g, model.native, result);
+}
+
+/** Records `model.generate(input, options, fn)` without running it; the result resolves to fn's value plus tokens. */
+export function recordGenerate<T, R>(
+  model: LanguageModel<T>,
+  input: TraceInput,
+  options: GenerateOptions,
+  fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R,
+): RecordedRequest<{ value: Resolved<R>; tokens: number[][]; steps: number; usedCache: boolean }> {
+  validateGenerateOptions(options);
+  const maxNewTokens = options.maxNewTokens ?? 20;
+  const stops = normalizeStops(model as LanguageModel, options.stop);
+  const record = (capture?: boolean) => {
+    const g = new Graph(model.padId, capture);
+    return { g, result: model.recordTrace(g, input, (m) => (fn ? fn(m, new GenerationScope<T>(g, m, maxNewTokens)) : undefined)) };
+  };
+  const { g, result } = record();
+  g.rerecord = () => record(true).g;
+  const gen: WireGenOptions = {
+    maxNewTokens,
+    temperature: options.temperature ?? 0,
+    topK: options.topK ?? 0,
+    topP: options.topP ?? 1,
+    seed: options.seed ?? Math.floor(Math.random() * 2 ** 32),
+    stopIds: stops.ids,
+    stopStrings: stops.strings,
+    useCache: options.useCache ?? true,
+  };
+  const r = recorded<Resolved<R>>('generate', g, model.native, result, gen);
+  return {
+    ...r,
+    resolve: (res) => ({ value: r.resolve(res), tokens: res.generate!.tokens, steps: res.generate!.steps, usedCache: res.generate!.usedCache }),
+  };
+}
