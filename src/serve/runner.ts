@@ -1,19 +1,19 @@
 // The one place the server (and the remote tests) reach into LanguageModel: loading a model
-// and running a decoded request on its native model, and, for a client, recording a request
-// the way model.trace/session/generate do and giving the result back to the user's proxies.
+// and running a decoded request on its native model, and, for tests, recording a request on a
+// local copy of the model (remote/record.ts) the way a remote model records it.
 // Everything else in src/serve and src/remote sees only the ServedModel interface and the
 // envelope's WireRequest/WireResult, so this file is what follows LanguageModel's internals.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LanguageModel, type Resolved } from '../model.js';
-import { native, type NativeModel } from '../native.js';
+import type { NativeModel } from '../native.js';
 import type { Manifest } from '../manifest.js';
 import type { TraceInput } from '../inputs.js';
-import { Graph } from '../trace/graph.js';
-import { markSaved, resolveSaved, substitute } from '../trace/proxy.js';
-import { GenerationScope, normalizeStops, validateGenerateOptions, type GenerateOptions } from '../generate.js';
+import type { Session } from '../trace/session.js';
+import type { GenerationScope, GenerateOptions } from '../generate.js';
 import type { EnvoyOf } from '../trace/types.js';
-import type { DecodedRequest, RequestKind, WireGenOptions, WireRequest, WireResult } from '../remote/envelope.js';
+import type { DecodedRequest, WireResult } from '../remote/envelope.js';
+import { recordGenerateRequest, recordSessionRequest, recordTraceRequest, type Recorded, type RecordedGeneration } from '../remote/record.js';
 import type { ValidationTarget } from './validate.js';
 
 /** A model as the server sees it. */
@@ -41,7 +41,6 @@ export async function loadServedModel(dir: string, name: string, options: { devi
   const cfg = (manifest.config ?? {}) as Record<string, unknown>;
   const target: ValidationTarget = {
     sites: nm.sites(),
-    ops: new Set(native().opNames()),
     applicable: new Set(manifest.modules.filter((m) => m.apply && m.apply.kind !== 'none').map((m) => m.path)),
     vocabSize: manifest.vocabSize,
     maxPositions: Number(cfg.n_positions ?? cfg.max_position_embeddings ?? 0) || 2 ** 31,
@@ -98,87 +97,19 @@ export async function loadServedModel(dir: string, name: string, options: { devi
   };
 }
 
-// ---- the client's side: recording a request as a local trace would, resolving its result ----
+// ---- the client's side, for tests that record on a local copy of the served model ----
 
-/** A request recorded on a model, ready to encode, and how to give its result back. */
-export interface RecordedRequest<R> {
-  request: WireRequest;
-  /** the user's node ids to source lines, for a server error naming a node */
-  explain(message: string): string;
-  /** fn's return value with proxies replaced by the result's values (Tensors) */
-  resolve(result: WireResult): R;
+/** Records `model.trace(input, fn)` on a local model without running it. */
+export function recordTrace<T, R>(model: LanguageModel<T>, input: TraceInput | ((tracer: any) => R), fn?: (m: EnvoyOf<T>, tracer: any) => R): Recorded<Resolved<R>> {
+  return recordTraceRequest<T, R>(model.backend, input, fn);
 }
 
-type TraceFn<T, R> = (m: EnvoyOf<T>, tracer: unknown) => R;
-
-function recorded<R>(kind: RequestKind, graph: Graph, nm: NativeModel, result: unknown, generate?: WireGenOptions): RecordedRequest<R> {
-  markSaved(result);
-  graph.sealed = true;
-  const { traces, graph: packed } = graph.request(nm);
-  return {
-    request: { kind, traces, graph: packed, ...(generate ? { generate } : {}) },
-    explain: (m) => graph.explain(m),
-    resolve: (res) => {
-      resolveSaved(graph, res.saved);
-      return substitute(result) as R;
-    },
-  };
+/** Records `model.session(fn)` on a local model without running it. */
+export function recordSession<T, R>(model: LanguageModel<T>, fn: (s: Session<T>) => R): Recorded<Resolved<R>> {
+  return recordSessionRequest<T, R>(model.backend, fn);
 }
 
-/** Records `model.trace(input, fn)` without running it. */
-export function recordTrace<T, R>(model: LanguageModel<T>, input: TraceInput | ((tracer: any) => R), fn?: TraceFn<T, R>): RecordedRequest<Resolved<R>> {
-  const record = (capture?: boolean) => {
-    const g = new Graph(model.padId, capture);
-    return { g, result: model.recordTrace(g, input as TraceInput, fn as never) };
-  };
-  const { g, result } = record();
-  g.rerecord = () => record(true).g;
-  return recorded('trace', g, model.native, result);
-}
-
-/** Records `model.session(fn)` without running it. */
-export function recordSession<T, R>(model: LanguageModel<T>, fn: (s: { trace: (input: any, fn?: any) => any }) => R): RecordedRequest<Resolved<R>> {
-  const session = (g: Graph) => ({ trace: (input: any, f?: any) => model.recordTrace(g, input, f) });
-  const g = new Graph(model.padId);
-  g.rerecord = () => {
-    const again = new Graph(model.padId, true);
-    fn(session(again));
-    return again;
-  };
-  const result = fn(session(g));
-  if (g.segments.length === 0) throw new Error('model.session(fn): the session recorded no trace (call s.trace inside it)');
-  return recorded('session', g, model.native, result);
-}
-
-/** Records `model.generate(input, options, fn)` without running it; the result resolves to fn's value plus tokens. */
-export function recordGenerate<T, R>(
-  model: LanguageModel<T>,
-  input: TraceInput,
-  options: GenerateOptions,
-  fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R,
-): RecordedRequest<{ value: Resolved<R>; tokens: number[][]; steps: number; usedCache: boolean }> {
-  validateGenerateOptions(options);
-  const maxNewTokens = options.maxNewTokens ?? 20;
-  const stops = normalizeStops(model as LanguageModel, options.stop);
-  const record = (capture?: boolean) => {
-    const g = new Graph(model.padId, capture);
-    return { g, result: model.recordTrace(g, input, (m) => (fn ? fn(m, new GenerationScope<T>(g, m, maxNewTokens)) : undefined)) };
-  };
-  const { g, result } = record();
-  g.rerecord = () => record(true).g;
-  const gen: WireGenOptions = {
-    maxNewTokens,
-    temperature: options.temperature ?? 0,
-    topK: options.topK ?? 0,
-    topP: options.topP ?? 1,
-    seed: options.seed ?? Math.floor(Math.random() * 2 ** 32),
-    stopIds: stops.ids,
-    stopStrings: stops.strings,
-    useCache: options.useCache ?? true,
-  };
-  const r = recorded<Resolved<R>>('generate', g, model.native, result, gen);
-  return {
-    ...r,
-    resolve: (res) => ({ value: r.resolve(res), tokens: res.generate!.tokens, steps: res.generate!.steps, usedCache: res.generate!.usedCache }),
-  };
+/** Records `model.generate(input, options, fn)` on a local model without running it; resolves to fn's value plus tokens. */
+export function recordGenerate<T, R>(model: LanguageModel<T>, input: TraceInput, options: GenerateOptions, fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R): Recorded<RecordedGeneration<R>> {
+  return recordGenerateRequest<T, R>(model.backend, input, options, fn);
 }

@@ -2,10 +2,11 @@
 // layout native/graph.cpp documents and parses: ops, arity, sites, references, invokes, steps,
 // index specs) and the traces' inputs against the model (token ids, positions, masks, rows).
 // The native parser checks all of it again when the request runs; this pass exists so that a bad
-// request is answered at once with 400 and never takes a place in the queue. It is the one
-// function the server calls (`validateRequest`), so a validator generated from the op
-// declarations can replace its body.
-import { OP_SPECS } from '../ops.js';
+// request is answered at once with 400 and never takes a place in the queue. The ops, their
+// arity and their argument kinds come from the op declarations (ops.json, generated into
+// ops.gen.ts), the same table the tracer's methods are installed from, so an op added there is
+// accepted here with no other change. It is the one function the server calls (`validateRequest`).
+import { OP_DECLS, type OpDecl } from '../ops.gen.js';
 import type { DecodedRequest } from '../remote/envelope.js';
 
 export const PACK_VERSION = 1;
@@ -15,8 +16,6 @@ const TAG = { null: 0, bool: 1, num: 2, str: 3, tensor: 4, ref: 5, list: 6 } as 
 export interface ValidationTarget {
   /** the model's hook sites, by native id */
   sites: readonly string[];
-  /** ops of the native op table (besides read, write, apply) */
-  ops: ReadonlySet<string>;
   /** module paths the manifest gives an apply rule */
   applicable: ReadonlySet<string>;
   vocabSize: number;
@@ -155,7 +154,8 @@ export function validateRequest(req: DecodedRequest, target: ValidationTarget, l
     const loc = integer(-1, 2 ** 31 - 1, 'loc');
     if (loc >= 0) str(loc);
     op = str(opStr).slice(0, 64);
-    const kind = op === 'read' || op === 'write' || op === 'apply' ? op : target.ops.has(op) ? 'op' : fail('unknown op');
+    const decl = Object.hasOwn(OP_DECLS, op) ? OP_DECLS[op] : undefined;
+    const kind = op === 'read' || op === 'write' || op === 'apply' ? op : decl ? 'op' : fail('unknown op');
     if (se >= 0 && se <= sb) fail("'steps' must be [begin, end] with 0 <= begin < end, or end -1");
     const nargs = integer(0, 64, 'argument count');
     const args: unknown[] = [];
@@ -174,21 +174,52 @@ export function validateRequest(req: DecodedRequest, target: ValidationTarget, l
       if (!target.applicable.has(args[0] as string)) fail(`module '${(args[0] as string).slice(0, 200)}' cannot be applied (no apply rule in the manifest)`);
       if (nargs < 2) fail('apply needs at least one input');
     }
-    if (kind === 'op') {
-      const spec = OP_SPECS[op];
-      // a method's node takes self and then at most its parameters (shape-like varargs: one list)
-      if (spec) {
-        const max = 1 + (spec.varargs ? 1 : spec.params.length);
-        if (nargs < 1 || nargs > max) fail(`expected 1 to ${max} arguments (self, ${spec.params.join(', ') || 'nothing else'}), got ${nargs}`);
-      }
-      if (op === 'index' && args[1] !== REF) checkIndexSpec(args[1], fail);
-    }
+    if (decl) checkOpArgs(decl, args, fail);
   }
   if (i !== code.length) throw new RequestError(`graph: ${i} words of code read, more follow the last node`);
 }
 
 const TENSOR = Symbol('tensor');
 const REF = Symbol('ref');
+
+/** Each declared op's node shape: how many arguments it takes, and where a kind is checked. */
+interface NodeShape {
+  min: number;
+  max: number;
+  /** what the message says the arguments are */
+  names: string;
+  /** argument position -> the declared kind checked there */
+  checks: [number, 'number' | 'index'][];
+}
+
+/**
+ * A node's arguments as the tracer records them: a method's (and a custom reader's) are self
+ * then its parameters in order, trailing defaults dropped (shape-like varargs: self and one
+ * list); a static op's (cat, stack) are its parameters.
+ */
+const SHAPES: ReadonlyMap<OpDecl, NodeShape> = new Map(
+  Object.values(OP_DECLS).map((d) => {
+    const self = d.binding === 'static' ? 0 : 1;
+    const params = d.varargs ? d.params.slice(0, 1) : d.params;
+    const checks = d.js.flatMap((k, i) => (k && i < params.length ? [[self + i, k] as [number, 'number' | 'index']] : []));
+    const names = [...(self ? ['self'] : []), ...params].join(', ');
+    return [d, { min: 1, max: self + params.length, names, checks }];
+  }),
+);
+
+function checkOpArgs(decl: OpDecl, args: unknown[], fail: (m: string) => never): void {
+  const shape = SHAPES.get(decl)!;
+  if (args.length < shape.min || args.length > shape.max)
+    fail(`expected ${shape.min === shape.max ? shape.min : `${shape.min} to ${shape.max}`} argument(s) (${shape.names}), got ${args.length}`);
+  if (decl.binding === 'static' && !Array.isArray(args[0])) fail('the first argument must be a list of tensors');
+  for (const [at, kind] of shape.checks) {
+    if (at >= args.length) continue;
+    const v = args[at];
+    if (kind === 'number') {
+      if (v !== null && typeof v !== 'number') fail(`argument ${at} must be a number`);
+    } else if (v !== REF) checkIndexSpec(v, fail);
+  }
+}
 
 /** The wire form of an index spec (indexspec.ts): ints, 'None', '...' (once), [start, stop, step] slices. */
 function checkIndexSpec(spec: unknown, fail: (m: string) => never): void {
