@@ -3,7 +3,9 @@
 // decoded result. Refusals that say "later" (429, 503) are retried with backoff, honouring
 // Retry-After; an AbortSignal cancels the request on the server too. A server error comes back
 // as a RemoteError carrying the failing node, for the caller to name the user's source line.
-import { decodeResult, encodeRequest, ENVELOPE_CONTENT_TYPE, type DecodedResult, type RequestKind, type WireRequest, type WireResult } from './envelope.js';
+import { apiKeyFromEnv } from '../settings.js';
+import type { Recorded } from './record.js';
+import { decodeResult, encodeRequest, ENVELOPE_CONTENT_TYPE, type DecodedResult, type RequestKind } from './envelope.js';
 
 export interface ClientOptions {
   /** sent as Authorization: Bearer <key>; default TORCHSIGHT_API_KEY */
@@ -118,7 +120,7 @@ export class RemoteClient {
     if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`remote: '${url}' must be an http or https URL`);
     this.url = u.href.replace(/\/+$/, '');
     this.#options = options;
-    this.#apiKey = options.apiKey ?? process.env.TORCHSIGHT_API_KEY;
+    this.#apiKey = options.apiKey ?? apiKeyFromEnv();
   }
 
   #headers(extra: Record<string, string> = {}): Record<string, string> {
@@ -354,18 +356,10 @@ class StatusLine {
   }
 }
 
-/** A request recorded on the client (serve/runner.ts's RecordedRequest): what to send, how to read the answer. */
-export interface Recorded<R> {
-  request: WireRequest;
-  /** a server message with node markers, in the user's source lines */
-  explain(message: string): string;
-  resolve(result: WireResult): R;
-}
-
 /**
- * Encodes a recorded request, runs it on model `name`, and resolves to the user's value; a
- * server error naming a node becomes the error a local trace gives (the user's source line in
- * its message), with the server's `status` and `code` on it.
+ * Encodes a recorded request (record.ts), runs it on model `name`, and resolves to the user's
+ * value; a server error naming a node becomes the error a local trace gives (the user's source
+ * line in its message), with the server's `status` and `code` on it.
  */
 export async function sendRecorded<R>(client: RemoteClient, name: string, rec: Recorded<R>, options: SubmitOptions = {}): Promise<R> {
   const body = await encodeRequest(rec.request);
@@ -373,11 +367,13 @@ export async function sendRecorded<R>(client: RemoteClient, name: string, rec: R
   try {
     result = await client.submit(name, rec.request.kind, body, { ...options, blocking: true });
   } catch (e) {
-    if (e instanceof RemoteError && e.template) {
-      const err = new RemoteError(rec.explain(e.template), e.status, e.code, e.node, e.template);
-      throw err;
-    }
+    if (e instanceof RemoteError && e.template) throw new RemoteError(rec.explain(e.template), e.status, e.code, e.node, e.template);
     throw e;
   }
   return rec.resolve(result);
+}
+
+/** Encodes a recorded request and queues it on model `name` without waiting: its job. */
+export async function submitRecorded<R>(client: RemoteClient, name: string, rec: Recorded<R>, options: SubmitOptions = {}): Promise<RemoteJob> {
+  return client.submit(name, rec.request.kind, await encodeRequest(rec.request), { ...options, blocking: false });
 }
