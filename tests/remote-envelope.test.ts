@@ -9,6 +9,7 @@ import { decodeRequest, decodeResult, encodeRequest, encodeResult, EnvelopeError
 import { loadServedModel, recordTrace, recordGenerate, type ServedModel } from '../src/serve/runner.js';
 import { RequestError, validateRequest } from '../src/serve/validate.js';
 import { MODELS } from './helpers.js';
+import { packGraph, unpackNodes } from './support/wire.js';
 
 let model: LanguageModel;
 let served: ServedModel;
@@ -237,5 +238,63 @@ describe('strict decoding', () => {
     }
     expect(decoded + refused).toBe(iters);
     expect(refused).toBeGreaterThan(iters / 4);
+  });
+});
+
+describe('the validator follows the op declarations', () => {
+  /** `model.trace('Hi', fn)` recorded, its nodes in object form to mutate, and a check of the repacked request. */
+  function mutable(fn: (m: any) => unknown) {
+    const rec = recordTrace(model, 'Hi', fn);
+    const sites = served.target.sites;
+    const nodes = unpackNodes(rec.request.graph, sites);
+    const check = () => {
+      const graph = packGraph(nodes, new Map(sites.map((s, i) => [s, i])));
+      validateRequest({ ...rec.request, graph } as DecodedRequest, served.target, LIMITS);
+    };
+    return { nodes, check };
+  }
+  const refusal = (f: () => void) => {
+    try {
+      f();
+    } catch (e) {
+      expect(e).toBeInstanceOf(RequestError);
+      return (e as Error).message;
+    }
+    throw new Error('expected a RequestError');
+  };
+
+  it('accepts every recorded form and refuses one argument past what the op declares', () => {
+    const { nodes, check } = mutable((m: any) => m.transformer.h[0].output[0].add(1, { alpha: 2 }).reshape(2, -1).index('0, 0:4').save());
+    check();
+    const add = nodes.find((n) => n.op === 'add')!;
+    expect(add.args.length).toBe(3); // self, other, alpha
+    add.args.push(4);
+    expect(refusal(check)).toMatch(/node \d+ \(add\): expected 1 to 3 argument\(s\) \(self, other, alpha\), got 4/);
+    add.args.pop();
+    // a 'number' argument (alpha) must be a number, as the tracer's own check says
+    add.args[2] = 'two';
+    expect(refusal(check)).toMatch(/\(add\): argument 2 must be a number/);
+    add.args[2] = 2;
+    // shape-like varargs travel as one list after self
+    const reshape = nodes.find((n) => n.op === 'reshape')!;
+    reshape.args.push([1]);
+    expect(refusal(check)).toMatch(/\(reshape\): expected 1 to 2 argument/);
+    reshape.args.pop();
+    // an index spec is checked where the declaration says the argument is one
+    const index = nodes.find((n) => n.op === 'index')!;
+    index.args[1] = ['...', '...'];
+    expect(refusal(check)).toMatch(/only one '\.\.\.'/);
+  });
+
+  it('refuses an op that is not declared, and a static op without its list', () => {
+    const { nodes, check } = mutable((m: any) => Tensor.cat([m.transformer.h[0].output[0], m.transformer.h[1].output[0]], 1).save());
+    check();
+    const cat = nodes.find((n) => n.op === 'cat')!;
+    const list = cat.args[0];
+    cat.args[0] = 3;
+    expect(refusal(check)).toMatch(/\(cat\): the first argument must be a list of tensors/);
+    cat.args[0] = list;
+    cat.op = 'system';
+    expect(refusal(check)).toMatch(/\(system\): unknown op/);
   });
 });
