@@ -25,14 +25,7 @@ export interface TraceOptions extends RemoteOptions {
   returnLogits?: boolean;
 }
 
-/** fn's return type with proxies replaced by Tensors. */
-export type Resolved<T> = T extends { save(): unknown; graph: unknown }
-  ? Tensor
-  : T extends ReadonlyArray<infer U>
-    ? Resolved<U>[]
-    : T extends object
-      ? { [K in keyof T]: Resolved<T[K]> }
-      : T;
+export type { Resolved } from './trace/types.js';
 
 /** A trace's returned value once its results are in: proxies replaced by their values. */
 export function valueOf(graph: Graph, result: unknown, raw: { saved: unknown[] }): unknown {

@@ -5,7 +5,8 @@
 // native run returns (saved values: tensors, numbers, nested lists). Tensors and typed arrays
 // travel as raw little-endian bytes, never as JSON numbers. Decoding is strict: the JSON part is
 // checked against a schema, every blob's size against its shape, and any malformed input is an
-// EnvelopeError, never a crash.
+// EnvelopeError, never a crash. blobs.ts writes and reads the binary section, schema.ts checks
+// the JSON part.
 //
 // Layout (little-endian):
 //   0  'TSWE'            magic
@@ -17,32 +18,21 @@
 //      them, each padded to a multiple of 8 bytes
 import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
-import { Ajv, type ValidateFunction } from 'ajv';
 import { native, type NativeTensor, type PackedGraph, type WireTrace } from '../native.js';
+import { BlobReader, BlobWriter, EnvelopeError, pad8, type BlobSpec } from './blobs.js';
+import { MAX_DEPTH, checkDepth, checkRequest, checkResult, schemaError } from './schema.js';
+
+export { EnvelopeError } from './blobs.js';
+export { ENVELOPE_SCHEMAS } from './schema.js';
 
 export const ENVELOPE_VERSION = 1;
 export const ENVELOPE_CONTENT_TYPE = 'application/x-torchsight';
 const MAGIC = [0x54, 0x53, 0x57, 0x45]; // 'TSWE'
 const HEADER = 16;
 const FLAG_GZIP = 1;
-/** Nesting allowed in the JSON part (a saved value nested this deep is refused). */
-const MAX_DEPTH = 48;
 
 const gzipAsync = promisify(gzip);
 const gunzipAsync = promisify(gunzip);
-
-/** A malformed or oversized envelope: `status` is the HTTP status that fits (400 or 413). */
-export class EnvelopeError extends Error {
-  readonly code: string;
-  constructor(
-    message: string,
-    readonly status: 400 | 413 = 400,
-  ) {
-    super(message);
-    this.name = 'EnvelopeError';
-    this.code = status === 413 ? 'too_large' : 'bad_envelope';
-  }
-}
 
 export type RequestKind = 'trace' | 'session' | 'generate';
 
@@ -93,265 +83,6 @@ export interface DecodeOptions {
   maxBytes?: number;
   /** device the tensors are made on (default 'cpu') */
   device?: string;
-}
-
-// ---- blobs: typed arrays and tensors as raw bytes ------------------------------------------
-
-const DTYPES = ['float32', 'float16', 'bfloat16', 'float64', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool'] as const;
-type Dtype = (typeof DTYPES)[number];
-type Raw = Float32Array | Float64Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array;
-
-/** The typed array a dtype's bytes travel as (float16/bfloat16 widen to float32, exactly; bool as uint8). */
-const RAW: Record<Dtype, { new (b: ArrayBuffer): Raw; BYTES_PER_ELEMENT: number }> = {
-  float32: Float32Array,
-  float16: Float32Array,
-  bfloat16: Float32Array,
-  float64: Float64Array,
-  int64: BigInt64Array,
-  int32: Int32Array,
-  int16: Int16Array,
-  int8: Int8Array,
-  uint8: Uint8Array,
-  bool: Uint8Array,
-};
-
-interface BlobSpec {
-  dtype: Dtype;
-  shape: number[];
-}
-
-/** Collects blobs while a JSON part is built. */
-class BlobWriter {
-  readonly specs: BlobSpec[] = [];
-  readonly parts: Uint8Array[] = [];
-  bytes = 0;
-
-  add(dtype: Dtype, shape: number[], data: ArrayBufferView): number {
-    this.specs.push({ dtype, shape });
-    const u8 = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    this.parts.push(u8);
-    this.bytes += pad8(u8.byteLength);
-    return this.specs.length - 1;
-  }
-
-  typed(a: Int32Array | BigInt64Array | Float64Array): number {
-    const dtype: Dtype = a instanceof Int32Array ? 'int32' : a instanceof BigInt64Array ? 'int64' : 'float64';
-    return this.add(dtype, [a.length], a);
-  }
-
-  tensor(h: NativeTensor, what: string): number {
-    const addon = native();
-    let dtype: string, shape: number[], data: Raw;
-    try {
-      dtype = addon.tensorDtype(h);
-      shape = addon.tensorShape(h);
-      data = addon.tensorData(h);
-    } catch (e) {
-      throw new EnvelopeError(`${what}: ${(e as Error).message}`);
-    }
-    if (!(DTYPES as readonly string[]).includes(dtype)) throw new EnvelopeError(`${what}: dtype ${dtype} cannot be sent`);
-    return this.add(dtype as Dtype, shape, data);
-  }
-}
-
-const pad8 = (n: number) => (n + 7) & ~7;
-
-/** Reads blobs back: each a copy into its own aligned buffer. */
-class BlobReader {
-  readonly offsets: number[] = [];
-  readonly made: NativeTensor[] = [];
-  tensorBytes = 0;
-
-  constructor(
-    readonly specs: BlobSpec[],
-    readonly bin: Uint8Array,
-    readonly device: string,
-  ) {
-    let at = 0;
-    for (let i = 0; i < specs.length; i++) {
-      const { dtype, shape } = specs[i];
-      let n = 1;
-      for (const d of shape) n *= d;
-      const bytes = n * RAW[dtype].BYTES_PER_ELEMENT;
-      if (!Number.isSafeInteger(bytes) || at + bytes > bin.byteLength)
-        throw new EnvelopeError(`blob ${i} (${dtype} [${shape.join(', ')}]) needs ${bytes} bytes; the binary section ends at ${bin.byteLength}`);
-      this.offsets.push(at);
-      at += pad8(bytes);
-    }
-    if (at !== bin.byteLength) throw new EnvelopeError(`the binary section holds ${bin.byteLength} bytes; its blobs take ${at}`);
-  }
-
-  raw(i: number, what: string): Raw {
-    const spec = this.specs[i];
-    if (spec === undefined) throw new EnvelopeError(`${what}: blob ${i} does not exist`);
-    const C = RAW[spec.dtype];
-    const n = spec.shape.reduce((a, b) => a * b, 1);
-    const buf = new ArrayBuffer(n * C.BYTES_PER_ELEMENT);
-    new Uint8Array(buf).set(this.bin.subarray(this.offsets[i], this.offsets[i] + buf.byteLength));
-    return new C(buf);
-  }
-
-  /** A 1-d typed array of one of `kinds`. */
-  typed<K extends Dtype>(i: number, kinds: readonly K[], what: string): Raw {
-    const spec = this.specs[i];
-    if (spec === undefined) throw new EnvelopeError(`${what}: blob ${i} does not exist`);
-    if (!(kinds as readonly string[]).includes(spec.dtype) || spec.shape.length !== 1)
-      throw new EnvelopeError(`${what}: expected a 1-d ${kinds.join(' or ')} blob, got ${spec.dtype} [${spec.shape.join(', ')}]`);
-    return this.raw(i, what);
-  }
-
-  tensor(i: number, what: string): NativeTensor {
-    const data = this.raw(i, what);
-    const spec = this.specs[i];
-    let h: NativeTensor;
-    try {
-      h = native().tensorFrom(data, spec.shape, spec.dtype, this.device);
-    } catch (e) {
-      throw new EnvelopeError(`${what}: ${(e as Error).message}`);
-    }
-    this.made.push(h);
-    this.tensorBytes += data.byteLength;
-    return h;
-  }
-
-  disposeAll(): void {
-    for (const h of this.made) native().tensorDispose(h);
-  }
-}
-
-// ---- the JSON part's schema -----------------------------------------------------------------
-
-const int = (min: number, max: number) => ({ type: 'integer', minimum: min, maximum: max });
-const blobRef = int(0, 1 << 20);
-/**
- * A value: null, a boolean, a finite number, {f: 'NaN' | 'Infinity' | '-Infinity' | '-0'}, {s: a
- * string}, {t: a tensor blob}, or an array of values.
- */
-const valueSchema = {
-  $id: 'value',
-  anyOf: [
-    { type: ['null', 'boolean', 'number'] },
-    { type: 'array', maxItems: 1 << 20, items: { $ref: 'value' } },
-    { type: 'object', additionalProperties: false, required: ['t'], properties: { t: blobRef } },
-    { type: 'object', additionalProperties: false, required: ['s'], properties: { s: { type: 'string', maxLength: 1 << 20 } } },
-    { type: 'object', additionalProperties: false, required: ['f'], properties: { f: { enum: ['NaN', 'Infinity', '-Infinity', '-0'] } } },
-  ],
-};
-const blobsSchema = {
-  type: 'array',
-  maxItems: 1 << 20,
-  items: {
-    type: 'object',
-    additionalProperties: false,
-    required: ['dtype', 'shape'],
-    properties: { dtype: { enum: DTYPES }, shape: { type: 'array', maxItems: 16, items: int(0, 2 ** 40) } },
-  },
-};
-const requestSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['kind', 'request', 'graph', 'traces', 'blobs'],
-  properties: {
-    kind: { const: 'request' },
-    request: { enum: ['trace', 'session', 'generate'] },
-    graph: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['code', 'strings', 'tensors'],
-      properties: {
-        code: blobRef,
-        strings: { type: 'array', maxItems: 1 << 20, items: { type: 'string', maxLength: 1 << 16 } },
-        tensors: { type: 'array', maxItems: 1 << 20, items: blobRef },
-      },
-    },
-    traces: {
-      type: 'array',
-      minItems: 1,
-      maxItems: 4096,
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['batch', 'seq', 'ids', 'mask', 'pos', 'invokes', 'begin', 'end', 'stop'],
-        properties: {
-          batch: int(1, 1 << 16),
-          seq: int(1, 1 << 20),
-          ids: blobRef,
-          mask: blobRef,
-          pos: blobRef,
-          invokes: { type: 'array', maxItems: 4096, items: { type: 'array', minItems: 2, maxItems: 2, items: int(0, 1 << 16) } },
-          begin: int(0, 1 << 20),
-          end: int(0, 1 << 20),
-          stop: { type: 'boolean' },
-        },
-      },
-    },
-    generate: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'stopIds', 'stopStrings', 'useCache'],
-      properties: {
-        maxNewTokens: int(0, 1 << 20),
-        temperature: { type: 'number', minimum: 0 },
-        topK: int(0, 1 << 30),
-        topP: { type: 'number', minimum: 0, maximum: 1 },
-        seed: int(0, Number.MAX_SAFE_INTEGER),
-        stopIds: { type: 'array', maxItems: 4096, items: int(0, 2 ** 31) },
-        stopStrings: { type: 'array', maxItems: 256, items: { type: 'string', minLength: 1, maxLength: 4096 } },
-        useCache: { type: 'boolean' },
-      },
-    },
-    blobs: blobsSchema,
-  },
-};
-const resultSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['kind', 'saved', 'blobs'],
-  properties: {
-    kind: { const: 'result' },
-    saved: { type: 'array', maxItems: 1 << 20, items: { type: 'array', minItems: 2, maxItems: 2, items: [int(0, 1 << 20), { $ref: 'value' }] } },
-    generate: {
-      type: 'object',
-      additionalProperties: false,
-      required: ['tokens', 'steps', 'usedCache'],
-      properties: {
-        tokens: { type: 'array', maxItems: 1 << 16, items: { type: 'array', maxItems: 1 << 20, items: int(-1, 2 ** 31) } },
-        steps: int(0, 1 << 20),
-        usedCache: { type: 'boolean' },
-      },
-    },
-    blobs: blobsSchema,
-  },
-};
-
-/** The JSON schemas of the envelope's JSON part (requests and results), for documentation and other implementations. */
-export const ENVELOPE_SCHEMAS = { value: valueSchema, request: requestSchema, result: resultSchema } as const;
-
-// strictTuples off: `saved` items are [id, value] pairs given as a tuple
-const ajv = new Ajv({ allErrors: false, strictTuples: false, allowUnionTypes: true });
-ajv.addSchema(valueSchema);
-const checkRequest = ajv.compile(requestSchema);
-const checkResult = ajv.compile(resultSchema);
-
-function schemaError(check: ValidateFunction): EnvelopeError {
-  const e = check.errors?.[0];
-  return new EnvelopeError(`envelope: ${e ? `${e.instancePath || 'the JSON part'} ${e.message}` : 'does not match its schema'}`);
-}
-
-/** Refuses JSON nested deeper than MAX_DEPTH before parsing it (validators recurse). */
-function checkDepth(text: string): void {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 0x5c) i++;
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) inString = true;
-    else if (c === 0x5b || c === 0x7b) {
-      if (++depth > MAX_DEPTH) throw new EnvelopeError(`envelope: the JSON part is nested more than ${MAX_DEPTH} deep`);
-    } else if (c === 0x5d || c === 0x7d) depth--;
-  }
 }
 
 // ---- framing --------------------------------------------------------------------------------
