@@ -17,6 +17,10 @@ const usage = `usage:
                                           PyTorch's libtorch into the cache, where torchsight finds it
   torchsight libtorch list                every libtorch found, best first, and the prebuilt each needs
   torchsight build                        build the addon from source against the libtorch found (cmake, g++)
+  torchsight serve <model-dir>[=<name>] ... [--host H] [--port P] [--keys FILE] [--device D] [limits]
+                                          serve models over HTTP (torchsight serve --help for the limits)
+  torchsight keys add|list|remove <file> [<name>] [--models a,b] [--concurrency N] [--rate N]
+                                          API keys for serve (only their hashes are stored)
 environment: TORCHSIGHT_PYTHON (the Python for export; default the repository's .venv, else python3), LIBTORCH, TORCHSIGHT_CACHE, TORCHSIGHT_BUILD=never`;
 
 /** A load-progress callback that draws on `bar`. */
@@ -126,6 +130,15 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (cmd === 'libtorch') return libtorchCommand(rest);
+  if (cmd === 'serve') {
+    const { serveCommand, SERVE_USAGE } = await import('./serve/command.js');
+    if (rest.includes('--help') || rest.includes('-h')) {
+      console.log(SERVE_USAGE);
+      return 0;
+    }
+    return serveCommand(rest);
+  }
+  if (cmd === 'keys') return (await import('./serve/keys.js')).keysCommand(rest, (l) => console.log(l));
   if (cmd === 'build') {
     const { discover } = await import('./install/libtorch.js');
     const { buildFromSource } = await import('./install/build.js');

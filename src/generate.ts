@@ -5,9 +5,11 @@ import { CancelFlag, cancelFlag } from './native.js';
 import type { TraceInput } from './inputs.js';
 import type { Manifest } from './manifest.js';
 import type { Tokenizer } from './tokenizer.js';
-import type { ModelRuntime, Resolved } from './runtime.js';
-import type { EnvoyOf } from './trace/types.js';
+import type { NativeModel } from './native.js';
+import type { RequestQueue } from './queue.js';
+import type { EnvoyOf, Resolved } from './trace/types.js';
 import type { Graph } from './trace/graph.js';
+import type { RecordingHost, Tracer } from './trace/tracer.js';
 import { markSaved, resolveSaved, substitute } from './trace/proxy.js';
 
 export interface GenerateOptions {
@@ -136,12 +138,23 @@ export interface GenerateResult {
 /** What generate() resolves to: the result plus fn's return value with proxies replaced. */
 export type GenerateOutput<R> = GenerateResult & (R extends object ? Resolved<R> : object);
 
+/** What a local generation needs of its model (runtime.ts's ModelRuntime). */
+export interface GenerationHost extends RecordingHost {
+  readonly dir: string;
+  readonly native: NativeModel;
+  readonly queue: RequestQueue;
+  readonly padId: number;
+  readonly maxPositions: number;
+  recordNew<R>(record: (graph: Graph) => R): { graph: Graph; result: R };
+  recordTrace<T, R>(graph: Graph, input: TraceInput | ((tracer: Tracer<T>) => R), fn?: (m: EnvoyOf<T>, tracer: Tracer<T>) => R): R;
+}
+
 // models already warned that they have no key/value-cache graph (once per model)
-const warnedNoCache = new WeakSet<ModelRuntime>();
+const warnedNoCache = new WeakSet<GenerationHost>();
 
 /** LanguageModel.generate on `rt` (see there). */
 export async function generate<T, R extends object | void>(
-  rt: ModelRuntime,
+  rt: GenerationHost,
   input: TraceInput,
   options: GenerateOptions,
   fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R,

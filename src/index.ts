@@ -1,6 +1,9 @@
 // torchsight: nnsight-style interpretability for Node.js on libtorch.
-export { LanguageModel, Tracer, Session, type LoadOptions, type LoadProgress, type TraceOptions, type Resolved, type GenerateResult } from './model.js';
-export { GenerationScope, type GenerateOptions, type GenerateProgress, type TokenEvent } from './generate.js';
+export { LanguageModel, Tracer, Session, type LoadOptions, type LoadProgress, type TraceOptions, type RemoteOptions, type Resolved, type GenerateResult } from './model.js';
+export { Job, type JobValues, type RemoteModelOptions } from './remote/backend.js';
+export { RemoteError, type RemoteJobStatus, type JobState } from './remote/client.js';
+export type { RequestKind } from './remote/envelope.js';
+export { GenerationScope, type GenerateOptions, type GenerateOutput, type GenerateProgress, type TokenEvent } from './generate.js';
 export { Tensor, type Dtype, type FromOptions, type NestedArray } from './tensor.js';
 export { Tokenizer } from './tokenizer.js';
 export { TraceProxy } from './trace/proxy.js';

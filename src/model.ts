@@ -3,7 +3,7 @@
 // tracer and session contexts in trace/tracer.ts and trace/session.ts, generation in
 // generate.ts, the warm-up in warmup.ts.
 import { existsSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { native, type NativeModel, type ApplyRule } from './native.js';
 import { formatTree, readManifest, type Manifest } from './manifest.js';
 import { Tokenizer } from './tokenizer.js';
@@ -12,17 +12,19 @@ import { checkNativeSwitches } from './settings.js';
 import type { Envoy } from './trace/envoy.js';
 import type { Graph } from './trace/graph.js';
 import type { EnvoyOf } from './trace/types.js';
-import { recordSession, type Session } from './trace/session.js';
+import type { Session } from './trace/session.js';
 import type { Tracer } from './trace/tracer.js';
 import { Tensor } from './tensor.js';
-import { ModelRuntime, rejecting, valueOf, type Resolved, type TraceOptions } from './runtime.js';
-import { generate, stream, type GenerateOptions, type GenerateResult, type GenerationScope } from './generate.js';
+import { ModelRuntime, rejecting, type ModelBackend, type RemoteOptions, type Resolved, type TraceOptions } from './runtime.js';
+import { stream, type GenerateOptions, type GenerateOutput, type GenerationScope } from './generate.js';
+import { Job, RemoteBackend, type JobValues, type RemoteModelOptions } from './remote/backend.js';
 import { warmForwards } from './warmup.js';
 
 export { Tracer } from './trace/tracer.js';
 export { Session } from './trace/session.js';
-export type { Resolved, TraceOptions } from './runtime.js';
+export type { Resolved, TraceOptions, RemoteOptions } from './runtime.js';
 export type { GenerateResult } from './generate.js';
+export { Job, type JobValues, type RemoteModelOptions } from './remote/backend.js';
 
 export interface LoadOptions {
   /** 'cpu' | 'cuda' | 'cuda:N'; default 'cuda' when available, else 'cpu' */
@@ -62,13 +64,29 @@ export class LanguageModel<T = unknown> {
   readonly dir: string;
   readonly manifest: Manifest;
   readonly tokenizer: Tokenizer;
-  readonly #rt: ModelRuntime;
+  /** where requests go: the native queue here, or a server (chosen once, at load or remote) */
+  readonly #rt: ModelBackend;
+  /** the same backend when it is local (native-only entries need it) */
+  readonly #local: ModelRuntime | undefined;
+  /** servers this local model sent `{ remote }` requests to */
+  readonly #remotes = new Map<string, Promise<RemoteBackend>>();
 
-  private constructor(rt: ModelRuntime) {
+  private constructor(rt: ModelBackend) {
     this.#rt = rt;
+    this.#local = rt instanceof ModelRuntime ? rt : undefined;
     this.dir = rt.dir;
     this.manifest = rt.manifest;
     this.tokenizer = rt.tokenizer;
+  }
+
+  /**
+   * A model served by `torchsight serve` at `url` under `name` (as `GET /v1/models` lists it).
+   * Its manifest, module tree and tokenizer come from the server, so the typed tree,
+   * `modulePaths()`, `String(model)` and `model.tokenizer` work with no weights here; `trace`,
+   * `session` and `generate` run on the server and give the same numbers as locally.
+   */
+  static async remote<T = unknown>(url: string, name: string, options: RemoteModelOptions = {}): Promise<LanguageModel<T>> {
+    return new LanguageModel<T>(await RemoteBackend.connect(url, name, options));
   }
 
   /** Loads a model folder written by the exporter (model.pt, tokenizer.json, torchsight.json). */
@@ -140,7 +158,17 @@ export class LanguageModel<T = unknown> {
 
   /** @internal */
   get native(): NativeModel {
-    return this.#rt.native;
+    return this.#localRuntime().native;
+  }
+
+  /** @internal the backend requests go through (it also records them) */
+  get backend(): ModelBackend {
+    return this.#rt;
+  }
+
+  #localRuntime(): ModelRuntime {
+    if (!this.#local) throw new Error('this is a remote model: it has no native model here');
+    return this.#local;
   }
 
   get padId(): number {
@@ -171,23 +199,60 @@ export class LanguageModel<T = unknown> {
    * inside the forward. Resolves to fn's return value with proxies replaced by Tensors.
    * Also `trace((tracer) => { tracer.invoke(a, fn); tracer.invoke(b, fn2) })` for several invokes.
    */
-  trace<R>(input: TraceInput | ((tracer: Tracer<T>) => R), fn?: ((m: EnvoyOf<T>, tracer: Tracer<T>) => R) | TraceOptions, options: TraceOptions = {}): Promise<Resolved<R>> {
+  trace<R>(input: TraceInput, fn: (m: EnvoyOf<T>, tracer: Tracer<T>) => R, options: TraceOptions & { blocking: false }): Promise<Job<Resolved<R>>>;
+  trace<R>(input: (tracer: Tracer<T>) => R, options: TraceOptions & { blocking: false }): Promise<Job<Resolved<R>>>;
+  trace<R>(input: TraceInput | ((tracer: Tracer<T>) => R), fn?: ((m: EnvoyOf<T>, tracer: Tracer<T>) => R) | TraceOptions, options?: TraceOptions): Promise<Resolved<R>>;
+  trace<R>(input: TraceInput | ((tracer: Tracer<T>) => R), fn?: ((m: EnvoyOf<T>, tracer: Tracer<T>) => R) | TraceOptions, options: TraceOptions = {}): Promise<unknown> {
     // not an async function: the one await is in the queue (each level of async costs a
     // microtask hop), so a throw while recording becomes a rejection here
     return rejecting(() => {
       if (typeof input === 'function' && fn && typeof fn === 'object') options = fn;
-      const rt = this.#rt;
-      const { graph, result } = rt.recordNew((g) => rt.recordTrace<T, R>(g, input, typeof fn === 'function' ? fn : undefined));
-      return rt.sendGraph(graph, result, options, (raw) => valueOf(graph, result, raw)) as Promise<Resolved<R>>;
+      const f = typeof fn === 'function' ? fn : undefined;
+      if (options.remote !== undefined) return this.#remoteFor(options).then((b) => b.trace<T, R>(input, f, options));
+      return this.#rt.trace<T, R>(input, f, options);
     });
   }
 
   /** Several traces as one request: proxies flow from one trace to the next natively. */
-  session<R>(fn: (s: Session<T>) => R, options: TraceOptions = {}): Promise<Resolved<R>> {
+  session<R>(fn: (s: Session<T>) => R, options: TraceOptions & { blocking: false }): Promise<Job<Resolved<R>>>;
+  session<R>(fn: (s: Session<T>) => R, options?: TraceOptions): Promise<Resolved<R>>;
+  session<R>(fn: (s: Session<T>) => R, options: TraceOptions = {}): Promise<unknown> {
     return rejecting(() => {
-      const { graph, result } = recordSession<T, R>(this.#rt, this.padId, fn);
-      return this.#rt.sendGraph(graph, result, options, (raw) => valueOf(graph, result, raw)) as Promise<Resolved<R>>;
+      if (options.remote !== undefined) return this.#remoteFor(options).then((b) => b.session<T, R>(fn, options));
+      return this.#rt.session<T, R>(fn, options);
     });
+  }
+
+  /**
+   * A job sent with `{ blocking: false }`, by id (from this or another process, with the same
+   * key), while the server keeps it (`--result-ttl`). Recorded elsewhere, its result has no
+   * callback value to fill in: it resolves to the saved values by node id (JobValues).
+   */
+  job(id: string): Job<JobValues> {
+    if (!(this.#rt instanceof RemoteBackend)) throw new Error('model.job(id): jobs are on a server; this model is local (use LanguageModel.remote)');
+    return this.#rt.job(id);
+  }
+
+  /**
+   * The server a local model sends a `{ remote: url }` request to: model `options.model`
+   * there, by default this folder's name (what `torchsight serve <dir>` calls it). Connected
+   * once per server, model and key; the server's export must be this one.
+   */
+  #remoteFor(options: TraceOptions): Promise<RemoteBackend> {
+    const name = options.model ?? basename(this.dir);
+    const key = `${options.remote}\u0000${name}\u0000${options.apiKey ?? ''}`;
+    let b = this.#remotes.get(key);
+    if (!b) {
+      b = RemoteBackend.connect(options.remote!, name, { apiKey: options.apiKey, quiet: options.quiet }).then((r) => {
+        const m = r.manifest;
+        if (m.architecture !== this.manifest.architecture || m.vocabSize !== this.manifest.vocabSize || m.sites.length !== this.manifest.sites.length)
+          throw new Error(`${options.remote}: the server's model '${name}' is a ${m.architecture} with ${m.sites.length} hook sites, not this ${this.manifest.architecture} export (name the served copy with { model })`);
+        return r;
+      });
+      b.catch(() => this.#remotes.delete(key));
+      this.#remotes.set(key, b);
+    }
+    return b;
   }
 
   /** @internal records one trace into `graph` */
@@ -197,7 +262,7 @@ export class LanguageModel<T = unknown> {
 
   /** @internal sends a recorded graph through the queue and maps the results back */
   submit(graph: Graph, result: unknown, options: TraceOptions): ReturnType<ModelRuntime['submit']> {
-    return this.#rt.submit(graph, result, options);
+    return this.#localRuntime().submit(graph, result, options);
   }
 
   /**
@@ -208,10 +273,15 @@ export class LanguageModel<T = unknown> {
    */
   generate<R extends object | void = void>(
     input: TraceInput,
-    options: GenerateOptions = {},
+    options: GenerateOptions & RemoteOptions & { blocking: false },
     fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R,
-  ): Promise<GenerateResult & (R extends object ? Resolved<R> : object)> {
-    return rejecting(() => generate<T, R>(this.#rt, input, options, fn));
+  ): Promise<Job<GenerateOutput<R>>>;
+  generate<R extends object | void = void>(input: TraceInput, options?: GenerateOptions & RemoteOptions, fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R): Promise<GenerateOutput<R>>;
+  generate<R extends object | void = void>(input: TraceInput, options: GenerateOptions & RemoteOptions = {}, fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R): Promise<unknown> {
+    return rejecting(() => {
+      if (options.remote !== undefined) return this.#remoteFor(options).then((b) => b.generate<T, R>(input, options, fn));
+      return this.#rt.generate<T, R>(input, options, fn);
+    });
   }
 
   /** generate() as an async iterator of token events; `result` resolves like generate(). */
@@ -221,7 +291,7 @@ export class LanguageModel<T = unknown> {
 
   /** @internal a plain forward (no interventions): logits and, optionally, the sites that fired */
   async forwardRaw(input: TraceInput, options: TraceOptions = {}): Promise<{ logits: Tensor; fired?: string[] }> {
-    const rt = this.#rt;
+    const rt = this.#localRuntime();
     const { graph } = rt.recordNew((g) => rt.recordTrace(g, input, () => undefined));
     const { raw } = await rt.submit(graph, undefined, { ...options, returnLogits: true });
     return { logits: new Tensor(raw.logits!), fired: raw.fired };

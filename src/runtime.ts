@@ -11,10 +11,12 @@ import { envoyOf, type Envoy, type Scope } from './trace/envoy.js';
 import { Graph } from './trace/graph.js';
 import { markSaved, resolveSaved, substitute } from './trace/proxy.js';
 import { recordTrace, type RecordingHost, type Tracer } from './trace/tracer.js';
+import { recordSession, type Session } from './trace/session.js';
+import { generate, type GenerateOptions, type GenerationScope } from './generate.js';
 import type { EnvoyOf } from './trace/types.js';
 import { siteIdsOf } from './trace/wire.js';
 
-export interface TraceOptions {
+export interface TraceOptions extends RemoteOptions {
   /** Cancels the trace: queued work never starts; a running forward stops at the next module. */
   signal?: AbortSignal;
   /** @internal records every hook site that fired, in order (for tests and `inspect`) */
@@ -23,14 +25,7 @@ export interface TraceOptions {
   returnLogits?: boolean;
 }
 
-/** fn's return type with proxies replaced by Tensors. */
-export type Resolved<T> = T extends { save(): unknown; graph: unknown }
-  ? Tensor
-  : T extends ReadonlyArray<infer U>
-    ? Resolved<U>[]
-    : T extends object
-      ? { [K in keyof T]: Resolved<T[K]> }
-      : T;
+export type { Resolved } from './trace/types.js';
 
 /** A trace's returned value once its results are in: proxies replaced by their values. */
 export function valueOf(graph: Graph, result: unknown, raw: { saved: unknown[] }): unknown {
@@ -47,25 +42,54 @@ export function rejecting<T>(f: () => Promise<T>): Promise<T> {
   }
 }
 
-export class ModelRuntime implements RecordingHost {
-  readonly queue = new RequestQueue();
+/** What a model's requests go through: the local native queue (ModelRuntime) or a server (remote/backend.ts). */
+export interface ModelBackend extends ModelRecorder {
+  /** model.trace: records `fn` now and runs it */
+  trace<T, R>(input: TraceInput | ((tracer: Tracer<T>) => R), fn: ((m: EnvoyOf<T>, tracer: Tracer<T>) => R) | undefined, options: TraceOptions): Promise<unknown>;
+  /** model.session */
+  session<T, R>(fn: (s: Session<T>) => R, options: TraceOptions): Promise<unknown>;
+  /** model.generate */
+  generate<T, R extends object | void>(input: TraceInput, options: GenerateOptions & RemoteOptions, fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R): Promise<unknown>;
+  dispose(): Promise<void>;
+}
+
+/**
+ * How a request goes to a server (section 9 of the API): on a remote model the `blocking` and
+ * `quiet` options apply; on a local model `remote` sends that one request to a server.
+ */
+export interface RemoteOptions {
+  /**
+   * On a local model: the server (http://host:port) to run this request on instead. The server
+   * must serve the same export under `model` (default: the local folder's name, which is what
+   * `torchsight serve <dir>` names it).
+   */
+  remote?: string;
+  /** the server's name of the model, with `remote` (default: the local folder's name) */
+  model?: string;
+  /** with `remote`: the API key (default TORCHSIGHT_API_KEY) */
+  apiKey?: string;
+  /** no status line on stderr while the request waits and runs */
+  quiet?: boolean;
+  /** false: resolve at once to the request's job (`job.id`, `job.status()`, `job.result()`) */
+  blocking?: boolean;
+}
+
+/**
+ * The recording half of a model, local or remote: its module tree and envoys, and the site
+ * ids its graphs name sites by (the native model's, or a server's).
+ */
+export class ModelRecorder implements RecordingHost {
   readonly tree: { root: ModuleNode; byPath: Map<string, ModuleNode> };
-  #native: NativeModel | undefined;
   #scope: Scope | undefined;
 
   constructor(
     readonly dir: string,
     readonly manifest: Manifest,
     readonly tokenizer: Tokenizer,
-    nativeModel: NativeModel,
+    /** site name -> id as the model that runs the graphs numbers them (read at the first recording) */
+    readonly siteTable: () => ReadonlyMap<string, number>,
   ) {
-    this.#native = nativeModel;
     this.tree = buildTree(manifest);
-  }
-
-  get native(): NativeModel {
-    if (!this.#native) throw new Error('this model was disposed');
-    return this.#native;
   }
 
   get padId(): number {
@@ -80,7 +104,7 @@ export class ModelRuntime implements RecordingHost {
   }
 
   recording<R>(graph: Graph, invoke: number, fn: (m: Envoy) => R): R {
-    const scope = (this.#scope ??= { graph: undefined, invoke: 0, manifest: this.manifest, byPath: this.tree.byPath, envoys: new Map(), siteIds: siteIdsOf(this.native) });
+    const scope = (this.#scope ??= { graph: undefined, invoke: 0, manifest: this.manifest, byPath: this.tree.byPath, envoys: new Map(), siteIds: this.siteTable() });
     const prev = { graph: scope.graph, invoke: scope.invoke };
     scope.graph = graph;
     scope.invoke = invoke;
@@ -107,6 +131,36 @@ export class ModelRuntime implements RecordingHost {
       return g;
     });
     return { graph, result };
+  }
+}
+
+/** A model loaded here: requests run on its native model, one at a time through its queue. */
+export class ModelRuntime extends ModelRecorder implements ModelBackend {
+  readonly queue = new RequestQueue();
+  #native: NativeModel | undefined;
+
+  constructor(dir: string, manifest: Manifest, tokenizer: Tokenizer, nativeModel: NativeModel) {
+    super(dir, manifest, tokenizer, () => siteIdsOf(this.native));
+    this.#native = nativeModel;
+  }
+
+  get native(): NativeModel {
+    if (!this.#native) throw new Error('this model was disposed');
+    return this.#native;
+  }
+
+  trace<T, R>(input: TraceInput | ((tracer: Tracer<T>) => R), fn: ((m: EnvoyOf<T>, tracer: Tracer<T>) => R) | undefined, options: TraceOptions): Promise<unknown> {
+    const { graph, result } = this.recordNew((g) => this.recordTrace<T, R>(g, input, fn));
+    return this.sendGraph(graph, result, options, (raw) => valueOf(graph, result, raw));
+  }
+
+  session<T, R>(fn: (s: Session<T>) => R, options: TraceOptions): Promise<unknown> {
+    const { graph, result } = recordSession<T, R>(this, this.padId, fn);
+    return this.sendGraph(graph, result, options, (raw) => valueOf(graph, result, raw));
+  }
+
+  generate<T, R extends object | void>(input: TraceInput, options: GenerateOptions, fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R): Promise<unknown> {
+    return generate<T, R>(this, input, options, fn);
   }
 
   /**

@@ -28,6 +28,7 @@ export const SWITCHES: readonly Switch[] = [
   { name: 'TORCHSIGHT_INLINE', readBy: 'native', accepts: ['0', '1'], doc: "'0': run the modules' own forward methods instead of the inlined graph (for comparison)" },
   { name: 'TORCHSIGHT_EXECUTOR', readBy: 'native', accepts: ['simple', 'profiling'], doc: "TorchScript's executor for a model's graphs (default simple on the CPU, profiling on CUDA)" },
   { name: 'TORCHSIGHT_JIT_PROFILING', readBy: 'native', accepts: ['0', '1'], doc: "'0': turn TorchScript's profiling mode off for the whole process (read when the addon loads)" },
+  { name: 'TORCHSIGHT_API_KEY', readBy: 'js', accepts: 'a key (torchsight keys add)', doc: 'the API key a remote model (LanguageModel.remote, trace { remote }) sends when none is given' },
   { name: 'TORCHSIGHT_SKIP_INSTALL', readBy: 'scripts', accepts: 'any value', doc: 'scripts/install.mjs does nothing (set: skip)' },
   { name: 'TORCHSIGHT_PLOT_OUT', readBy: 'scripts', accepts: 'a folder', doc: "tests/plot.test.ts copies the plots' screenshots there" },
 ];
@@ -79,6 +80,11 @@ export function pythonCommand(env: Env = process.env): string | undefined {
 /** TORCHSIGHT_LOCATIONS=eager: graphs capture each node's stack as it is recorded. */
 export function eagerLocations(env: Env = process.env): boolean {
   return oneOf(env, 'TORCHSIGHT_LOCATIONS', ['lazy', 'eager'] as const) === 'eager';
+}
+
+/** TORCHSIGHT_API_KEY: the key remote requests send when the caller gives none. */
+export function apiKeyFromEnv(env: Env = process.env): string | undefined {
+  return raw(env, 'TORCHSIGHT_API_KEY');
 }
 
 /**

@@ -236,15 +236,17 @@ export class Graph {
   }
 
   /**
-   * The request for the native entry: the traces' inputs and the packed nodes. `transient`:
+   * The request for the native entry: the traces' inputs and the packed nodes, for the model
+   * `sites` (a native model, or its site name -> id table). `transient`:
    * the words share a buffer with the next transient request: send this one at once
    * (PackWriter.finish).
    */
-  request(nm: NativeModel, transient = false): { traces: WireTrace[]; graph: PackedGraph } {
+  request(sites: NativeModel | ReadonlyMap<string, number>, transient = false): { traces: WireTrace[]; graph: PackedGraph } {
     const graph = this.#w.finish(this.size, transient);
     if (this.#named) {
-      // a site recorded by name goes by the model's id in the copy sent
-      const ids = siteIdsOf(nm);
+      // a site recorded by name goes by the model's id in the copy sent (a remote model's ids
+      // are the server's, given as a table)
+      const ids = sites instanceof Map ? sites : siteIdsOf(sites as NativeModel);
       const { code, strings } = graph;
       for (let i = 0; i < this.#starts.length; i++) {
         const k = this.#starts[i] + 1;

@@ -179,3 +179,12 @@ export type EnvoyOf<D> = [unknown] extends [D] ? any : ModuleEnvoy<D> & ChildEnv
 
 /** The envoys of a union of descriptions (the children of a list whose children differ). */
 export type EnvoysOf<U> = U extends unknown ? EnvoyOf<U> : never;
+
+/** fn's return type with proxies replaced by Tensors. */
+export type Resolved<T> = T extends { save(): unknown; graph: unknown }
+  ? Tensor
+  : T extends ReadonlyArray<infer U>
+    ? Resolved<U>[]
+    : T extends object
+      ? { [K in keyof T]: Resolved<T[K]> }
+      : T;

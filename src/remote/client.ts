@@ -1,0 +1,379 @@
+// The HTTP client of `torchsight serve`: sends an encoded request, follows its job (a status
+// line on stderr as NDIF shows it, unless quiet), streams generated tokens, and returns the
+// decoded result. Refusals that say "later" (429, 503) are retried with backoff, honouring
+// Retry-After; an AbortSignal cancels the request on the server too. A server error comes back
+// as a RemoteError carrying the failing node, for the caller to name the user's source line.
+import { apiKeyFromEnv } from '../settings.js';
+import type { Recorded } from './record.js';
+import { decodeResult, encodeRequest, ENVELOPE_CONTENT_TYPE, type DecodedResult, type RequestKind } from './envelope.js';
+
+export interface ClientOptions {
+  /** sent as Authorization: Bearer <key>; default TORCHSIGHT_API_KEY */
+  apiKey?: string;
+  /** no status line on stderr */
+  quiet?: boolean;
+  /** retries of a 429 or 503 (and of a failed connection for reads) (default 6) */
+  retries?: number;
+  /** first backoff when no Retry-After is given, ms (default 250; doubles) */
+  backoffMs?: number;
+  /** where the status line goes (default process.stderr) */
+  statusStream?: NodeJS.WritableStream & { isTTY?: boolean };
+  /** device decoded tensors are made on (default 'cpu') */
+  device?: string;
+}
+
+export interface SubmitOptions {
+  signal?: AbortSignal;
+  /** false: return the job at once (default true) */
+  blocking?: boolean;
+  quiet?: boolean;
+  /** each step's tokens of a generation, as they are made */
+  onToken?: (event: { step: number; tokens: number[] }) => void;
+  /** each status change */
+  onStatus?: (status: JobStatusEvent) => void;
+}
+
+export type JobState = 'received' | 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
+
+export interface JobStatusEvent {
+  id: string;
+  state: JobState;
+  position?: number;
+}
+
+export interface RemoteJobStatus extends JobStatusEvent {
+  model: string;
+  kind: RequestKind;
+  received: string;
+  started?: string;
+  finished?: string;
+  steps?: number;
+  error?: { status: number; code: string; message: string; node?: number; template?: string };
+}
+
+/** An error answered by the server (or the job's failure). */
+export class RemoteError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly code: string,
+    /** the failing graph node, when the server names one */
+    readonly node?: number,
+    /** the message with node markers, for Graph.explain */
+    readonly template?: string,
+    /** seconds the server asked to wait (429, 503) */
+    readonly retryAfter?: number,
+  ) {
+    super(message);
+    this.name = 'RemoteError';
+  }
+}
+
+export interface ModelInfo {
+  name: string;
+  architecture: string;
+  device: string;
+  dtype: string;
+  sites: string[];
+  tree: string;
+  manifest: Record<string, unknown>;
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal!.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+
+async function errorOf(res: Response): Promise<RemoteError> {
+  let body: { error?: { code?: string; message?: string; node?: number; template?: string } } = {};
+  try {
+    body = (await res.json()) as typeof body;
+  } catch {
+    // not JSON: a proxy's page
+  }
+  const e = body.error ?? {};
+  const ra = Number(res.headers.get('retry-after'));
+  return new RemoteError(e.message ?? `HTTP ${res.status} ${res.statusText}`, res.status, e.code ?? 'http_error', e.node, e.template, Number.isFinite(ra) ? ra : undefined);
+}
+
+export class RemoteClient {
+  readonly url: string;
+  readonly #options: ClientOptions;
+  readonly #apiKey: string | undefined;
+
+  constructor(url: string, options: ClientOptions = {}) {
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      throw new Error(`remote: '${url}' is not a URL (expected http://host:port)`);
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`remote: '${url}' must be an http or https URL`);
+    this.url = u.href.replace(/\/+$/, '');
+    this.#options = options;
+    this.#apiKey = options.apiKey ?? apiKeyFromEnv();
+  }
+
+  #headers(extra: Record<string, string> = {}): Record<string, string> {
+    return { ...(this.#apiKey ? { authorization: `Bearer ${this.#apiKey}` } : {}), ...extra };
+  }
+
+  /**
+   * fetch with retries: 429 and 503 wait Retry-After (or back off) and try again; a failed
+   * connection is retried for `idempotent` requests, and for any when it was refused (nothing
+   * was sent). Other failures throw RemoteError.
+   */
+  async #fetch(path: string, init: RequestInit & { idempotent?: boolean } = {}): Promise<Response> {
+    const retries = this.#options.retries ?? 6;
+    let backoff = this.#options.backoffMs ?? 250;
+    for (let attempt = 0; ; attempt++) {
+      let res: Response;
+      try {
+        res = await fetch(this.url + path, { ...init, headers: this.#headers(init.headers as Record<string, string>) });
+      } catch (e) {
+        if (init.signal?.aborted) throw init.signal.reason;
+        // a refused connection reached nobody, so even a POST may be sent again
+        const refused = ((e as Error).cause as { code?: string } | undefined)?.code === 'ECONNREFUSED';
+        if ((!init.idempotent && !refused) || attempt >= retries) throw new RemoteError(`remote: cannot reach ${this.url} (${(e as Error).cause ?? (e as Error).message})`, 0, 'unreachable');
+        await sleep(backoff, init.signal ?? undefined);
+        backoff = Math.min(backoff * 2, 10_000);
+        continue;
+      }
+      if (res.ok || res.status === 202) return res;
+      const err = await errorOf(res);
+      if ((res.status === 429 || res.status === 503) && attempt < retries && !res.headers.has('x-torchsight-job-state')) {
+        const wait = err.retryAfter !== undefined ? err.retryAfter * 1000 : backoff;
+        // a little jitter, so clients refused together do not come back together
+        await sleep(wait * (1 + Math.random() * 0.2), init.signal ?? undefined);
+        backoff = Math.min(backoff * 2, 10_000);
+        continue;
+      }
+      throw err;
+    }
+  }
+
+  async health(): Promise<{ status: string; models: string[]; queued: number; running: number }> {
+    return (await this.#fetch('/v1/health', { idempotent: true })).json() as never;
+  }
+
+  async models(): Promise<ModelInfo[]> {
+    return ((await (await this.#fetch('/v1/models', { idempotent: true })).json()) as { models: ModelInfo[] }).models;
+  }
+
+  async model(name: string): Promise<ModelInfo> {
+    return (await this.#fetch(`/v1/models/${encodeURIComponent(name)}`, { idempotent: true })).json() as never;
+  }
+
+  /** The model's tokenizer.json, as text. */
+  async tokenizer(name: string): Promise<string> {
+    return (await this.#fetch(`/v1/models/${encodeURIComponent(name)}/tokenizer.json`, { idempotent: true })).text();
+  }
+
+  /**
+   * Sends an encoded request (envelope.ts) to model `name` and resolves to its decoded result,
+   * or with `{ blocking: false }`, to its job at once.
+   */
+  async submit(name: string, kind: RequestKind, body: Uint8Array, options: SubmitOptions & { blocking: false }): Promise<RemoteJob>;
+  async submit(name: string, kind: RequestKind, body: Uint8Array, options?: SubmitOptions): Promise<DecodedResult>;
+  async submit(name: string, kind: RequestKind, body: Uint8Array, options: SubmitOptions = {}): Promise<DecodedResult | RemoteJob> {
+    const { signal } = options;
+    signal?.throwIfAborted();
+    const path = `/v1/models/${encodeURIComponent(name)}/${kind}`;
+    const init = { method: 'POST', body, signal, headers: { 'content-type': ENVELOPE_CONTENT_TYPE } as Record<string, string> };
+    if (options.blocking === false) {
+      const res = await this.#fetch(`${path}?blocking=false`, init);
+      const st = (await res.json()) as RemoteJobStatus;
+      return new RemoteJob(this, st.id);
+    }
+    const quiet = options.quiet ?? this.#options.quiet ?? false;
+    if (quiet && !options.onToken && !options.onStatus) {
+      // nothing to show while it waits: one round trip, the result in the response
+      try {
+        const res = await this.#fetch(path, { ...init, headers: { ...init.headers, accept: ENVELOPE_CONTENT_TYPE } });
+        return await decodeResult(new Uint8Array(await res.arrayBuffer()), { device: this.device });
+      } catch (e) {
+        if (signal?.aborted) throw signal.reason;
+        throw e;
+      }
+    }
+    // the job's events stream while it waits and runs; the result is fetched when it is done
+    const res = await this.#fetch(path, { ...init, headers: { ...init.headers, accept: 'application/x-ndjson' } });
+    const id = res.headers.get('x-torchsight-job') ?? '';
+    const job = new RemoteJob(this, id);
+    const status = new StatusLine(quiet, this.#options.statusStream ?? process.stderr);
+    try {
+      // the result (or the job's error) is fetched once the events say it finished; when the
+      // stream broke first, the same call reattaches and waits for it
+      await job.follow(res, options, status);
+      return await job.result({ signal });
+    } catch (e) {
+      if (signal?.aborted) {
+        // the server cancels on disconnect; say so explicitly too, in case a proxy keeps the connection
+        void this.cancel(id).catch(() => undefined);
+        throw signal.reason;
+      }
+      throw e;
+    } finally {
+      status.end();
+    }
+  }
+
+  /** A job by id (another process's too, with the same key), while the server keeps it. */
+  job(id: string): RemoteJob {
+    return new RemoteJob(this, id);
+  }
+
+  async cancel(id: string): Promise<RemoteJobStatus> {
+    return (await this.#fetch(`/v1/jobs/${encodeURIComponent(id)}`, { method: 'DELETE' })).json() as never;
+  }
+
+  /** @internal */
+  request(path: string, init: RequestInit & { idempotent?: boolean } = {}): Promise<Response> {
+    return this.#fetch(path, init);
+  }
+
+  /** @internal */
+  get device(): string {
+    return this.#options.device ?? 'cpu';
+  }
+}
+
+/** A job on the server: its status, its result, its events. */
+export class RemoteJob {
+  constructor(
+    readonly client: RemoteClient,
+    readonly id: string,
+  ) {}
+
+  async status(): Promise<RemoteJobStatus> {
+    return (await this.client.request(`/v1/jobs/${encodeURIComponent(this.id)}`, { idempotent: true })).json() as never;
+  }
+
+  /** Waits for the job and returns its decoded result; a failed job throws its RemoteError. */
+  async result(options: { signal?: AbortSignal } = {}): Promise<DecodedResult> {
+    for (;;) {
+      options.signal?.throwIfAborted();
+      const res = await this.client.request(`/v1/jobs/${encodeURIComponent(this.id)}/result?wait=20000`, { idempotent: true, signal: options.signal });
+      if (res.status === 202) {
+        await res.arrayBuffer();
+        continue;
+      }
+      return decodeResult(new Uint8Array(await res.arrayBuffer()), { device: this.client.device });
+    }
+  }
+
+  async cancel(): Promise<RemoteJobStatus> {
+    return this.client.cancel(this.id);
+  }
+
+  /**
+   * Reads an NDJSON event stream (a submit's response, or /events) until the job finishes;
+   * returns its last status, or undefined when the stream ended first.
+   */
+  async follow(res: Response, options: SubmitOptions, status?: StatusLine): Promise<JobStatusEvent | undefined> {
+    if (!res.body) return undefined;
+    const decoder = new TextDecoder();
+    let buf = '';
+    let last: JobStatusEvent | undefined;
+    const reader = res.body.getReader();
+    try {
+      for (;;) {
+        let chunk: Awaited<ReturnType<typeof reader.read>>;
+        try {
+          chunk = await reader.read();
+        } catch (e) {
+          if (options.signal?.aborted) throw options.signal.reason;
+          return undefined;
+        }
+        if (chunk.done) return last && ['done', 'failed', 'cancelled'].includes(last.state) ? last : undefined;
+        buf += decoder.decode(chunk.value, { stream: true });
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (!line.trim()) continue;
+          const e = JSON.parse(line) as { type: string } & JobStatusEvent & { step: number; tokens: number[] };
+          if (e.type === 'token') {
+            options.onToken?.({ step: e.step, tokens: e.tokens });
+            status?.token(e.id, e.step);
+          } else if (e.type === 'status') {
+            last = { id: e.id, state: e.state, ...(e.position !== undefined ? { position: e.position } : {}) };
+            options.onStatus?.(last);
+            status?.show(last);
+          }
+        }
+      }
+    } finally {
+      reader.releaseLock();
+    }
+  }
+
+  /** Follows the job's events from now on (past tokens first). */
+  async events(options: SubmitOptions = {}): Promise<JobStatusEvent | undefined> {
+    const res = await this.client.request(`/v1/jobs/${encodeURIComponent(this.id)}/events`, { idempotent: true, signal: options.signal });
+    return this.follow(res, options);
+  }
+}
+
+/** The job's state on stderr, one line rewritten in place on a terminal, a line per change otherwise. */
+class StatusLine {
+  #last = '';
+  #drawn = false;
+  constructor(
+    readonly quiet: boolean,
+    readonly out: NodeJS.WritableStream & { isTTY?: boolean },
+  ) {}
+
+  show(s: JobStatusEvent): void {
+    this.#draw(`job ${s.id}: ${s.state}${s.state === 'queued' && s.position ? ` (position ${s.position})` : ''}`);
+  }
+
+  token(id: string, step: number): void {
+    if (this.out.isTTY) this.#draw(`job ${id}: running, ${step + 1} token${step ? 's' : ''}`);
+  }
+
+  #draw(line: string): void {
+    if (this.quiet || line === this.#last) return;
+    this.#last = line;
+    if (this.out.isTTY) {
+      this.out.write(`\r\x1b[K${line}`);
+      this.#drawn = true;
+    } else this.out.write(`${line}\n`);
+  }
+
+  end(): void {
+    if (this.#drawn) this.out.write('\n');
+    this.#drawn = false;
+  }
+}
+
+/**
+ * Encodes a recorded request (record.ts), runs it on model `name`, and resolves to the user's
+ * value; a server error naming a node becomes the error a local trace gives (the user's source
+ * line in its message), with the server's `status` and `code` on it.
+ */
+export async function sendRecorded<R>(client: RemoteClient, name: string, rec: Recorded<R>, options: SubmitOptions = {}): Promise<R> {
+  const body = await encodeRequest(rec.request);
+  let result: DecodedResult;
+  try {
+    result = await client.submit(name, rec.request.kind, body, { ...options, blocking: true });
+  } catch (e) {
+    if (e instanceof RemoteError && e.template) throw new RemoteError(rec.explain(e.template), e.status, e.code, e.node, e.template);
+    throw e;
+  }
+  return rec.resolve(result);
+}
+
+/** Encodes a recorded request and queues it on model `name` without waiting: its job. */
+export async function submitRecorded<R>(client: RemoteClient, name: string, rec: Recorded<R>, options: SubmitOptions = {}): Promise<RemoteJob> {
+  return client.submit(name, rec.request.kind, await encodeRequest(rec.request), { ...options, blocking: false });
+}
