@@ -28,7 +28,9 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     projects: [
-      { extends: true, test: { name: 'torch1.13' } },
+      // All but the Hugging Face families: they are exported with the torch 2.x of .venv, and
+      // TorchScript files from torch 2.x do not load in libtorch 1.13.
+      { extends: true, test: { name: 'torch1.13', exclude: ['tests/hf-families.test.ts'] } },
       // All but cli.test.ts, whose doctor test checks the default addon against Debian's python3
       // torch and OpenBLAS (the wheel's libtorch uses MKL).
       ...(haveTorch2
