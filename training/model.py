@@ -8,7 +8,9 @@ and also returns the new cache; ``cache_shape()`` gives (layers, heads, head_dim
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 from typing import Optional
 
 import torch
@@ -193,3 +195,14 @@ def make_config(vocab_size: int, n_layer: int, n_embd: int, n_head: int, n_posit
                 layer_norm_epsilon=1e-5, activation_function="gelu_new", embd_pdrop=0.0, attn_pdrop=0.0,
                 resid_pdrop=0.0, initializer_range=0.02, tie_word_embeddings=True,
                 bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+
+
+def load_trained(weights_dir: str) -> GPT2LMHeadModel:
+    with open(os.path.join(weights_dir, "config.json"), "r", encoding="utf-8") as f:
+        cfg = json.load(f)
+    model = GPT2LMHeadModel(cfg)
+    state = torch.load(os.path.join(weights_dir, "weights.pt"), map_location="cpu")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or missing != ["lm_head.weight"]:  # lm_head is tied to wte and not stored
+        raise RuntimeError(f"weights.pt does not fit config.json: missing {missing}, unexpected {unexpected}")
+    return model.eval()

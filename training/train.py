@@ -111,12 +111,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="training/tiny-facts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=6000)
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", type=int, default=16)
     p.add_argument("--length", type=int, default=64)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--d-model", type=int, default=128, dest="d_model")
     p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--vocab", type=int, default=1024)
     p.add_argument("--threads", type=int, default=2)
@@ -165,6 +165,8 @@ def main(argv=None) -> int:
         opt.step()
         smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
         if step % 25 == 0 or step == a.steps - 1:
+            if step % 100 == 0:
+                print(f"step {step} loss {smooth:.4f} {time.time() - t0:.0f}s", flush=True)
             log["steps"].append(step)
             log["loss"].append(round(loss.item(), 5))
         if (step + 1) % a.probe_every == 0 or step == a.steps - 1:
