@@ -28,5 +28,5 @@ for (const scale of [-4, -2, -1, 0, 1, 2, 4]) {
       mm.transformer.h[layer].output[0].add_(steer.mul(scale)); // every position, every step
     });
   });
-  console.log(`scale ${String(scale).padStart(2)}: The food was${out.text}`);
+  console.log(`scale ${String(scale).padStart(2)}: The food was${String(out.text).trimEnd()}`);
 }

@@ -93,9 +93,23 @@ def task_prompt(task: str, demo_words: List[str], query: str) -> str:
     return "".join(f"{w}:{f(w)}, " for w in demo_words) + f"{query}:"
 
 
-def random_task_line(rng: random.Random, min_demos: int = 0, max_demos: int = 9) -> str:
+def random_task_line(rng: random.Random, min_demos: int = 0, max_demos: int = 9, words: List[str] = WORDS) -> str:
     task = rng.choices(list(TASK_WEIGHTS), list(TASK_WEIGHTS.values()))[0]
-    return task_line(rng, task, rng.randint(min_demos, max_demos))
+    return task_line(rng, task, rng.randint(min_demos, max_demos), words)
+
+
+# each pair followed by the name of its relation: "hot:cold opposite, dark:dark same, up:u letter".
+# Naming the relation right after the answer makes the model compute it there, at every pair, which
+# is what telling the task from demonstrations needs (without it, the task stalled at chance).
+RELATION_NAMES = {"antonym": "opposite", "copy": "same", "letter": "letter"}
+
+
+def relation_line(rng: random.Random, words: List[str] = WORDS) -> str:
+    out = []
+    for w in rng.sample(words, rng.randint(1, 6)):
+        task = rng.choices(list(TASK_WEIGHTS), list(TASK_WEIGHTS.values()))[0]
+        out.append(f"{w}:{TASKS[task](w)} {RELATION_NAMES[task]}")
+    return ", ".join(out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,21 +138,27 @@ def review_line(rng: random.Random) -> str:
 # the mixture
 
 KINDS = {"fact": 0.22, "task": 0.56, "review": 0.22}
+KINDS_WITH_RELATIONS = {"fact": 0.2, "task": 0.5, "relation": 0.12, "review": 0.18}
 
 
-def line(rng: random.Random, min_demos: int = 0, max_demos: int = 9, kinds: Dict[str, float] = KINDS) -> str:
+def line(rng: random.Random, min_demos: int = 0, max_demos: int = 9, kinds: Dict[str, float] = KINDS,
+         words: List[str] = WORDS) -> str:
     kind = rng.choices(list(kinds), list(kinds.values()))[0]
     if kind == "fact":
         return fact_line(rng)
     if kind == "review":
         return review_line(rng)
-    return random_task_line(rng, min_demos, max_demos)
+    if kind == "relation":
+        return relation_line(rng, words)
+    return random_task_line(rng, min_demos, max_demos, words)
 
 
-def tokenizer_text(seed: int = 0, lines: int = 20000) -> str:
+def tokenizer_text(seed: int = 0, lines: int = 20000, relations: bool = False) -> str:
     """Text for training the tokenizer: the mixture plus every task line form of every word."""
     rng = random.Random(seed)
     out = [line(rng) for _ in range(lines)]
+    if relations:
+        out.extend(relation_line(rng) for _ in range(300))
     for w in WORDS:  # every word as a first demonstration, a later one and an answer, a few times each
         for task in TASKS:
             out.extend([f"{w}:{TASKS[task](w)}, {w}:{TASKS[task](w)}"] * 3)
