@@ -30,7 +30,7 @@ EOS = "<|endoftext|>"
 # --------------------------------------------------------------------------------------------
 # tokenizer
 
-def train_tokenizer(seed: int, vocab_size: int, relations: bool = False):
+def train_tokenizer(seed: int, vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -38,9 +38,8 @@ def train_tokenizer(seed: int, vocab_size: int, relations: bool = False):
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(C.tokenizer_text(seed, relations=relations).split("\n"), trainer)
-    required = C.required_words() + ([" " + n for n in C.RELATION_NAMES.values()] if relations else [])
-    bad = [w for w in required if len(tok.encode(w).ids) != 1]
+    tok.train_from_iterator(C.tokenizer_text(seed).split("\n"), trainer)
+    bad = [w for w in C.required_words() if len(tok.encode(w).ids) != 1]
     if bad:
         raise RuntimeError(f"these words are not single tokens: {bad}")
     return tok
@@ -50,35 +49,23 @@ def train_tokenizer(seed: int, vocab_size: int, relations: bool = False):
 # batches: rows of whole lines joined by newlines, from position 0 (as a prompt is); some rows
 # start mid-review, so that "The food was" on its own is in distribution
 
-def make_row(rng: random.Random, tok, length: int, warm: bool, warm_words: List[str] = C.WORDS,
-             relations: bool = False) -> List[int]:
+def make_row(rng: random.Random, tok, length: int) -> List[int]:
     pieces = []
     if rng.random() < 0.1:
         review = C.review_line(rng)
         cuts = [i + 2 for i in range(len(review)) if review.startswith(". ", i)]
         pieces.append(review[rng.choice(cuts):] if cuts else review)
     while sum(len(p) for p in pieces) < length * 6:  # characters; more than enough tokens
-        if warm:
-            pieces.append(C.line(rng, 4, 9, WARM_RELATIONS if relations else WARM_KINDS, warm_words))
-        else:
-            pieces.append(C.line(rng, kinds=C.KINDS_WITH_RELATIONS if relations else C.KINDS))
+        pieces.append(C.line(rng))
     ids = tok.encode("\n".join(pieces)).ids
     if len(ids) < length + 1:
         raise RuntimeError("row too short; raise the character budget")
     return ids[:length + 1]
 
 
-def batch(seed: int, step: int, tok, rows: int, length: int, warm: bool, warm_words: List[str] = C.WORDS,
-          relations: bool = False) -> torch.Tensor:
+def batch(seed: int, step: int, tok, rows: int, length: int) -> torch.Tensor:
     rng = random.Random(seed * 1_000_003 + step)
-    return torch.tensor([make_row(rng, tok, length, warm, warm_words, relations) for _ in range(rows)],
-                        dtype=torch.long)
-
-
-# the warm-up (curriculum) mixture: mostly long task lines, so that telling the task from its
-# demonstrations pays off early
-WARM_KINDS = {"fact": 0.1, "task": 0.8, "review": 0.1}
-WARM_RELATIONS = {"fact": 0.1, "task": 0.6, "relation": 0.2, "review": 0.1}
+    return torch.tensor([make_row(rng, tok, length) for _ in range(rows)], dtype=torch.long)
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,28 +105,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Train the tiny-facts example model.")
     p.add_argument("--out", default="training/tiny-facts")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--length", type=int, default=64)
     p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--d-model", type=int, default=128, dest="d_model")
+    p.add_argument("--d-model", type=int, default=96, dest="d_model")
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--vocab", type=int, default=1024)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--curriculum", type=int, default=0, help="steps of the warm-up mixture first")
-    p.add_argument("--warm-pairs", type=int, default=len(C.ANTONYM_PAIRS), dest="warm_pairs",
-                   help="the curriculum's task lines use only the first N antonym pairs' words")
-    p.add_argument("--answer-weight", type=float, default=1.0, dest="answer_weight",
-                   help="loss weight of the tokens that follow a ':' (the in-context answers)")
-    p.add_argument("--relations", action="store_true", help="add relation-naming lines to the corpus")
+    p.add_argument("--threads", type=int, default=1, help="1 makes a run bit-reproducible on one machine")
     p.add_argument("--probe-every", type=int, default=250)
     a = p.parse_args(argv)
 
     torch.set_num_threads(a.threads)
     os.makedirs(a.out, exist_ok=True)
-    tok = train_tokenizer(a.seed, a.vocab, a.relations)
+    tok = train_tokenizer(a.seed, a.vocab)
     tok.save(os.path.join(a.out, "tokenizer.json"))
     eos = tok.token_to_id(EOS)
     cfg = make_config(tok.get_vocab_size(), a.layers, a.d_model, a.heads, a.length, eos)
@@ -164,21 +145,14 @@ def main(argv=None) -> int:
     print(f"vocab {cfg['vocab_size']}, {n_params / 1e6:.2f}M parameters, {a.steps} steps of "
           f"{a.batch}x{a.length}", flush=True)
     log = {"args": vars(a), "params": n_params, "steps": [], "loss": [], "probes": []}
-    colon = tok.token_to_id(":")
-    warm_words = [w for pair in C.ANTONYM_PAIRS[:a.warm_pairs] for w in pair]
     t0 = time.time()
     smooth = None
     for step in range(a.steps):
-        x = batch(a.seed, step, tok, a.batch, a.length, step < a.curriculum, warm_words, a.relations)
+        x = batch(a.seed, step, tok, a.batch, a.length)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         logits = model.train_logits(x[:, :-1])
-        per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="none")
-        if a.answer_weight != 1.0:  # the in-context answers (the token after each ":") weigh more
-            w = torch.where(x[:, :-1].reshape(-1) == colon, a.answer_weight, 1.0)
-            loss = (per_token * w).sum() / w.sum()
-        else:
-            loss = per_token.mean()
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="none").mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
