@@ -22,7 +22,7 @@ const mean = async (texts: string[]) => {
 };
 const steer = (await mean(positive)).sub(await mean(negative));
 console.log(`steering vector: layer ${layer}, norm ${steer.norm().item().toFixed(2)}`);
-for (const scale of [-4, -2, -1, 0, 1, 2, 4]) {
+for (const scale of [-2, -1, 0, 1, 2]) {
   const out = await model.generate('The food was', { maxNewTokens: 12, stop: ['\n'] }, (m, gen) => {
     gen.all((mm) => {
       mm.transformer.h[layer].output[0].add_(steer.mul(scale)); // every position, every step

@@ -190,21 +190,29 @@ result = new`);
   });
 
   it("5: the logit lens: the right city's probability rises across layers to >= 0.5 at the last", async () => {
-    for (const [landmark, city] of P.landmarks) {
-      const ids = tok(fact(landmark));
-      const cid = one(` ${city}`);
-      const lens = await model.trace(ids, (m) =>
-        m.transformer.h.map((b: any) => m.lm_head(m.transformer.ln_f(b.output[0])).index('0, -1').softmax(-1).index(`${cid}`)),
-      );
-      const ref = oracle<any[]>(`acts = []
-for b in model.transformer.h: b.register_forward_hook(lambda mod, i, o: acts.append(o[0]))
-model(*batch_inputs([${py(ids)}]))
-result = [model.lm_head(model.transformer.ln_f(a))[0, -1].softmax(-1)[${cid}] for a in acts]`);
-      lens.forEach((t: Tensor, L: number) => expectClose(t, ref[L], 1e-5, 1e-4));
-      const p = lens.map((t: Tensor) => t.item());
-      expect(p[p.length - 1], `${city} at the last layer`).toBeGreaterThanOrEqual(0.5);
+    const prompts = P.landmarks.map(([l]) => tok(fact(l)));
+    const cities = P.landmarks.map(([, c]) => one(` ${c}`));
+    const lens = await Promise.all(
+      prompts.map((ids, i) =>
+        model.trace(ids, (m) =>
+          m.transformer.h.map((b: any) => m.lm_head(m.transformer.ln_f(b.output[0])).index('0, -1').softmax(-1).index(`${cities[i]}`)),
+        ),
+      ),
+    );
+    const ref = oracle<any[][]>(`out = []
+for ids, cid in zip(${py(prompts)}, ${py(cities)}):
+    acts = []
+    hs = [b.register_forward_hook(lambda mod, i, o: acts.append(o[0])) for b in model.transformer.h]
+    model(*batch_inputs([ids]))
+    for x in hs: x.remove()
+    out.append([model.lm_head(model.transformer.ln_f(a))[0, -1].softmax(-1)[cid] for a in acts])
+result = out`);
+    lens.forEach((layers, i) => {
+      layers.forEach((t: Tensor, L: number) => expectClose(t, ref[i][L], 1e-5, 1e-4));
+      const p = layers.map((t: Tensor) => t.item());
+      expect(p[p.length - 1], `${P.landmarks[i][1]} at the last layer`).toBeGreaterThanOrEqual(0.5);
       expect(p[p.length - 1]).toBeGreaterThan(p[0]);
-    }
+    });
   });
 
   it('6: cross-prompt sharing: two invokes in one forward carry the clean city across', async () => {
