@@ -1,66 +1,56 @@
-// Tutorial 2: activation patching, then a per-layer patching sweep, then a layer x position
-// sweep drawn as a heatmap (plots/patching-sweep.svg).
-// Run: npx tsx examples/02-patching.ts [model-dir]
+// Tutorial 2: activation patching. The clean run's last position, copied into the corrupted run
+// layer by layer: from which layer on does the corrupted prompt answer the clean city? Then a
+// layer x position sweep drawn as a heatmap (plots/patching-sweep.svg).
+// Run: npx tsx examples/02-patching.ts [model-dir]   (default: models/tiny-facts)
 import { LanguageModel } from '../src/index.js';
 import { heatmap, writePlot } from '../src/plot.js';
 
-const dir = process.argv[2] ?? 'models/gpt2';
+const dir = process.argv[2] ?? 'models/tiny-facts';
 await using model = await LanguageModel.load(dir);
-const clean = model.tokenizer.encode('The Eiffel Tower is in the city of Paris');
-const corrupted = model.tokenizer.encode('The Colosseum is in the city of Paris');
-const n = Math.min(clean.length, corrupted.length);
-const [c, k] = [clean.slice(-n), corrupted.slice(-n)]; // same length, aligned at the end
-const answer = c[c.length - 1];
-
-// patch layer 8's residual stream from the clean run into the corrupted run
-const cleanAct = await model.trace(c, (m) => m.transformer.h[8].output[0]);
-const patched = await model.trace(k, (m) => {
-  m.transformer.h[8].output[0].copy_(cleanAct); // nnsight: output[0][:] = clean
-  return m.output.logits;
-});
-console.log('patched logits', patched.shape);
+const clean = model.tokenizer.encode('The Eiffel Tower is in the city of');
+const corrupted = model.tokenizer.encode('The Colosseum is in the city of');
+const [paris, rome] = [' Paris', ' Rome'].map((w) => model.tokenizer.encode(w)[0]);
+const word = (id: number) => JSON.stringify(model.tokenizer.decode([id]));
 
 // the sweep: each layer's last position, one session (one request, values stay native)
-const scores = await model.session((s) => {
-  const acts = s.trace(c.slice(0, -1), (m) => m.transformer.h.map((b: any) => b.output[0]));
+const sweep = await model.session((s) => {
+  const acts = s.trace(clean, (m) => m.transformer.h.map((b: any) => b.output[0].index(':, -1')));
   return acts.map((act: any, layer: number) =>
-    s.trace(k.slice(0, -1), (m) => {
-      m.transformer.h[layer].output[0].index(':, -1').copy_(act.index(':, -1'));
-      return m.output.logits.index('0, -1').logSoftmax(-1).index(`${answer}`);
+    s.trace(corrupted, (m) => {
+      m.transformer.h[layer].output[0].index(':, -1').copy_(act);
+      return m.output.logits.index('0, -1').softmax(-1);
     }),
   );
 });
-console.log(`log p(${JSON.stringify(model.tokenizer.decode([answer]))}) with the clean last position patched in, per layer:`);
-scores.forEach((t, layer) => console.log(`  layer ${String(layer).padStart(2)}: ${t.item().toFixed(4)}`));
+const plain = await model.trace(corrupted, (m) => m.output.logits.index('0, -1').softmax(-1));
+const row = (p: typeof plain) => `p(Paris) ${p.index(`${paris}`).item().toFixed(3)}  p(Rome) ${p.index(`${rome}`).item().toFixed(3)}  top-1 ${word(p.argmax().item())}`;
+console.log('"The Colosseum is in the city of", the last position patched from "The Eiffel Tower ..."');
+console.log(`  not patched: ${row(plain)}`);
+sweep.forEach((p, layer) => console.log(`  layer ${layer}:     ${row(p)}`));
 
-// the layer x position sweep: for each of the last 4 positions and each layer, the clean
-// activation at that position patched into the corrupted run; then a heatmap of log p(answer),
-// centered at the corrupted run's own log p (red: patching there brings the answer back)
-const prompt = { clean: c.slice(0, -1), corrupted: k.slice(0, -1) };
-const first = Math.max(0, prompt.corrupted.length - 4);
-const positions = Array.from({ length: prompt.corrupted.length - first }, (_, i) => first + i);
+// layer x position: the corrupted run's positions 1.. (aligned with the clean run from the end,
+// so "Colosseum" faces "Tower"), each patched alone; the cell is p(Paris)
+const offset = clean.length - corrupted.length;
+const positions = Array.from({ length: corrupted.length - 1 }, (_, i) => i + 1);
 const grid = await model.session((s) => {
-  const acts = s.trace(prompt.clean, (m) => m.transformer.h.map((b: any) => b.output[0]));
-  const baseline = s.trace(prompt.corrupted, (m) => m.output.logits.index('0, -1').logSoftmax(-1).index(`${answer}`));
-  const sweep = acts.map((act: any, layer: number) =>
+  const acts = s.trace(clean, (m) => m.transformer.h.map((b: any) => b.output[0]));
+  return acts.map((act: any, layer: number) =>
     positions.map((p) =>
-      s.trace(prompt.corrupted, (m) => {
-        m.transformer.h[layer].output[0].index(`:, ${p}`).copy_(act.index(`:, ${p}`));
-        return m.output.logits.index('0, -1').logSoftmax(-1).index(`${answer}`);
+      s.trace(corrupted, (m) => {
+        m.transformer.h[layer].output[0].index(`:, ${p}`).copy_(act.index(`:, ${p + offset}`));
+        return m.output.logits.index('0, -1').softmax(-1).index(`${paris}`);
       }),
     ),
   );
-  return { baseline, sweep };
 });
-const svg = heatmap(
-  grid.sweep.map((row) => row.map((t) => t.item())),
-  {
-    title: `log p(${JSON.stringify(model.tokenizer.decode([answer]))}), clean activation patched in`,
-    rowLabels: grid.sweep.map((_, layer) => String(layer)),
-    colLabels: positions.map((p) => `${p} ${JSON.stringify(model.tokenizer.decode([prompt.corrupted[p]]))}`),
-    yLabel: 'layer',
-    xLabel: 'position',
-    center: grid.baseline.item(),
-  },
-);
-console.log(`patching sweep (layer x position, log p; corrupted run ${grid.baseline.item().toFixed(4)}): ${writePlot('plots/patching-sweep.svg', svg)}`);
+const values = grid.map((r) => r.map((t) => t.item()));
+const svg = heatmap(values, {
+  title: 'p(" Paris") for "The Colosseum is in the city of", one clean position patched in',
+  rowLabels: values.map((_, layer) => String(layer)),
+  colLabels: positions.map((p) => word(corrupted[p])),
+  yLabel: 'layer',
+  xLabel: 'patched position (corrupted prompt)',
+  colorScale: 'sequential',
+  valueFormat: (v) => v.toFixed(2),
+});
+console.log(`layer x position sweep: ${writePlot('plots/patching-sweep.svg', svg)}`);

@@ -1,8 +1,10 @@
 // The seed tutorials on both example architectures, each against the eager PyTorch oracle
-// (forward hooks doing the same intervention on the same weights).
+// (forward hooks doing the same intervention on the same weights); then the examples as shipped.
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { LanguageModel, Tensor } from '../src/index.js';
-import { ARCHS, MODELS, expectClose, oracle, py, type Arch } from './helpers.js';
+import { ARCHS, MODELS, ROOT, childEnv, expectClose, oracle, py, type Arch } from './helpers.js';
 
 const PATHS = {
   gpt2: { layers: 'transformer.h', norm: 'transformer.ln_f', pyLayers: 'model.transformer.h', pyNorm: 'model.transformer.ln_f' },
@@ -187,5 +189,65 @@ result = out`);
       expectClose(t.values, ref[i][0]);
       expect(Array.from(t.indices.data(), Number)).toEqual(ref[i][1].data);
     });
+  });
+});
+
+// The tutorials as shipped (examples/, what the README shows): each runs on its default model, the
+// trained models/tiny-facts, and prints the phenomenon it is about. The numbers themselves are
+// checked against the eager oracle in tiny-facts.test.ts; here, that the scripts say the same.
+describe('examples/ on models/tiny-facts', () => {
+  const run = (name: string): string => {
+    const r = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'tsx', 'dist', 'cli.mjs'), join('examples', name)], {
+      cwd: ROOT,
+      env: childEnv(),
+      encoding: 'utf8',
+      timeout: 300_000,
+    });
+    if (r.status !== 0) throw new Error(`examples/${name} failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
+    return r.stdout;
+  };
+
+  it('01: every landmark answers its city', () => {
+    const out = run('01-activations.ts');
+    expect(out).toMatch(/"\sParis"\s+p=0\.\d+/);
+    expect(out).toContain('20/20 right');
+  });
+
+  it('02: patching the last position flips Rome to Paris at a layer before the last', () => {
+    const out = run('02-patching.ts');
+    expect(out).toMatch(/not patched: .*top-1 " Rome"/);
+    const layers = [...out.matchAll(/layer (\d+): .*top-1 "([^"]*)"/g)].map((m) => [Number(m[1]), m[2]] as const);
+    const last = Math.max(...layers.map(([l]) => l));
+    expect(layers.some(([l, w]) => l < last && w === ' Paris')).toBe(true);
+  });
+
+  it('03: the shared last position answers the clean city', () => {
+    const out = run('03-cross-prompt.ts');
+    expect(out).toMatch(/"The Colosseum is in the city of" -> " Rome"/);
+    expect(out).toMatch(/last position from "The Eiffel Tower is in the city of" -> " Paris"/);
+  });
+
+  it('04: the function vector table', () => {
+    const out = run('04-sessions.ts');
+    const m = out.match(/five-shot ([\d.]+), zero-shot ([\d.]+), zero-shot \+ function vector ([\d.]+)/);
+    expect(m).not.toBeNull();
+    const [few, zero, fv] = m!.slice(1).map(Number);
+    expect(few).toBeGreaterThanOrEqual(0.8);
+    expect(zero).toBeLessThanOrEqual(0.4);
+    expect(fv).toBeGreaterThanOrEqual(0.5);
+  });
+
+  it('05: steering turns "The food was" by the sign of the scale', () => {
+    const out = run('05-steering.ts');
+    const first = (scale: number) => out.match(new RegExp(`scale +${scale}: The food was (\\w+)`))?.[1];
+    expect(['wonderful', 'delicious', 'great', 'excellent', 'friendly', 'amazing', 'perfect', 'lovely', 'fantastic', 'fresh']).toContain(first(2));
+    expect(['terrible', 'awful', 'bland', 'rude', 'horrible', 'disgusting', 'slow', 'dirty', 'stale', 'boring']).toContain(first(-2));
+  });
+
+  it('06: the logit lens ends on the right city for every landmark', () => {
+    const out = run('06-logit-lens.ts');
+    const rows = [...out.matchAll(/^ {2}(\w+) +((?:[\d.]+ {2})*[\d.]+)$/gm)].map((m) => m[2].split(/ +/).map(Number));
+    expect(rows.length).toBe(20);
+    rows.forEach((p) => expect(p[p.length - 1]).toBeGreaterThanOrEqual(0.5));
   });
 });
