@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Exports the seeded example models into models/ with Debian's python3 (torch 1.13).
+# Exports the seeded example models (random weights, for tests and benchmarks of architectures
+# and sizes) and the trained tiny-facts model of the tutorials into models/, with Debian's
+# python3 (torch 1.13), so both addons load them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${TORCHSIGHT_PYTHON:-/usr/bin/python3}"
@@ -10,3 +12,5 @@ for arch in gpt2 llama; do
     "$PY" -m torchsight_testing.examples --arch "$arch" --out "models/$arch"
   fi
 done
+# the trained example model of the tutorials (from committed weights; no training)
+bash scripts/make-tiny-facts.sh

@@ -42,9 +42,9 @@ function runPython(python: string, args: string[], input?: string): string {
   return r.stdout;
 }
 
-/** The eager model of models/tiny-facts (torchsight_export.oracle: model, torch, batch_inputs in scope). */
+/** The eager model of models/tiny-facts (torchsight_testing.oracle: model, torch, batch_inputs in scope). */
 function oracle<T = any>(code: string): T {
-  return JSON.parse(runPython(PYTHON, ['-m', 'torchsight_export.oracle'], JSON.stringify({ model: DIR, code }))) as T;
+  return JSON.parse(runPython(PYTHON, ['-m', 'torchsight_testing.oracle'], JSON.stringify({ model: DIR, code }))) as T;
 }
 
 const argmaxRows = (t: Tensor): number[] => Array.from(t.argmax(-1).data(), Number);

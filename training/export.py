@@ -32,7 +32,7 @@ def export(weights_dir: str, out: str) -> dict:
     manifest = export_model(model, out, tokenizer=os.path.join(weights_dir, "tokenizer.json"),
                             example_text=EXAMPLE_TEXT, architecture="GPT2LMHeadModel", config=cfg,
                             special_tokens={"bos": eos, "eos": eos, "pad": eos})
-    # for the oracle (torchsight_export.oracle): the example GPT-2 class has the same names and math
+    # for the oracle (torchsight_testing.oracle): the example GPT-2 class has the same names and math
     torch.save(model.state_dict(), os.path.join(out, "eager_state.pt"))
     with open(os.path.join(out, "eager_model.json"), "w", encoding="utf-8") as f:
         json.dump({"arch": "gpt2", "seed": 0, "config": cfg}, f, indent=1)
