@@ -138,15 +138,45 @@ export interface GenerateResult {
 /** What generate() resolves to: the result plus fn's return value with proxies replaced. */
 export type GenerateOutput<R> = GenerateResult & (R extends object ? Resolved<R> : object);
 
+/** What recording a generation needs of its model (runtime.ts's ModelRecorder). */
+export interface GenerationRecorder extends RecordingHost {
+  readonly maxPositions: number;
+  recordNew<R>(record: (graph: Graph) => R): { graph: Graph; result: R };
+  recordTrace<T, R>(graph: Graph, input: TraceInput | ((tracer: Tracer<T>) => R), fn?: (m: EnvoyOf<T>, tracer: Tracer<T>) => R): R;
+}
+
 /** What a local generation needs of its model (runtime.ts's ModelRuntime). */
-export interface GenerationHost extends RecordingHost {
+export interface GenerationHost extends GenerationRecorder {
   readonly dir: string;
   readonly native: NativeModel;
   readonly queue: RequestQueue;
   readonly padId: number;
-  readonly maxPositions: number;
-  recordNew<R>(record: (graph: Graph) => R): { graph: Graph; result: R };
-  recordTrace<T, R>(graph: Graph, input: TraceInput | ((tracer: Tracer<T>) => R), fn?: (m: EnvoyOf<T>, tracer: Tracer<T>) => R): R;
+}
+
+/**
+ * Records a generation's graph (fn's step-0 interventions and gen.all/gen.iter) and checks that
+ * the longest prompt plus maxNewTokens fits the model: what a local and a remote generation share.
+ */
+export function recordGeneration<T, R>(host: GenerationRecorder, input: TraceInput, options: GenerateOptions, fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R) {
+  validateGenerateOptions(options);
+  const maxNewTokens = options.maxNewTokens ?? 20;
+  const stops = normalizeStops(host, options.stop);
+  const { graph, result } = host.recordNew((g) =>
+    host.recordTrace<T, R | undefined>(g, input, (m) => (fn ? fn(m, new GenerationScope<T>(g, m, maxNewTokens)) : undefined)),
+  );
+  const longest = Math.max(...graph.rowsOf(0).map((r) => r.ids.length));
+  const maxPos = host.maxPositions;
+  if (maxPos && longest + maxNewTokens > maxPos)
+    throw new Error(`generate: the prompt (${longest} tokens) plus maxNewTokens (${maxNewTokens}) exceeds the model's ${maxPos} positions`);
+  const sampling = {
+    maxNewTokens,
+    temperature: options.temperature ?? 0,
+    topK: options.topK ?? 0,
+    topP: options.topP ?? 1,
+    seed: options.seed ?? Math.floor(Math.random() * 2 ** 32),
+    stopIds: stops.ids,
+  };
+  return { graph, result, stops, sampling, useCache: options.useCache ?? true };
 }
 
 // models already warned that they have no key/value-cache graph (once per model)
@@ -159,22 +189,13 @@ export async function generate<T, R extends object | void>(
   options: GenerateOptions,
   fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R,
 ): Promise<GenerateOutput<R>> {
-  validateGenerateOptions(options);
+  options.signal?.throwIfAborted();
   const { signal } = options;
-  signal?.throwIfAborted();
-  const maxNewTokens = options.maxNewTokens ?? 20;
   const nm = rt.native;
-  const stops = normalizeStops(rt, options.stop);
   const single = typeof input === 'string' || (Array.isArray(input) && input.every((x) => typeof x === 'number'));
-  const { graph, result } = rt.recordNew((g) =>
-    rt.recordTrace<T, R | undefined>(g, input, (m) => (fn ? fn(m, new GenerationScope<T>(g, m, maxNewTokens)) : undefined)),
-  );
+  const { graph, result, stops, sampling, useCache } = recordGeneration<T, R>(rt, input, options, fn);
+  const { maxNewTokens } = sampling;
   const rows = graph.rowsOf(0);
-  const longest = Math.max(...rows.map((r) => r.ids.length));
-  const maxPos = rt.maxPositions;
-  if (maxPos && longest + maxNewTokens > maxPos)
-    throw new Error(`generate: the prompt (${longest} tokens) plus maxNewTokens (${maxNewTokens}) exceeds the model's ${maxPos} positions`);
-  const useCache = options.useCache ?? true;
   if (useCache && !nm.hasCache && !warnedNoCache.has(rt)) {
     warnedNoCache.add(rt);
     process.emitWarning(`${rt.dir} has no key/value-cache graph (step.pt): generate() recomputes the whole sequence at every step, which is slower`, 'TorchsightWarning');
@@ -211,16 +232,7 @@ export async function generate<T, R extends object | void>(
     }
   };
   const request = { ...graph.request(nm), cancel };
-  const genOptions = {
-    maxNewTokens,
-    temperature: options.temperature ?? 0,
-    topK: options.topK ?? 0,
-    topP: options.topP ?? 1,
-    seed: options.seed ?? Math.floor(Math.random() * 2 ** 32),
-    stopIds: stops.ids,
-    padId: rt.padId,
-    useCache,
-  };
+  const genOptions = { ...sampling, padId: rt.padId, useCache };
   const needEvents = !!options.onToken || !!options.onProgress || stops.strings.length > 0;
   const start = () => nm.generate(request, genOptions, needEvents ? onStep : undefined);
   const raw = await rt.queue.run({ signal, cancel, explain: (m) => graph.explain(m) }, start, (r) => r).catch((e) => {

@@ -10,7 +10,7 @@ import { markSaved } from '../trace/proxy.js';
 import { recordSession, type Session } from '../trace/session.js';
 import type { Tracer } from '../trace/tracer.js';
 import type { EnvoyOf } from '../trace/types.js';
-import { GenerationScope, normalizeStops, validateGenerateOptions, type GenerateOptions } from '../generate.js';
+import { recordGeneration, type GenerationScope, type GenerateOptions } from '../generate.js';
 import type { RequestKind, WireGenOptions, WireRequest, WireResult } from './envelope.js';
 
 /** A recorded request: what to send, how to word the server's errors, how to read its answer. */
@@ -60,26 +60,8 @@ export function recordGenerateRequest<T, R>(
   options: GenerateOptions,
   fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R,
 ): Recorded<RecordedGeneration<R>> & { stopStrings: string[] } {
-  validateGenerateOptions(options);
-  const maxNewTokens = options.maxNewTokens ?? 20;
-  const stops = normalizeStops(host, options.stop);
-  const { graph, result } = host.recordNew((g) =>
-    host.recordTrace<T, R | undefined>(g, input, (m) => (fn ? fn(m, new GenerationScope<T>(g, m, maxNewTokens)) : undefined)),
-  );
-  const longest = Math.max(...graph.rowsOf(0).map((r) => r.ids.length));
-  const maxPos = host.maxPositions;
-  if (maxPos && longest + maxNewTokens > maxPos)
-    throw new Error(`generate: the prompt (${longest} tokens) plus maxNewTokens (${maxNewTokens}) exceeds the model's ${maxPos} positions`);
-  const gen: WireGenOptions = {
-    maxNewTokens,
-    temperature: options.temperature ?? 0,
-    topK: options.topK ?? 0,
-    topP: options.topP ?? 1,
-    seed: options.seed ?? Math.floor(Math.random() * 2 ** 32),
-    stopIds: stops.ids,
-    stopStrings: stops.strings,
-    useCache: options.useCache ?? true,
-  };
+  const { graph, result, stops, sampling, useCache } = recordGeneration<T, R>(host, input, options, fn);
+  const gen: WireGenOptions = { ...sampling, stopStrings: stops.strings, useCache };
   const r = recorded<Resolved<R>>('generate', host, graph, result, gen);
   return {
     ...r,
