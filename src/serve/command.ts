@@ -13,7 +13,8 @@ export const SERVE_USAGE = `usage: torchsight serve <model-dir>[=<name>] [more d
   --port P               port (default 8080; 0 picks a free one)
   --keys FILE            API keys (torchsight keys add FILE <name>); without it only loopback, no keys
   --device D             cpu | cuda | cuda:N (default: cuda when available)
-  --threads N            torch intra-op threads (default: libtorch's, one per core)
+  --threads N            torch intra-op threads (default: libtorch's, one per core); on few
+                         cores under load, OPENBLAS_NUM_THREADS=1 in the environment helps too
   --max-queue N          requests waiting, all models (default ${DEFAULT_LIMITS.maxQueue})
   --max-nodes N          graph nodes per request (default ${DEFAULT_LIMITS.maxNodes})
   --max-request-bytes N  request body (default ${DEFAULT_LIMITS.maxRequestBytes})
