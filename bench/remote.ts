@@ -28,6 +28,13 @@ export interface RemoteBenchOptions {
   batchWindowMs?: number;
   /** tokens per trace (default 16, as bench/run.ts's tiny model) */
   tokens?: number;
+  /**
+   * OPENBLAS_NUM_THREADS of the server the batching rounds run on (default 1). On 2 cores a
+   * server under concurrent load spends its batching gain on OpenBLAS's threads contending with
+   * the forward, the JS thread and the clients: measured here, server CPU per request 5.0 ms
+   * batched with BLAS at 2 threads against 2.3 ms with 1 (4.6 and 5.3 ms serial).
+   */
+  batchingBlasThreads?: number;
 }
 
 export interface RemoteBenchResult {
@@ -74,12 +81,12 @@ interface Server {
 }
 
 /** Starts `torchsight serve` on the tiny model, port 0, in a child process. */
-async function startServer(threads: number, batchWindowMs?: number): Promise<Server> {
+async function startServer(threads: number, batchWindowMs?: number, env: NodeJS.ProcessEnv = {}): Promise<Server> {
   const args = ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'serve', TINY, '--port', '0', '--device', 'cpu', '--log-level', 'warn'];
   // the server's torch threads as the local side's, so the difference is the remote path alone
   args.push('--threads', String(threads));
   if (batchWindowMs !== undefined) args.push('--batch-window-ms', String(batchWindowMs));
-  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
   const url = await new Promise<string>((resolve, reject) => {
@@ -120,10 +127,12 @@ export async function benchRemote(opts: RemoteBenchOptions = {}): Promise<Remote
   const threads = opts.threads ?? Number(process.env.BENCH_THREADS ?? 1);
   const tokens = opts.tokens ?? 16;
   setNumThreads(threads);
-  const server = await startServer(threads, opts.batchWindowMs);
+  const blas = opts.batchingBlasThreads ?? 1;
+  // the overhead's server: as the local side (OpenBLAS at its default) so the forward costs alike
+  let server = await startServer(threads, opts.batchWindowMs);
   const local = await LanguageModel.load(TINY, { device: 'cpu' });
   try {
-    const remote = await LanguageModel.remote(server.url, 'gpt2', { quiet: true });
+    let remote = await LanguageModel.remote(server.url, 'gpt2', { quiet: true });
     const ids = seededIds(tokens, local.tokenizer.vocabSize - 1, 7);
     const d = Number((local.config as { n_embd: number }).n_embd);
     const patch = Tensor.from(Array.from({ length: d }, (_, i) => Math.cos(i) * 0.01));
@@ -161,11 +170,22 @@ export async function benchRemote(opts: RemoteBenchOptions = {}): Promise<Remote
     }
     const diffs = remoteMs.map((r, i) => r - localMs[i]);
 
-    // batching: serial remote throughput, then 16 clients at once, in alternating rounds
+    const n = perClient * clients;
+    // serial throughput on this server too, for reference
+    const t1 = await timed(async () => {
+      for (let i = 0; i < n; i++) await trace12(remote);
+    });
+    const rpsSerialBlasDefault = (n / t1) * 1000;
+
+    // batching, on a server with OpenBLAS at `blas` threads: serial remote throughput, then 16
+    // clients at once, in alternating rounds
+    await server.stop();
+    server = await startServer(threads, opts.batchWindowMs, { OPENBLAS_NUM_THREADS: String(blas) });
+    remote = await LanguageModel.remote(server.url, 'gpt2', { quiet: true });
+    for (let i = 0; i < 20; i++) await trace12(remote);
     const serialRps: number[] = [];
     const concurrentRps: number[] = [];
     const before = batchSizes(await server.metrics());
-    const n = perClient * clients;
     for (let r = 0; r < rounds; r++) {
       let t = await timed(async () => {
         for (let i = 0; i < n; i++) await trace12(remote);
@@ -216,6 +236,8 @@ export async function benchRemote(opts: RemoteBenchOptions = {}): Promise<Remote
         rounds,
         clients,
         requests_per_round: n,
+        batching_server_openblas_threads: blas,
+        rps_serial_openblas_default: rpsSerialBlasDefault,
         local_trace12_ms: median(localMs),
         remote_trace12_ms: median(remoteMs),
         speedup_interval: medianInterval(speedups),
