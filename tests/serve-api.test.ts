@@ -222,6 +222,12 @@ describe('errors', () => {
     }
     // health stays open (a proxy's or systemd's liveness check)
     expect((await raw('/v1/health', { headers: { 'x-forwarded-for': '203.0.113.7' } })).status).toBe(200);
+    // streamed answers tell nginx not to buffer them
+    const job = await client.submit('gpt2', 'trace', await encodeRequest(recordTrace(model, 'Hi', (m: any) => m.output.logits).request), { blocking: false, quiet: true });
+    const events = await raw(`/v1/jobs/${job.id}/events`);
+    expect(events.headers.get('content-type')).toMatch(/application\/x-ndjson/);
+    expect(events.headers.get('x-accel-buffering')).toBe('no');
+    await events.text();
   });
 
   it('413 for a body over the limit (by Content-Length, before reading it) and a result over the limit', async () => {
