@@ -168,6 +168,68 @@ describe('errors', () => {
     expect(await client.job('nosuchjob').status().catch((e) => e)).toMatchObject({ status: 404, code: 'no_job' });
   });
 
+  it('prototype pollution: __proto__ and constructor keys are refused, op names on the prototype are unknown ops', async () => {
+    const good = await encodeRequest(recordTrace(model, 'Hello', (m: any) => m.output.logits).request);
+    const jsonBytes = Buffer.from(good.buffer, good.byteOffset).readUInt32LE(8);
+    const envelope = JSON.parse(Buffer.from(good.subarray(16, 16 + jsonBytes)).toString('utf8'));
+    // the same real request with a poisoned JSON part (top level and nested), length fixed up
+    const poisoned = (mutate: (text: string) => string) => {
+      const j = Buffer.from(mutate(JSON.stringify(envelope)), 'utf8');
+      const out = Buffer.concat([Buffer.from(good.subarray(0, 16)), j, Buffer.from(good.subarray(16 + jsonBytes))]);
+      out.writeUInt32LE(j.length, 8);
+      return new Uint8Array(out);
+    };
+    const attacks = [
+      poisoned((t) => t.replace('{', '{"__proto__":{"polluted":1},')),
+      poisoned((t) => t.replace('{', '{"constructor":{"prototype":{"polluted":1}},')),
+      poisoned((t) => t.replace('"graph":{', '"graph":{"__proto__":{"polluted":1},')),
+      poisoned((t) => t.replace(/"traces":\[\{/, '"traces":[{"__proto__":{"polluted":1},')),
+    ];
+    for (const body of attacks) {
+      const err = (await client.submit('gpt2', 'trace', body).catch((e) => e)) as RemoteError;
+      expect(err).toMatchObject({ status: 400 });
+      expect(err.message).toMatch(/additional properties/);
+    }
+    // a plain JSON body with a poisoned key: fastify's parser refuses it, nothing 5xx
+    for (const text of ['{"__proto__":{"polluted":1}}', '{"constructor":{"prototype":{"polluted":1}}}']) {
+      const res = await raw('/v1/models/gpt2/trace', { method: 'POST', body: text, headers: { 'content-type': 'application/json' } });
+      expect(res.status).toBeGreaterThanOrEqual(400);
+      expect(res.status).toBeLessThan(500);
+    }
+    // an op named after an Object.prototype member is an unknown op, not a function found on the prototype
+    for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      const rec = recordTrace(model, 'Hello', (m: any) => m.transformer.h[0].output[0].softmax(-1));
+      const strings = rec.request.graph.strings;
+      const at = strings.indexOf('softmax');
+      expect(at).toBeGreaterThanOrEqual(0);
+      strings[at] = name;
+      const err = (await client.submit('gpt2', 'trace', await encodeRequest(rec.request)).catch((e) => e)) as RemoteError;
+      expect(err).toMatchObject({ status: 400, code: 'bad_graph' });
+      expect(err.message).toMatch(/unknown op/);
+    }
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect(Object.prototype).not.toHaveProperty('polluted');
+    // and the server still serves
+    expect(await remoteTrace(client, model, 'Hello', (m: any) => m.output.logits)).toBeInstanceOf(Tensor);
+  });
+
+  it('without keys, a request forwarded by a proxy on this machine is refused though it comes from loopback', async () => {
+    expect((await raw('/v1/models')).status).toBe(200);
+    for (const h of [{ 'x-forwarded-for': '203.0.113.7' }, { forwarded: 'for=203.0.113.7' }, { 'x-real-ip': '203.0.113.7' }]) {
+      const res = await raw('/v1/models', { headers: h });
+      expect(res.status).toBe(403);
+      expect((await res.json()).error.message).toMatch(/forwarded by a proxy: serve with --keys/);
+    }
+    // health stays open (a proxy's or systemd's liveness check)
+    expect((await raw('/v1/health', { headers: { 'x-forwarded-for': '203.0.113.7' } })).status).toBe(200);
+    // streamed answers tell nginx not to buffer them
+    const job = await client.submit('gpt2', 'trace', await encodeRequest(recordTrace(model, 'Hi', (m: any) => m.output.logits).request), { blocking: false, quiet: true });
+    const events = await raw(`/v1/jobs/${job.id}/events`);
+    expect(events.headers.get('content-type')).toMatch(/application\/x-ndjson/);
+    expect(events.headers.get('x-accel-buffering')).toBe('no');
+    await events.text();
+  });
+
   it('413 for a body over the limit (by Content-Length, before reading it) and a result over the limit', async () => {
     const small = await serveGpt2({ limits: { maxRequestBytes: 4096, maxResultBytes: 2048 } });
     try {

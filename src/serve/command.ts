@@ -3,6 +3,7 @@
 // requests, finishes the running ones and exits.
 import { basename, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { native } from '../native.js';
 import { KeyRing } from './keys.js';
 import { loadServedModel, type ServedModel } from './runner.js';
 import { DEFAULT_LIMITS, isLoopback, startServer, type Limits } from './server.js';
@@ -12,6 +13,8 @@ export const SERVE_USAGE = `usage: torchsight serve <model-dir>[=<name>] [more d
   --port P               port (default 8080; 0 picks a free one)
   --keys FILE            API keys (torchsight keys add FILE <name>); without it only loopback, no keys
   --device D             cpu | cuda | cuda:N (default: cuda when available)
+  --threads N            torch intra-op threads (default: libtorch's, one per core); on few
+                         cores under load, OPENBLAS_NUM_THREADS=1 in the environment helps too
   --max-queue N          requests waiting, all models (default ${DEFAULT_LIMITS.maxQueue})
   --max-nodes N          graph nodes per request (default ${DEFAULT_LIMITS.maxNodes})
   --max-request-bytes N  request body (default ${DEFAULT_LIMITS.maxRequestBytes})
@@ -39,6 +42,7 @@ export async function serveCommand(args: string[]): Promise<number> {
       port: { type: 'string', default: '8080' },
       keys: { type: 'string' },
       device: { type: 'string' },
+      threads: num,
       'max-queue': num,
       'max-nodes': num,
       'max-request-bytes': num,
@@ -82,6 +86,9 @@ export async function serveCommand(args: string[]): Promise<number> {
   const host = values.host!;
   const keys = values.keys ? KeyRing.fromFile(values.keys) : undefined;
   if (!keys && !isLoopback(host)) throw new Error(`refusing to serve on ${host} without keys: pass --keys keys.json (make one with 'torchsight keys add keys.json <name>'), or serve on 127.0.0.1`);
+
+  const threads = int('threads', 1);
+  if (threads !== undefined) native().setNumThreads(threads);
 
   const specs = positionals.map((p) => {
     const eq = p.lastIndexOf('=');

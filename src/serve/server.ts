@@ -148,6 +148,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     if (!route?.startsWith('/v1/') || route === '/v1/health') return;
     if (!options.keys) {
       if (!isLoopback(req.socket.remoteAddress ?? '')) throw new HttpError(403, 'forbidden', 'this server takes requests without a key from this machine only');
+      // a reverse proxy on this machine connects from loopback too: a request it forwarded comes
+      // from elsewhere, so without keys it is refused (serve behind a proxy with --keys)
+      if (req.headers['x-forwarded-for'] !== undefined || req.headers.forwarded !== undefined || req.headers['x-real-ip'] !== undefined)
+        throw new HttpError(403, 'forbidden', 'this server takes requests without a key from this machine only, and this one was forwarded by a proxy: serve with --keys');
       return;
     }
     const auth = req.headers.authorization;
@@ -308,7 +312,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   function streamEvents(reply: FastifyReply, job: Job, cancelOnClose: boolean): FastifyReply {
     reply.hijack();
     const res = reply.raw;
-    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', 'x-torchsight-job': job.id });
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', 'x-accel-buffering': 'no', 'x-torchsight-job': job.id });
     const write = (e: object) => res.write(JSON.stringify(e) + '\n');
     write(job.statusEvent());
     for (const t of job.tokens) write({ type: 'token', id: job.id, ...t });
