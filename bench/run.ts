@@ -227,14 +227,10 @@ function headlines(results: Record<string, any>) {
   }
   const hf = results.hf as Record<string, any> | undefined;
   if (hf) {
-    const hfBig = hf.gpt2_124m ?? hf.tiny;
     const entry = (r: any, key: string, target: string) => ({ value: r[key], interval95: r.interval95[key], target, model: r.model });
-    Object.assign(h, {
-      vs_hf_generate_ratio: entry(hfBig, 'vs_hf_generate_ratio', '<= 0.8 (ours / transformers generate, time per token)'),
-      vs_hf_generate_ratio_tiny: entry(hf.tiny, 'vs_hf_generate_ratio', '<= 0.8 (ours / transformers generate, time per token)'),
-      vs_nnsight_trace_ratio: entry(hfBig, 'vs_nnsight_trace_ratio', hfBig === hf.tiny ? '<= 0.5 (ours / nnsight trace)' : '<= 1.0 (ours / nnsight trace)'),
-      vs_nnsight_trace_ratio_tiny: entry(hf.tiny, 'vs_nnsight_trace_ratio', '<= 0.5 (ours / nnsight trace)'),
-    });
+    const gen = '<= 0.8 (ours / transformers generate, time per token)';
+    if (hf.gpt2_124m) Object.assign(h, { vs_hf_generate_ratio: entry(hf.gpt2_124m, 'vs_hf_generate_ratio', gen), vs_nnsight_trace_ratio: entry(hf.gpt2_124m, 'vs_nnsight_trace_ratio', '<= 1.0 (ours / nnsight trace)') });
+    if (hf.tiny) Object.assign(h, { vs_hf_generate_ratio_tiny: entry(hf.tiny, 'vs_hf_generate_ratio', gen), vs_nnsight_trace_ratio_tiny: entry(hf.tiny, 'vs_nnsight_trace_ratio', '<= 0.5 (ours / nnsight trace)') });
   }
   return h;
 }
