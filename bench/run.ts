@@ -1,19 +1,24 @@
 // npm run bench: torchsight's costs as ratios measured in one run, so a noisy machine cancels
-// out. Writes bench/results.json and docs/benchmarks.md.
-//   BENCH_THREADS (default: all cores), BENCH_ROUNDS (default 7), BENCH_QUICK=1 (tiny model only)
+// out. Writes bench/results.json and docs/benchmarks.md (a full run only; partial runs print).
+//   BENCH_THREADS (default 1), BENCH_ROUNDS (default 7), BENCH_QUICK=1 (tiny model only),
+//   BENCH_ONLY=torch1|hf (one part only), BENCH_TORCH2_ADDON (default build-torch2/Release/torchsight.node)
+// Two parts, one libtorch each: this process (the default addon; the example models, Debian's
+// torch 1.13 for Python's eager hooks), then bench/hf.ts in a child process on the addon built
+// against the .venv's torch 2.x (transformers and nnsight on the same weights as ours).
 import { spawn, spawnSync } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { existsSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { LanguageModel, Tensor, setNumThreads, runtimeInfo } from '../dist/index.js';
 import { native, type NativeModel, type WireTrace } from '../dist/native.js';
 import { makeBatch } from '../dist/inputs.js';
 import { PackWriter } from '../dist/trace/wire.js';
+import { Graph } from '../dist/trace/graph.js';
+import { markdown } from './lib/render.js';
+import { interleaved, lineServer, median, medianInterval, seededIds, time } from './lib/stats.js';
 // the packed form of a graph with no nodes
 const emptyGraph = () => new PackWriter().finish(0);
-import { Graph } from '../dist/trace/graph.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const PY = process.env.TORCHSIGHT_PYTHON ?? '/usr/bin/python3';
@@ -22,6 +27,8 @@ const PY = process.env.TORCHSIGHT_PYTHON ?? '/usr/bin/python3';
 const THREADS = Number(process.env.BENCH_THREADS ?? 1);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
 const QUICK = !!process.env.BENCH_QUICK;
+const ONLY = process.env.BENCH_ONLY;
+const TORCH2_ADDON = process.env.BENCH_TORCH2_ADDON ?? join(ROOT, 'build-torch2', 'Release', 'torchsight.node');
 
 const MODELS = {
   tiny: { dir: join(ROOT, 'models', 'gpt2'), tokens: 16, iters: 700, what: 'GPT-2 shape, 12 layers, d=64, vocab 512' },
@@ -49,63 +56,8 @@ function prepare(): void {
 /** bench/python_bench.py serve: one Python process, one round per request. */
 function pythonServer(dir: string, args: object) {
   const child = spawn(PY, ['bench/python_bench.py', 'serve', dir, JSON.stringify(args)], { cwd: ROOT, env: { ...process.env, PYTHONPATH: join(ROOT, 'python') }, stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
-  const next = async () => {
-    const r = await lines.next();
-    if (r.done) throw new Error('bench/python_bench.py serve ended early');
-    return r.value as string;
-  };
-  return {
-    ready: next().then((l) => {
-      if (l !== 'ready') throw new Error(`python_bench: expected 'ready', got ${l}`);
-    }),
-    async round(iters: number): Promise<{ plain: number[]; hooked: number[]; threads: number }> {
-      child.stdin!.write(`${iters}\n`);
-      return JSON.parse(await next());
-    },
-    close: () => child.stdin!.end(),
-  };
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-
-/**
- * A 95% interval for the median of `xs` (percentile bootstrap, 2000 resamples, a fixed seed so
- * a re-render gives the same figures). The samples drift with the machine, so they are not
- * independent and the interval is a guide to the noise, not a guarantee.
- */
-function medianInterval(xs: number[]): [number, number] {
-  let seed = 0x9e3779b9;
-  const rand = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-  const meds: number[] = [];
-  const r = new Array<number>(xs.length);
-  for (let b = 0; b < 2000; b++) {
-    for (let i = 0; i < xs.length; i++) r[i] = xs[Math.floor(rand() * xs.length)];
-    meds.push(median(r));
-  }
-  meds.sort((a, b) => a - b);
-  return [meds[Math.floor(meds.length * 0.025)], meds[Math.floor(meds.length * 0.975) - 1]];
-}
-
-async function time(fn: () => Promise<unknown>, iters: number): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < iters; i++) {
-    const t0 = performance.now();
-    await fn();
-    out.push(performance.now() - t0);
-  }
-  return out;
-}
-
-function seededIds(n: number, vocab: number, seed: number): number[] {
-  let s = seed;
-  return Array.from({ length: n }, () => {
-    s = (s * 1103515245 + 12345) % 2 ** 31;
-    return s % vocab;
-  });
+  const server = lineServer(child, 'bench/python_bench.py serve');
+  return { ready: server.ready, round: (iters: number) => server.ask<{ plain: number[]; hooked: number[]; threads: number }>(String(iters)), close: server.close };
 }
 
 async function benchModel(name: keyof typeof MODELS) {
@@ -155,12 +107,7 @@ async function benchModel(name: keyof typeof MODELS) {
     // the order turns every iteration: a call's time depends on what ran just before it (the
     // OpenBLAS thread may be spinning or asleep, caches warm or not), and in a fixed order that
     // bias falls on one kind (it made the plain forward look ~5% slower than the traced one)
-    const kinds = Object.entries(fns);
-    for (let i = 0; i < iters; i++)
-      for (let j = 0; j < kinds.length; j++) {
-        const [k, f] = kinds[(i + j) % kinds.length];
-        samples[k].push((await time(f, 1))[0]);
-      }
+    await interleaved(fns, iters, samples);
     samples.record.push(...(await time(recordOnly, iters)));
     const round = await python.round(iters);
     samples.pyPlain.push(...round.plain);
@@ -249,98 +196,88 @@ async function benchModel(name: keyof typeof MODELS) {
   };
 }
 
+type Torch1Result = Awaited<ReturnType<typeof benchModel>>;
+
+/** bench/hf.ts in a child process whose addon is built on the .venv's torch 2.x; its results. */
+function torch2Part(): { libtorch: string; threads: number; details: Record<string, any> } {
+  if (!existsSync(TORCH2_ADDON))
+    throw new Error(`bench: the torch 2.x part (transformers and nnsight) needs the addon built on the .venv's libtorch: ${TORCH2_ADDON} is missing (npm run build:native:torch2, or BENCH_TORCH2_ADDON=<torchsight.node>; BENCH_ONLY=torch1 skips the part)`);
+  const file = join(ROOT, '.cache', 'bench-torch2.json');
+  mkdirSync(join(ROOT, '.cache'), { recursive: true });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'bench/hf.ts', file], { cwd: ROOT, stdio: 'inherit', env: { ...process.env, TORCHSIGHT_ADDON: TORCH2_ADDON } });
+  if (r.status !== 0) throw new Error(`bench: the torch 2.x part (bench/hf.ts) exited ${r.status ?? r.signal}`);
+  return JSON.parse(readFileSync(file, 'utf8'));
+}
+
+/** The headline figures: each from the 124M shape where the run had it, with the tiny one beside. */
+function headlines(results: Record<string, any>) {
+  const h: Record<string, unknown> = {};
+  const tiny = results.tiny as Torch1Result | undefined;
+  const big = (results.gpt2_124m ?? tiny) as Torch1Result | undefined;
+  if (tiny && big) {
+    Object.assign(h, {
+      idle_sites_ratio: { value: big.idle_sites_ratio, interval95: big.interval95.idle_sites_ratio, target: '<= 1.01', model: big.model },
+      trace12_ratio: { value: big.trace12_ratio, interval95: big.interval95.trace12_ratio, target: '<= 1.03', model: big.model },
+      per_trace_overhead_us: { value: tiny.per_trace_overhead_us, interval95: tiny.interval95.per_trace_overhead_us, target: '<= 50', model: tiny.model },
+      vs_python_eager_ratio: { value: big.vs_python_eager_ratio, interval95: big.interval95.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: big.model },
+      vs_python_eager_ratio_tiny: { value: tiny.vs_python_eager_ratio, interval95: tiny.interval95.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: tiny.model },
+      generation_steered_ratio: { value: big.generation.steered_over_plain_time_ratio, target: '<= 1.05 (steered / plain time per token)', model: big.model },
+      generation_tokens_per_second: { cached: big.generation.tokens_per_second.cached, uncached: big.generation.tokens_per_second.uncached, model: big.model },
+    });
+  }
+  const hf = results.hf as Record<string, any> | undefined;
+  if (hf) {
+    const entry = (r: any, key: string, target: string) => ({ value: r[key], interval95: r.interval95[key], target, model: r.model });
+    const gen = '<= 0.8 (ours / transformers generate, time per token)';
+    if (hf.gpt2_124m) Object.assign(h, { vs_hf_generate_ratio: entry(hf.gpt2_124m, 'vs_hf_generate_ratio', gen), vs_nnsight_trace_ratio: entry(hf.gpt2_124m, 'vs_nnsight_trace_ratio', '<= 1.0 (ours / nnsight trace)') });
+    if (hf.tiny) Object.assign(h, { vs_hf_generate_ratio_tiny: entry(hf.tiny, 'vs_hf_generate_ratio', gen), vs_nnsight_trace_ratio_tiny: entry(hf.tiny, 'vs_nnsight_trace_ratio', '<= 0.5 (ours / nnsight trace)') });
+  }
+  return h;
+}
+
 async function main() {
-  prepare();
-  const used = setNumThreads(THREADS);
-  const info = runtimeInfo();
-  const results: Record<string, unknown> = {};
-  results.tiny = await benchModel('tiny');
-  if (!QUICK) results.gpt2_124m = await benchModel('gpt2_124m');
-  const big = (results.gpt2_124m ?? results.tiny) as Awaited<ReturnType<typeof benchModel>>;
-  const tiny = results.tiny as Awaited<ReturnType<typeof benchModel>>;
-  const headline = {
-    idle_sites_ratio: { value: big.idle_sites_ratio, interval95: big.interval95.idle_sites_ratio, target: '<= 1.01', model: big.model },
-    trace12_ratio: { value: big.trace12_ratio, interval95: big.interval95.trace12_ratio, target: '<= 1.03', model: big.model },
-    per_trace_overhead_us: { value: tiny.per_trace_overhead_us, interval95: tiny.interval95.per_trace_overhead_us, target: '<= 50', model: tiny.model },
-    vs_python_eager_ratio: { value: big.vs_python_eager_ratio, interval95: big.interval95.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: big.model },
-    vs_python_eager_ratio_tiny: { value: tiny.vs_python_eager_ratio, interval95: tiny.interval95.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: tiny.model },
-    generation_steered_ratio: { value: big.generation.steered_over_plain_time_ratio, target: '<= 1.05 (steered / plain time per token)', model: big.model },
-    generation_tokens_per_second: { cached: big.generation.tokens_per_second.cached, uncached: big.generation.tokens_per_second.uncached, model: big.model },
-  };
+  const load = loadavg();
+  const results: Record<string, any> = {};
+  let used = THREADS;
+  let torch = '';
+  if (ONLY !== 'hf') {
+    prepare();
+    used = setNumThreads(THREADS);
+    torch = runtimeInfo().torch;
+    results.tiny = await benchModel('tiny');
+    if (!QUICK) results.gpt2_124m = await benchModel('gpt2_124m');
+  }
+  const torch2 = ONLY === 'torch1' ? undefined : torch2Part();
+  if (torch2) results.hf = torch2.details;
+  const headline = headlines(results);
   const out = {
     date: new Date().toISOString(),
-    machine: { cpu: cpus()[0]?.model, cores: cpus().length, memoryGB: Math.round(totalmem() / 2 ** 30), device: 'cpu' },
-    libtorch: info.torch,
-    threads: { torch: used, python: big.python_eager_ms.threads, blas: 'OpenBLAS (pthread), its own default' },
+    machine: { cpu: cpus()[0]?.model, cores: cpus().length, memoryGB: Math.round(totalmem() / 2 ** 30), device: 'cpu', load_average: { start: load, end: loadavg() } },
+    libtorch: torch,
+    threads: { torch: used, python: (results.gpt2_124m ?? results.tiny)?.python_eager_ms.threads, blas: 'OpenBLAS (pthread), its own default' },
+    ...(torch2 ? { torch2: { libtorch: torch2.libtorch, threads: torch2.threads } } : {}),
     command: `BENCH_THREADS=${THREADS} BENCH_ROUNDS=${ROUNDS} npm run bench`,
     ...headline,
     details: results,
   };
-  mkdirSync(join(ROOT, 'bench'), { recursive: true });
-  writeFileSync(join(ROOT, 'bench', 'results.json'), JSON.stringify(out, null, 2) + '\n');
-  writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), markdown(out, results));
   console.log(JSON.stringify(headline, null, 2));
-}
-
-function markdown(out: any, results: Record<string, any>): string {
-  const f = (x: number, d = 3) => x.toFixed(d);
-  const rows = Object.entries(results).map(([k, r]) => `| ${k} | ${r.tokens} | ${f(r.median_ms.plain)} | ${f(r.median_ms.idleSites)} | ${f(r.median_ms.emptyTrace)} | ${f(r.median_ms.trace12)} | ${f(r.python_eager_ms.plain)} | ${f(r.python_eager_ms.hooked)} | ${f(r.record_us, 1)} | ${Math.round(r.tokens_per_second)} | ${Math.round(r.peak_rss_kb.plainKB / 1024)} / ${Math.round(r.peak_rss_kb.traceKB / 1024)} |`);
-  const pass = (v: number, t: number) => (v <= t ? 'met' : 'NOT met');
-  // the 95% interval of a headline's median, where the run recorded one
-  const iv = (h: { interval95?: [number, number] }, d = 3) => (h.interval95 ? `${f(h.interval95[0], d)} - ${f(h.interval95[1], d)}` : '');
-  return `# Benchmarks
-
-Measured ${out.date.slice(0, 10)} on ${out.machine.cpu} (${out.machine.cores} cores, ${out.machine.memoryGB} GB), CPU,
-libtorch ${out.libtorch}, ${out.threads.torch} torch thread(s) for both torchsight and Python, ${out.threads.blas}.
-Command: \`${out.command}\` (the numbers below are this run's; \`bench/results.json\` has every figure).
-
-Our calls interleave one by one (plain forward, sites idle, empty trace, 12-save trace, in an
-order that turns every iteration), and each ratio or difference is taken per iteration, between
-calls a few milliseconds apart; the headline is the median of those. Python's rounds interleave
-with ours (one Python process runs a round whenever ours finish one) and vs-Python is the median
-of per-round ratios. So the machine's drift falls on both sides of every figure. Every forward of ours goes through the same path a user's
-does: a promise, an AsyncWorker, the TorchScript forward (inlined at load, for \`plain.pt\` too), and
-results back as Tensor handles. The 95% interval of a median is a percentile bootstrap of the
-per-iteration ratios or differences behind it (of the per-round ratios for vs-Python, so only a few
-values); the samples drift with the machine and are not independent, so read it as the size
-of the noise, not as a guarantee.
-
-| headline | value | 95% interval of the median | target | |
-| --- | --- | --- | --- | --- |
-| idle_sites_ratio (sites, no intervention / no sites; ${out.idle_sites_ratio.model}) | ${f(out.idle_sites_ratio.value)} | ${iv(out.idle_sites_ratio)} | <= 1.01 | ${pass(out.idle_sites_ratio.value, 1.01)} |
-| trace12_ratio (12 saves + 1 in-place patch / plain forward; same model) | ${f(out.trace12_ratio.value)} | ${iv(out.trace12_ratio)} | <= 1.03 | ${pass(out.trace12_ratio.value, 1.03)} |
-| per_trace_overhead_us (tiny model: trace with 12 saves - plain forward) | ${f(out.per_trace_overhead_us.value, 1)} | ${iv(out.per_trace_overhead_us, 1)} | <= 50 | ${pass(out.per_trace_overhead_us.value, 50)} |
-| the same, over the tiny model's own forward when no intervention touches it (its graph without sites) | ${f(results.tiny.per_trace_overhead_over_idle_sites_us, 1)} | | | |
-| vs_python_eager_ratio (ours / eager PyTorch hooks, same intervention; 124M shape) | ${f(out.vs_python_eager_ratio.value)} | ${iv(out.vs_python_eager_ratio)} | <= 1.0 | ${pass(out.vs_python_eager_ratio.value, 1)} |
-| vs_python_eager_ratio on the tiny model | ${f(out.vs_python_eager_ratio_tiny.value)} | ${iv(out.vs_python_eager_ratio_tiny)} | <= 1.0 | ${pass(out.vs_python_eager_ratio_tiny.value, 1)} |
-| generation: steered / plain time per token (a vector added at every step; key/value cache) | ${f(out.generation_steered_ratio.value)} | | <= 1.05 | ${pass(out.generation_steered_ratio.value, 1.05)} |
-
-Generation, tokens per second (greedy; median over rounds):
-
-| model | prompt / new tokens | with the cache | without (full recompute) | cache speed-up | steered, with the cache |
-| --- | --- | --- | --- | --- | --- |
-${Object.entries(results).map(([k, r]) => `| ${k} | ${r.generation.prompt_tokens} / ${r.generation.new_tokens} | ${f(r.generation.tokens_per_second.cached, 1)} | ${f(r.generation.tokens_per_second.uncached, 1)} | x${f(r.generation.cache_speedup, 2)} | ${f(r.generation.tokens_per_second.steered, 1)} |`).join('\n')}
-
-Medians in milliseconds (record = the JS side of a trace alone, in microseconds; peak RSS of a
-process doing 20 plain forwards / 20 traces, in MB):
-
-| model | tokens | plain | sites idle | empty trace | trace 12 saves + patch | python eager | python + hooks | record (us) | tokens/s (plain) | peak RSS plain / trace |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-${rows.join('\n')}
-
-Models: tiny = ${results.tiny?.model}; gpt2_124m = ${results.gpt2_124m?.model ?? 'not run (BENCH_QUICK)'}.
-"plain" is the same weights traced without hook sites (\`bench/python_bench.py plain\`), run through
-the same native entry. Python eager runs the eager \`nn.Module\` (Debian's python3, torch 1.13, the
-same OpenBLAS and thread count) under \`torch.inference_mode()\`, with forward hooks that save the 12
-block outputs and add the same vector in place at block 6's last position.
-${readFileSync(join(ROOT, 'bench', 'notes.md'), 'utf8')}`;
+  if (QUICK || ONLY) {
+    // a partial run must not replace the full run's figures: it goes to .cache only
+    const file = join(ROOT, '.cache', 'bench-partial.json');
+    mkdirSync(join(ROOT, '.cache'), { recursive: true });
+    writeFileSync(file, JSON.stringify(out, null, 2) + '\n');
+    console.log(`bench: partial run (BENCH_QUICK or BENCH_ONLY): results in ${file}; bench/results.json and docs/benchmarks.md unchanged`);
+    return;
+  }
+  writeFileSync(join(ROOT, 'bench', 'results.json'), JSON.stringify(out, null, 2) + '\n');
+  writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), markdown(out, ROOT));
 }
 
 // `tsx bench/run.ts --render`: rewrites docs/benchmarks.md from bench/results.json and
-// bench/notes.md without measuring (after editing the notes)
+// bench/profiles.md without measuring (after editing the summary)
 if (process.argv.includes('--render')) {
   const out = JSON.parse(readFileSync(join(ROOT, 'bench', 'results.json'), 'utf8'));
-  writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), markdown(out, out.details));
+  writeFileSync(join(ROOT, 'docs', 'benchmarks.md'), markdown(out, ROOT));
 } else {
   await main();
 }
