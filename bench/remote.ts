@@ -5,6 +5,7 @@
 //   BENCH_REMOTE_PAIRS (default 300), BENCH_REMOTE_ROUNDS (default 5), BENCH_THREADS (default 1)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
@@ -259,7 +260,10 @@ export async function benchRemote(opts: RemoteBenchOptions = {}): Promise<Remote
   }
 }
 
+// `npx tsx bench/remote.ts [out.json]`: prints the figures, and writes them to out.json when given
+// (bench/run.ts runs it so, in a child process: it imports src/, run.ts dist/)
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const out = await benchRemote();
   console.log(JSON.stringify(out, null, 2));
+  if (process.argv[2]) writeFileSync(process.argv[2], JSON.stringify(out, null, 2) + '\n');
 }

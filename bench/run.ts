@@ -209,6 +209,15 @@ function torch2Part(): { libtorch: string; threads: number; details: Record<stri
   return JSON.parse(readFileSync(file, 'utf8'));
 }
 
+/** bench/remote.ts in a child process: a trace over loopback against `torchsight serve`, and batching. */
+function remotePart(): Record<string, any> {
+  const file = join(ROOT, '.cache', 'bench-remote.json');
+  mkdirSync(join(ROOT, '.cache'), { recursive: true });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'bench/remote.ts', file], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'], env: process.env });
+  if (r.status !== 0) throw new Error(`bench: the remote part (bench/remote.ts) exited ${r.status ?? r.signal}`);
+  return JSON.parse(readFileSync(file, 'utf8'));
+}
+
 /** The headline figures: each from the 124M shape where the run had it, with the tiny one beside. */
 function headlines(results: Record<string, any>) {
   const h: Record<string, unknown> = {};
@@ -218,7 +227,7 @@ function headlines(results: Record<string, any>) {
     Object.assign(h, {
       idle_sites_ratio: { value: big.idle_sites_ratio, interval95: big.interval95.idle_sites_ratio, target: '<= 1.01', model: big.model },
       trace12_ratio: { value: big.trace12_ratio, interval95: big.interval95.trace12_ratio, target: '<= 1.03', model: big.model },
-      per_trace_overhead_us: { value: tiny.per_trace_overhead_us, interval95: tiny.interval95.per_trace_overhead_us, target: '<= 50', model: tiny.model },
+      per_trace_overhead_us: { value: tiny.per_trace_overhead_us, interval95: tiny.interval95.per_trace_overhead_us, target: '<= 20', model: tiny.model },
       vs_python_eager_ratio: { value: big.vs_python_eager_ratio, interval95: big.interval95.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: big.model },
       vs_python_eager_ratio_tiny: { value: tiny.vs_python_eager_ratio, interval95: tiny.interval95.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: tiny.model },
       generation_steered_ratio: { value: big.generation.steered_over_plain_time_ratio, target: '<= 1.05 (steered / plain time per token)', model: big.model },
@@ -232,6 +241,12 @@ function headlines(results: Record<string, any>) {
     if (hf.gpt2_124m) Object.assign(h, { vs_hf_generate_ratio: entry(hf.gpt2_124m, 'vs_hf_generate_ratio', gen), vs_nnsight_trace_ratio: entry(hf.gpt2_124m, 'vs_nnsight_trace_ratio', '<= 1.0 (ours / nnsight trace)') });
     if (hf.tiny) Object.assign(h, { vs_hf_generate_ratio_tiny: entry(hf.tiny, 'vs_hf_generate_ratio', gen), vs_nnsight_trace_ratio_tiny: entry(hf.tiny, 'vs_nnsight_trace_ratio', '<= 0.5 (ours / nnsight trace)') });
   }
+  const remote = results.remote as Record<string, any> | undefined;
+  if (remote)
+    Object.assign(h, {
+      remote_overhead_ms: { value: remote.remote_overhead_ms, interval95: remote.remote_overhead_interval, target: '<= 2 (loopback trace12 - local trace12, tiny model)' },
+      remote_batching_speedup: { value: remote.remote_batching_speedup, interval95: remote.details?.speedup_interval, target: '>= 3 (16 concurrent clients / serial, requests per second)', rps_serial: remote.rps_serial, rps_concurrent: remote.rps_concurrent },
+    });
   return h;
 }
 
@@ -249,6 +264,7 @@ async function main() {
   }
   const torch2 = ONLY === 'torch1' ? undefined : torch2Part();
   if (torch2) results.hf = torch2.details;
+  if (!ONLY && !QUICK) results.remote = remotePart();
   const headline = headlines(results);
   const out = {
     date: new Date().toISOString(),
