@@ -154,8 +154,8 @@ c10::IValue listValue(std::vector<c10::IValue> items) {
 
 // Returns only primitives, arrays and tensor handles: fromNative (src/tensor.ts) takes any other
 // object for a handle, so a new kind of object here must be handled there too.
-Napi::Value ivalueToJs(Napi::Env env, const c10::IValue& v) {
-  if (v.isTensor()) return wrapTensor(env, v.toTensor());
+Napi::Value ivalueToJs(Napi::Env env, const c10::IValue& v, int64_t* unreported) {
+  if (v.isTensor()) return wrapTensor(env, v.toTensor(), unreported);
   if (v.isInt()) return Napi::Number::New(env, (double)v.toInt());
   if (v.isDouble()) return Napi::Number::New(env, v.toDouble());
   if (v.isBool()) return Napi::Boolean::New(env, v.toBool());
@@ -165,7 +165,7 @@ Napi::Value ivalueToJs(Napi::Env env, const c10::IValue& v) {
     const auto items = v.isTuple() ? v.toTupleRef().elements().vec() : v.toListRef().vec();
     std::vector<napi_value> out;
     out.reserve(items.size());
-    for (const auto& x : items) out.push_back(ivalueToJs(env, x));
+    for (const auto& x : items) out.push_back(ivalueToJs(env, x, unreported));
     return arrayOf(env, out);
   }
   throw UserError("cannot return a value of type " + std::string(v.tagKind()) + " to JavaScript");
@@ -194,10 +194,19 @@ Napi::Error toJsError(Napi::Env env, const std::exception& e) {
 Napi::Array savedToJs(Napi::Env env, const std::vector<std::pair<int, c10::IValue>>& saved) {
   std::vector<napi_value> items;
   items.reserve(saved.size() * 2);
-  for (const auto& [id, v] : saved) {
-    items.push_back(Napi::Number::New(env, id));
-    items.push_back(ivalueToJs(env, v));
+  // the handles' bytes go to V8 in one call, not one a tensor (12 saves: 11 N-API calls fewer)
+  // (also when a later value throws: each handle made gives its bytes back when released)
+  int64_t unreported = 0;
+  try {
+    for (const auto& [id, v] : saved) {
+      items.push_back(Napi::Number::New(env, id));
+      items.push_back(ivalueToJs(env, v, &unreported));
+    }
+  } catch (...) {
+    if (unreported > 0) Napi::MemoryManagement::AdjustExternalMemory(env, unreported);
+    throw;
   }
+  if (unreported > 0) Napi::MemoryManagement::AdjustExternalMemory(env, unreported);
   return arrayOf(env, items);
 }
 
@@ -232,7 +241,7 @@ void TensorBox::release(Napi::Env env) {
   reported = 0;
 }
 
-Napi::Value wrapTensor(Napi::Env env, at::Tensor t) {
+Napi::Value wrapTensor(Napi::Env env, at::Tensor t, int64_t* unreported) {
   auto box = std::make_unique<TensorBox>();
   box->t = std::move(t);
   box->has = true;
@@ -257,7 +266,8 @@ Napi::Value wrapTensor(Napi::Env env, at::Tensor t) {
   // Tell V8 about native memory so its GC runs finalizers when handles pile up.
   if (b->t.defined() && b->t.device().is_cpu()) {
     b->reported = (int64_t)b->t.storage().nbytes();
-    if (b->reported > 0) Napi::MemoryManagement::AdjustExternalMemory(env, b->reported);
+    if (unreported) *unreported += b->reported;
+    else if (b->reported > 0) Napi::MemoryManagement::AdjustExternalMemory(env, b->reported);
   }
   return ext;
 }

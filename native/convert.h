@@ -38,8 +38,9 @@ struct TensorBox {
   void release(Napi::Env env);
 };
 
-// A new JS tensor handle owning `t`.
-Napi::Value wrapTensor(Napi::Env env, at::Tensor t);
+// A new JS tensor handle owning `t`. Its bytes are reported to V8 as external memory now, or,
+// with `unreported`, added there for the caller to report once for a batch of handles.
+Napi::Value wrapTensor(Napi::Env env, at::Tensor t, int64_t* unreported = nullptr);
 // The TensorBox behind a JS value, or nullptr when it is not one of our tensor handles.
 TensorBox* asTensor(const Napi::Value& v);
 
@@ -49,8 +50,8 @@ TensorBox* asTensor(const Napi::Value& v);
 c10::IValue jsToIValue(const Napi::Value& v, const std::string& where, int depth = 0);
 // A list's value as ops take it: all ints -> int[], all tensors -> Tensor[] (non-empty), else a generic list.
 c10::IValue listValue(std::vector<c10::IValue> items);
-// Tensors become Tensor objects, tuples and lists arrays, None null.
-Napi::Value ivalueToJs(Napi::Env env, const c10::IValue& v);
+// Tensors become Tensor objects, tuples and lists arrays, None null. `unreported`: as for wrapTensor.
+Napi::Value ivalueToJs(Napi::Env env, const c10::IValue& v, int64_t* unreported = nullptr);
 // A JS array of `items`, made by one call of a function with a rest parameter: napi_set_element
 // takes V8's generic property path once per element.
 Napi::Array arrayOf(Napi::Env env, const std::vector<napi_value>& items);

@@ -289,6 +289,7 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
     n.stepBegin = (int)sb;
     n.stepEnd = (int)se;
     int64_t nargs = in.integer(0, 64, "argument count", where);
+    n.args.reserve((size_t)nargs);
     for (int64_t k = 0; k < nargs; ++k) n.args.push_back(parseArg(in, n.id, n.deps, where, 0));
     for (int d : n.deps)
       if (r.nodes[d].trace > n.trace) throw UserError(where() + ": refers to a node of a later trace");
