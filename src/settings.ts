@@ -22,7 +22,7 @@ export const SWITCHES: readonly Switch[] = [
   { name: 'TORCHSIGHT_CACHE', readBy: 'js', accepts: 'a folder', doc: 'where libtorch downloads and source builds go (default $XDG_CACHE_HOME/torchsight or ~/.cache/torchsight)' },
   { name: 'TORCHSIGHT_CMAKE', readBy: 'js', accepts: 'a command', doc: 'the cmake a source build runs (default cmake)' },
   { name: 'TORCHSIGHT_LIBTORCH_MIRROR', readBy: 'js', accepts: 'an http(s) address', doc: 'where libtorch zips are downloaded from (default https://download.pytorch.org)' },
-  { name: 'TORCHSIGHT_PYTHON', readBy: 'js', accepts: 'a command', doc: "the Python that `torchsight export` runs and whose torch is looked for (default python3)" },
+  { name: 'TORCHSIGHT_PYTHON', readBy: 'js', accepts: 'a command', doc: "the Python that `torchsight export` runs (default the repository's .venv, else python3) and whose torch is looked for" },
   { name: 'TORCHSIGHT_LOCATIONS', readBy: 'js', accepts: ['lazy', 'eager'], doc: "'eager': capture each node's source location as it is recorded (~4 us a node) instead of replaying the callback when an error needs one" },
   { name: 'TORCHSIGHT_SITE_GRAPHS', readBy: 'native', accepts: 'an integer >= 0', doc: 'how many site graphs (forwards keeping only the sites a repeated request uses) a model keeps; 0: none (default 8)' },
   { name: 'TORCHSIGHT_INLINE', readBy: 'native', accepts: ['0', '1'], doc: "'0': run the modules' own forward methods instead of the inlined graph (for comparison)" },
@@ -30,6 +30,9 @@ export const SWITCHES: readonly Switch[] = [
   { name: 'TORCHSIGHT_JIT_PROFILING', readBy: 'native', accepts: ['0', '1'], doc: "'0': turn TorchScript's profiling mode off for the whole process (read when the addon loads)" },
   { name: 'TORCHSIGHT_API_KEY', readBy: 'js', accepts: 'a key (torchsight keys add)', doc: 'the API key a remote model (LanguageModel.remote, trace { remote }) sends when none is given' },
   { name: 'TORCHSIGHT_SKIP_INSTALL', readBy: 'scripts', accepts: 'any value', doc: 'scripts/install.mjs does nothing (set: skip)' },
+  { name: 'TORCHSIGHT_HF_PYTHON', readBy: 'scripts', accepts: 'a command', doc: 'the Python with torch and transformers that tests/tiny-facts.test.ts loads the trained weights into (default .venv/bin/python)' },
+  { name: 'TORCHSIGHT_TRAIN_PYTHON', readBy: 'scripts', accepts: 'a command', doc: 'the Python with torch >= 2, tokenizers and transformers that `npm run train:example` trains with (default .venv/bin/python)' },
+  { name: 'TORCHSIGHT_REQUIRE_TORCH2', readBy: 'scripts', accepts: 'any value', doc: 'vitest.config.ts fails instead of leaving out the torch2 project when build-torch2/ is missing (CI sets it)' },
   { name: 'TORCHSIGHT_PLOT_OUT', readBy: 'scripts', accepts: 'a folder', doc: "tests/plot.test.ts copies the plots' screenshots there" },
 ];
 
