@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { LanguageModel, Tensor, setNumThreads } from '../src/index.js';
+import { median, medianInterval, seededIds } from './lib/stats.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const TINY = join(ROOT, 'models', 'gpt2');
@@ -45,33 +46,6 @@ export interface RemoteBenchResult {
   rps_serial: number;
   rps_concurrent: number;
   details: Record<string, unknown>;
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-
-/** 95% percentile-bootstrap interval of the median (fixed seed, as bench/run.ts). */
-function medianInterval(xs: number[]): [number, number] {
-  let seed = 0x9e3779b9;
-  const rand = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-  const meds: number[] = [];
-  const r = new Array<number>(xs.length);
-  for (let b = 0; b < 2000; b++) {
-    for (let i = 0; i < xs.length; i++) r[i] = xs[Math.floor(rand() * xs.length)];
-    meds.push(median(r));
-  }
-  meds.sort((a, b) => a - b);
-  return [meds[Math.floor(meds.length * 0.025)], meds[Math.floor(meds.length * 0.975) - 1]];
-}
-
-function seededIds(n: number, vocab: number, seed: number): number[] {
-  let s = seed;
-  return Array.from({ length: n }, () => {
-    s = (s * 1103515245 + 12345) % 2 ** 31;
-    return s % vocab;
-  });
 }
 
 interface Server {
