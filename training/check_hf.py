@@ -52,7 +52,10 @@ def main(argv=None) -> int:
         want = hf(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
         got = ours(ids, mask, pos)[0][:, -1]
         worst = max(worst, (want - got).abs().max().item())
-    if worst > 1e-4:
+    # Two float32 programs that sum in different orders (sdpa vs our attention, another CPU's SIMD
+    # width) drift by up to ~1e-5 of the logits' size over four blocks (1.2e-4 seen on CI, logits
+    # ~20); a wrong or swapped weight moves them by O(1).
+    if worst > 1e-3:
         raise SystemExit(f"transformers' GPT-2 and ours differ by {worst:.2e} in the logits")
     print(f"transformers GPT2LMHeadModel loads the weights strictly; logits agree within {worst:.1e}")
     return 0
