@@ -11,6 +11,7 @@ import type { EnvoyOf, Resolved } from './trace/types.js';
 import type { Graph } from './trace/graph.js';
 import type { RecordingHost, Tracer } from './trace/tracer.js';
 import { markSaved, resolveSaved, substitute } from './trace/proxy.js';
+import { cachePaths, recordCache, type Cache, type CacheFilter, type CacheOptions } from './trace/cache.js';
 
 export interface GenerateOptions {
   /** new tokens at most (default 20) */
@@ -56,7 +57,17 @@ export class GenerationScope<T = unknown> {
     private readonly graph: Graph,
     private readonly m: EnvoyOf<T>,
     private readonly maxNewTokens: number,
+    private readonly manifest?: Manifest,
   ) {}
+
+  /**
+   * tracer.cache() in a generation: at step 0 in fn's body, at every step inside gen.all (each
+   * value an array, one per step), at the steps of a gen.iter.
+   */
+  cache(filter?: CacheFilter, options?: CacheOptions): Cache {
+    if (!this.manifest) throw new Error('gen.cache: this generation scope has no module tree');
+    return recordCache(this.m, this.manifest, cachePaths(this.manifest, filter), Array.isArray(filter), options);
+  }
 
   /** Records `fn` once; its interventions apply at every step. Saved values become arrays (one per step). */
   all(fn: (m: EnvoyOf<T>) => unknown): void {
@@ -162,7 +173,7 @@ export function recordGeneration<T, R>(host: GenerationRecorder, input: TraceInp
   const maxNewTokens = options.maxNewTokens ?? 20;
   const stops = normalizeStops(host, options.stop);
   const { graph, result } = host.recordNew((g) =>
-    host.recordTrace<T, R | undefined>(g, input, (m) => (fn ? fn(m, new GenerationScope<T>(g, m, maxNewTokens)) : undefined)),
+    host.recordTrace<T, R | undefined>(g, input, (m) => (fn ? fn(m, new GenerationScope<T>(g, m, maxNewTokens, host.manifest)) : undefined)),
   );
   const longest = Math.max(...graph.rowsOf(0).map((r) => r.ids.length));
   const maxPos = host.maxPositions;

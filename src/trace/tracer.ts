@@ -7,6 +7,7 @@ import type { Envoy } from './envoy.js';
 import { userLocation, type Graph } from './graph.js';
 import { materialize } from './proxy.js';
 import type { EnvoyOf } from './types.js';
+import { cachePaths, recordCache, type Cache, type CacheFilter, type CacheOptions } from './cache.js';
 
 /** What recording needs of a model: its tokenizer and vocabulary, and its envoys. */
 export interface RecordingHost {
@@ -18,6 +19,9 @@ export interface RecordingHost {
 
 /** Given to trace callbacks: adds invokes, stops the forward early. */
 export class Tracer<T = unknown> {
+  /** the invoke whose callback is running (cache() records into it), else undefined */
+  #open: number | undefined;
+
   /** @internal */
   constructor(
     private readonly host: RecordingHost,
@@ -29,7 +33,23 @@ export class Tracer<T = unknown> {
     const rows = toRows(input, this.host.tokenizer, this.host.manifest.vocabSize);
     const index = this.graph.addInvoke(rows);
     if (typeof fn !== 'function') throw new Error('tracer.invoke(input, fn): fn must be a function');
-    return this.host.recording(this.graph, index, fn);
+    const prev = this.#open;
+    this.#open = index;
+    try {
+      return this.host.recording(this.graph, index, fn);
+    } finally {
+      this.#open = prev;
+    }
+  }
+
+  /**
+   * Every module's output and inputs (or those `filter` picks), read where the forward runs
+   * them, keyed by path; Tensors once the trace has resolved. Inside an invoke, that invoke's
+   * rows; outside any, the whole batch.
+   */
+  cache(filter?: CacheFilter, options?: CacheOptions): Cache {
+    const paths = cachePaths(this.host.manifest, filter);
+    return this.host.recording(this.graph, this.#open ?? -1, (m) => recordCache(m, this.host.manifest, paths, Array.isArray(filter), options));
   }
 
   /** Ends the forward as soon as everything the graph needs has run. */
