@@ -5,7 +5,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { native, type NativeModel, type ApplyRule } from './native.js';
-import { formatTree, readManifest, type Manifest } from './manifest.js';
+import { readManifest, type Manifest } from './manifest.js';
 import { Tokenizer } from './tokenizer.js';
 import type { TraceInput } from './inputs.js';
 import { checkNativeSwitches } from './settings.js';
@@ -19,6 +19,9 @@ import { ModelRuntime, rejecting, type ModelBackend, type RemoteOptions, type Re
 import { stream, type GenerateOptions, type GenerateOutput, type GenerationScope } from './generate.js';
 import { Job, RemoteBackend, type JobValues, type RemoteModelOptions } from './remote/backend.js';
 import { warmForwards } from './warmup.js';
+import { applyRename, aliasPaths, formatAliased, type Rename } from './trace/rename.js';
+import { buildTree } from './manifest.js';
+import { checkEdit, editGenerate, editSession, editTrace, SharedBackend, type EditFn, type EditOptions } from './edit.js';
 
 export { Tracer } from './trace/tracer.js';
 export { Session } from './trace/session.js';
@@ -41,6 +44,13 @@ export interface LoadOptions {
    * the CPU the graphs are compiled at load and the warm-up runs the forward's first allocations.
    */
   warmup?: boolean;
+  /**
+   * Aliases for module paths, nnsight's `rename`: `{ 'transformer.h': 'layers', mlp: 'ffn' }`
+   * makes `m.layers[3].ffn` the module `transformer.h.3.mlp` (the original paths keep working).
+   * A module path is mounted at the root (or at a dotted alias's parent); a plain name that is no
+   * root child renames that child module wherever it occurs.
+   */
+  rename?: Rename;
 }
 
 export interface LoadProgress {
@@ -70,9 +80,18 @@ export class LanguageModel<T = unknown> {
   readonly #local: ModelRuntime | undefined;
   /** servers this local model sent `{ remote }` requests to */
   readonly #remotes = new Map<string, Promise<RemoteBackend>>();
+  /** the weights this handle shares with its edited copies (model.edit) */
+  readonly #shared: SharedBackend;
+  /** this handle's edits, recorded first in each of its requests */
+  #edits: readonly EditFn<T>[];
+  #rename: Rename | undefined;
+  #disposed = false;
 
-  private constructor(rt: ModelBackend) {
+  private constructor(rt: ModelBackend, shared?: SharedBackend, edits: readonly EditFn<T>[] = [], rename?: Rename) {
     this.#rt = rt;
+    this.#shared = shared ?? new SharedBackend(rt);
+    this.#edits = edits;
+    this.#rename = rename;
     this.#local = rt instanceof ModelRuntime ? rt : undefined;
     this.dir = rt.dir;
     this.manifest = rt.manifest;
@@ -86,7 +105,7 @@ export class LanguageModel<T = unknown> {
    * `session` and `generate` run on the server and give the same numbers as locally.
    */
   static async remote<T = unknown>(url: string, name: string, options: RemoteModelOptions = {}): Promise<LanguageModel<T>> {
-    return new LanguageModel<T>(await RemoteBackend.connect(url, name, options));
+    return new LanguageModel<T>(await RemoteBackend.connect(url, name, options), undefined, [], options.rename);
   }
 
   /** Loads a model folder written by the exporter (model.pt, tokenizer.json, torchsight.json). */
@@ -97,6 +116,7 @@ export class LanguageModel<T = unknown> {
     const manifest = readManifest(path);
     const modelFile = join(path, 'model.pt');
     if (!existsSync(modelFile)) throw new Error(`${modelFile}: not found`);
+    applyRename(buildTree(manifest), options.rename); // a bad rename fails before the weights load
     const tokFile = join(path, 'tokenizer.json');
     if (!existsSync(tokFile)) throw new Error(`${tokFile}: not found`);
     const onProgress = options.onProgress;
@@ -135,6 +155,7 @@ export class LanguageModel<T = unknown> {
     const apply: Record<string, ApplyRule> = {};
     for (const m of manifest.modules) if (m.apply && m.apply.kind !== 'none') apply[m.path] = { kind: m.apply.kind, eps: m.apply.eps, fn: m.apply.fn };
     const rt = new ModelRuntime(path, manifest, tokenizer, nm);
+    applyRename(rt.tree, options.rename);
     nm.configure({ vocabSize: manifest.vocabSize, maxPositions: rt.maxPositions || undefined, apply, cache: manifest.step?.cache });
     try {
       if (options.warmup ?? true) await warmForwards(rt, onProgress && ((done, total) => onProgress({ phase: 'warmup', done, total, fraction: 1 })));
@@ -143,7 +164,7 @@ export class LanguageModel<T = unknown> {
       nm.dispose();
       throw e;
     }
-    return new LanguageModel<T>(rt);
+    return new LanguageModel<T>(rt, undefined, [], options.rename);
   }
 
   get device(): string {
@@ -175,14 +196,40 @@ export class LanguageModel<T = unknown> {
     return this.#rt.padId;
   }
 
-  /** Every module path, as named_modules() gives them (the root excluded). */
+  /** Every module path, as named_modules() gives them (the root excluded), then the paths `rename`'s aliases add. */
   modulePaths(): string[] {
-    return this.manifest.modules.map((m) => m.path).filter((p) => p !== '');
+    return [...this.manifest.modules.map((m) => m.path).filter((p) => p !== ''), ...aliasPaths(this.#rt.tree.root)];
   }
 
-  /** The module tree, one module a line, like PyTorch's repr. */
+  /** The module tree, one module a line, like PyTorch's repr (an alias as `(layers): -> transformer.h`). */
   toString(): string {
-    return formatTree(this.#rt.tree.root);
+    return formatAliased(this.#rt.tree.root);
+  }
+
+  /**
+   * A handle on the same weights (no reload, no copy) on which `fn`'s interventions apply to
+   * every later trace, session and generation (at every step), recorded before the request's
+   * own. `{ inplace: true }` edits this handle instead. The weights are freed when the last
+   * handle sharing them is disposed.
+   */
+  edit(fn: EditFn<T>, options: EditOptions = {}): LanguageModel<T> {
+    this.#live();
+    checkEdit(this.#rt, fn);
+    if (options.inplace) {
+      this.#edits = [...this.#edits, fn];
+      return this;
+    }
+    this.#shared.retain();
+    return new LanguageModel<T>(this.#rt, this.#shared, [...this.#edits, fn], this.#rename);
+  }
+
+  /** Removes this handle's edits (other handles keep theirs). */
+  clearEdits(): void {
+    this.#edits = [];
+  }
+
+  #live(): void {
+    if (this.#disposed) throw new Error('this model handle was disposed');
   }
 
   [Symbol.for('nodejs.util.inspect.custom')](): string {
@@ -207,7 +254,9 @@ export class LanguageModel<T = unknown> {
     // microtask hop), so a throw while recording becomes a rejection here
     return rejecting(() => {
       if (typeof input === 'function' && fn && typeof fn === 'object') options = fn;
-      const f = typeof fn === 'function' ? fn : undefined;
+      let f = typeof fn === 'function' ? fn : undefined;
+      this.#live();
+      if (this.#edits.length) [input, f] = [editTrace<T, R>(this.#edits, input, f), undefined];
       if (options.remote !== undefined) return this.#remoteFor(options).then((b) => b.trace<T, R>(input, f, options));
       return this.#rt.trace<T, R>(input, f, options);
     });
@@ -218,6 +267,8 @@ export class LanguageModel<T = unknown> {
   session<R>(fn: (s: Session<T>) => R, options?: TraceOptions): Promise<Resolved<R>>;
   session<R>(fn: (s: Session<T>) => R, options: TraceOptions = {}): Promise<unknown> {
     return rejecting(() => {
+      this.#live();
+      if (this.#edits.length) fn = editSession<T, R>(this.#edits, fn);
       if (options.remote !== undefined) return this.#remoteFor(options).then((b) => b.session<T, R>(fn, options));
       return this.#rt.session<T, R>(fn, options);
     });
@@ -243,7 +294,7 @@ export class LanguageModel<T = unknown> {
     const key = `${options.remote}\u0000${name}\u0000${options.apiKey ?? ''}`;
     let b = this.#remotes.get(key);
     if (!b) {
-      b = RemoteBackend.connect(options.remote!, name, { apiKey: options.apiKey, quiet: options.quiet }).then((r) => {
+      b = RemoteBackend.connect(options.remote!, name, { apiKey: options.apiKey, quiet: options.quiet, rename: this.#rename }).then((r) => {
         const m = r.manifest;
         if (m.architecture !== this.manifest.architecture || m.vocabSize !== this.manifest.vocabSize || m.sites.length !== this.manifest.sites.length)
           throw new Error(`${options.remote}: the server's model '${name}' is a ${m.architecture} with ${m.sites.length} hook sites, not this ${this.manifest.architecture} export (name the served copy with { model })`);
@@ -279,6 +330,8 @@ export class LanguageModel<T = unknown> {
   generate<R extends object | void = void>(input: TraceInput, options?: GenerateOptions & RemoteOptions, fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R): Promise<GenerateOutput<R>>;
   generate<R extends object | void = void>(input: TraceInput, options: GenerateOptions & RemoteOptions = {}, fn?: (m: EnvoyOf<T>, gen: GenerationScope<T>) => R): Promise<unknown> {
     return rejecting(() => {
+      this.#live();
+      if (this.#edits.length) fn = editGenerate<T, R>(this.#edits, fn);
       if (options.remote !== undefined) return this.#remoteFor(options).then((b) => b.generate<T, R>(input, options, fn));
       return this.#rt.generate<T, R>(input, options, fn);
     });
@@ -297,9 +350,14 @@ export class LanguageModel<T = unknown> {
     return { logits: new Tensor(raw.logits!), fired: raw.fired };
   }
 
-  /** Frees the model's native memory now (a running forward finishes first). */
+  /**
+   * Frees the model's native memory now (a running forward finishes first), unless handles made
+   * by edit() still share it: then this handle is closed and the last one frees the weights.
+   */
   async dispose(): Promise<void> {
-    await this.#rt.dispose();
+    if (this.#disposed) return;
+    this.#disposed = true;
+    await this.#shared.release();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -3,6 +3,7 @@
 // request is packed into an envelope and sent to `torchsight serve` instead of the native queue.
 // A model picks its backend once (LanguageModel.load: local; LanguageModel.remote: this), so
 // model.ts stays a thin shell and the local path is untouched.
+import { applyRename, type Rename } from '../trace/rename.js';
 import { ModelRecorder, type ModelBackend, type Resolved, type TraceOptions } from '../runtime.js';
 import type { Manifest } from '../manifest.js';
 import { Tokenizer } from '../tokenizer.js';
@@ -28,6 +29,8 @@ export interface RemoteModelOptions {
   backoffMs?: number;
   /** where the status line goes (default process.stderr) */
   statusStream?: NodeJS.WritableStream & { isTTY?: boolean };
+  /** aliases for module paths, as LanguageModel.load's `rename` (trace/rename.ts) */
+  rename?: Rename;
 }
 
 /**
@@ -115,7 +118,9 @@ export class RemoteBackend extends ModelRecorder implements ModelBackend {
     } catch (e) {
       throw new Error(`${client.url}: the tokenizer of '${name}' is not usable (${(e as Error).message})`);
     }
-    return new RemoteBackend(client, name, info, tokenizer);
+    const backend = new RemoteBackend(client, name, info, tokenizer);
+    applyRename(backend.tree, options.rename);
+    return backend;
   }
 
   trace<T, R>(input: TraceInput | ((tracer: Tracer<T>) => R), fn: ((m: EnvoyOf<T>, tracer: Tracer<T>) => R) | undefined, options: TraceOptions): Promise<unknown> {

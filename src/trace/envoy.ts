@@ -6,6 +6,7 @@ import type { Graph } from './graph.js';
 import { TUPLE_ITEMS } from '../tensor.js';
 import { record, TraceProxy } from './proxy.js';
 import { RESERVED } from './types.js';
+import { aliasesOf } from './rename.js';
 
 /**
  * What envoys record into: one per model, its graph and invoke set while a trace callback runs
@@ -360,6 +361,7 @@ function makeEnvoy(scope: Scope, node: ModuleNode): Envoy {
     define(e, key, { enumerable: true, get: () => (v ??= envoyOf(scope, c)), set: readOnly(key) });
   };
   for (const [key, c] of node.children) if (!RESERVED_NAMES.has(key)) child(key, c);
+  for (const [key, c] of aliasesOf(node)) child(key, c); // rename's aliases (trace/rename.ts)
   define(e, 'output', {
     get: () => structValue(scope, node.entry.output, outWhat, rootNames),
     set: (value: unknown) => writeStruct(scope, node.entry.output, outWhat, value),

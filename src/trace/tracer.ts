@@ -52,6 +52,11 @@ export class Tracer<T = unknown> {
     return this.host.recording(this.graph, this.#open ?? -1, (m) => recordCache(m, this.host.manifest, paths, Array.isArray(filter), options));
   }
 
+  /** @internal records `fn` on the whole batch, whatever invoke is open (model.edit's interventions) */
+  whole<R>(fn: (m: Envoy) => R): R {
+    return this.host.recording(this.graph, -1, fn);
+  }
+
   /** Ends the forward as soon as everything the graph needs has run. */
   stop(): void {
     this.graph.stopTrace();
