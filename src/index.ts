@@ -2,7 +2,7 @@
 export { LanguageModel, Tracer, Session, type LoadOptions, type LoadProgress, type TraceOptions, type RemoteOptions, type Resolved, type GenerateResult } from './model.js';
 export { Job, type JobValues, type RemoteModelOptions } from './remote/backend.js';
 export type { EditFn, EditOptions } from './edit.js';
-export type { Rename, Renamed, DescAt } from './trace/rename.js';
+export type { Rename, Renamed, DescAt, ChildAt, ChildrenOf, NameKeys, WithNames } from './trace/rename.js';
 export { CacheEntry, type Cache, type CacheFilter, type CacheOptions } from './trace/cache.js';
 export { RemoteError, type RemoteJobStatus, type JobState } from './remote/client.js';
 export type { RequestKind } from './remote/envelope.js';

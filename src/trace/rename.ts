@@ -111,17 +111,17 @@ export function formatAliased(root: ModuleNode): string {
 
 // ---- types: the typed tree with the aliases of a rename ----
 
-type Children<D> = D extends { children: infer C } ? C : D extends { list: infer L; length: infer N extends number } ? { [K in `${number}`]: L } & { length: N } : {};
+export type ChildrenOf<D> = D extends { children: infer C } ? C : D extends { list: infer L; length: infer N extends number } ? { [K in `${number}`]: L } & { length: N } : {};
 
 /** The description at a dotted path of `D`. */
 export type DescAt<D, P extends string> = P extends `${infer H}.${infer Rest}` ? DescAt<ChildAt<D, H>, Rest> : ChildAt<D, P>;
-type ChildAt<D, K extends string> = D extends { list: infer L } ? L : D extends { children: infer C } ? (K extends keyof C ? C[K] : never) : never;
+export type ChildAt<D, K extends string> = D extends { list: infer L } ? L : D extends { children: infer C } ? (K extends keyof C ? C[K] : never) : never;
 
 /** The plain-name keys of R (child renames) and the dotted or root keys (path aliases) */
-type NameKeys<D, R> = { [K in keyof R & string]: K extends `${string}.${string}` ? never : K extends keyof Children<D> ? never : K }[keyof R & string];
+export type NameKeys<D, R> = { [K in keyof R & string]: K extends `${string}.${string}` ? never : K extends keyof ChildrenOf<D> ? never : K }[keyof R & string];
 
 /** `D` with every child named by a plain-name key of `R` also reachable by its alias, at every depth. */
-type WithNames<D, R, Names extends string, Depth extends unknown[] = []> = Depth['length'] extends 12
+export type WithNames<D, R, Names extends string, Depth extends unknown[] = []> = Depth['length'] extends 12
   ? D
   : D extends { list: infer L }
     ? Omit<D, 'list'> & { list: WithNames<L, R, Names, [...Depth, 0]> }
