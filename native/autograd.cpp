@@ -72,7 +72,8 @@ void Interpreter::prepareGrad(int ti) {
   hookSite_.assign(m_.siteNames.size(), 0);
   gradTarget_.assign(r_.nodes.size(), 0);
   metrics_.clear();
-  std::vector<char> seen(r_.nodes.size(), 0);
+  std::vector<char> seen(r_.nodes.size(), 0), late(r_.nodes.size(), 0);
+  afterForward_ = 0;
   std::function<void(Arg&)> fix = [&](Arg& a) {
     if (a.ref >= 0 && r_.nodes[a.ref].trace < ti) values_[a.ref] = normal(values_[a.ref]);
     else if (a.ref < 0 && !a.isList) a.value = normal(a.value);
@@ -81,6 +82,9 @@ void Interpreter::prepareGrad(int ti) {
   for (int i = tr.begin; i < tr.end; ++i) {
     Node& n = r_.nodes[i];
     for (auto& a : n.args) fix(a);
+    late[i] = atGrad(n.kind);
+    for (int d : n.deps) late[i] = late[i] || late[d];
+    afterForward_ += late[i];
     if (!atGrad(n.kind)) continue;
     gradTarget_[n.gradOf] = 1;
     std::vector<int> stack{n.gradOf};
@@ -218,6 +222,7 @@ c10::IValue Interpreter::gradTrace(int ti) {
   c10::IValue out;
   auto end = [&] {
     grad_ = false;
+    afterForward_ = 0;
     metrics_.clear();
     for (int i = tr.begin; i < tr.end; ++i) {
       values_[i] = detached(values_[i]);

@@ -242,7 +242,7 @@ void Interpreter::fire(int site, c10::IValue& x) {
   }
   pending_.resize(keep);
   if (grad_ && hookSite_[site]) hookSite(site, occ, x);  // on the value that flows on
-  if (r_.traces[trace_].stop && remaining_ == 0) {
+  if (r_.traces[trace_].stop && remaining_ == afterForward_) {  // what is left waits for the backward
     stopped_ = true;  // the JIT may wrap what we throw; this flag says it was a stop
     throw StopForward();
   }

@@ -59,6 +59,7 @@ class Interpreter {
   std::vector<char> hookSite_;         // by site: a read of it has a .grad
   std::vector<char> gradTarget_;       // by node: some .grad names it
   std::vector<std::pair<int, at::Tensor>> metrics_;  // Backward node, its metric
+  int afterForward_ = 0;               // nodes that need a gradient: they run in the backward
   ModelState& m_;
   Request& r_;
   std::vector<c10::IValue> values_;

@@ -151,6 +151,24 @@ result = {'b': b, 'c': store['h5'].grad}`);
     expectClose(r.c, ref.c, 1e-5, 1e-4);
   });
 
+  it('a metric from a middle layer, the forward stopped after it (tracer.stop())', async () => {
+    const r = await model.trace(B, (m, tracer) => {
+      const h0 = layersOf(arch, m)[0].output[0];
+      layersOf(arch, m)[2].output[0].pow(2).mean().backward();
+      tracer.stop();
+      return h0.grad;
+    });
+    const ref = oracle(arch, `${PRELUDE}
+watch(0, 'h0')
+out = {}
+hk = blocks[2].register_forward_hook(lambda mod, i, o: out.__setitem__('h2', o[0] if isinstance(o, tuple) else o))
+with torch.enable_grad():
+    model(*batch_inputs(${py([B])}))
+    out['h2'].pow(2).mean().backward()
+result = store['h0'].grad`);
+    expectClose(r, ref, 1e-6, 1e-4);
+  });
+
   it('a trace after grad traces gives exactly the numbers it gave before, and nothing requires grad', async () => {
     const plain = (m: any) => ({ h: layersOf(arch, m)[2].output[0], logits: m.output.logits });
     const before = await model.trace(A, plain);
