@@ -4,7 +4,7 @@
       "target_name": "torchsight",
       "sources": [
         "native/addon.cpp", "native/process.cpp", "native/convert.cpp", "native/tensor.cpp", "native/ops.cpp", "native/indexing.cpp",
-        "native/request.cpp", "native/interpreter.cpp", "native/generate.cpp", "native/hook_ops.cpp",
+        "native/request.cpp", "native/interpreter.cpp", "native/autograd.cpp", "native/generate.cpp", "native/hook_ops.cpp",
         "native/site_graphs.cpp", "native/loader.cpp", "native/native_model.cpp"
       ],
       "include_dirs": [

@@ -61,6 +61,9 @@ void Interpreter::generate(const GenOptions& o, const std::function<void(int, co
   interest_.assign(m_.siteNames.size(), 0);
   ContextScope scope(m_, this);
   Trace& tr = r_.traces[0];
+  if (tr.backward >= 0)  // each step's forward would need its own backward, through the cache
+    fail(r_.nodes[tr.backward], "gradients are not available in generate(): run model.trace on the prompt (plus the tokens "
+                                "generated so far) and call .backward() there");
   auto dev = m_.device;
   const int64_t B = tr.ids.size(0);
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);

@@ -113,6 +113,33 @@ c10::IValue Interpreter::apply(const Node& n, std::vector<c10::IValue>& args) {
   fail(n, "module '" + path + "' has apply kind '" + rule.kind + "', which cannot run");
 }
 
+// Writes `v` (node n's value) into the live value `*live` (an activation, or a gradient), in
+// the rows of `rowsOf`'s invoke (all of it when null).
+void Interpreter::write(const Node& n, const Node* rowsOf, const c10::IValue& v, c10::IValue* live) {
+  at::Tensor x = live->toTensor();
+  at::Tensor target = rowsOf ? rows(*rowsOf, x) : x;
+  at::Tensor nv;
+  if (v.isInt() || v.isDouble() || v.isBool()) {
+    nv = at::full_like(target, v.isBool() ? c10::Scalar(v.toBool()) : v.isInt() ? c10::Scalar(v.toInt()) : c10::Scalar(v.toDouble()));
+  } else if (v.isTensor()) {
+    nv = v.toTensor().to(x.device(), x.scalar_type());
+    if (!nv.sizes().equals(target.sizes())) {
+      if (!at::is_expandable_to(nv.sizes(), target.sizes()))
+        fail(n, "cannot replace a value of shape " + shapeString(target.sizes()) + " with shape " + shapeString(nv.sizes()));
+      nv = nv.expand(target.sizes()).contiguous();
+    }
+  } else {
+    fail(n, "can only write a tensor or a number, got " + describe(v));
+  }
+  if (target.is_same(x) || target.numel() == x.numel()) {
+    *live = c10::IValue(nv);
+  } else {  // one invoke's rows of a shared batch: write into a copy of the batch
+    at::Tensor y = x.clone();
+    rows(*rowsOf, y).copy_(nv);
+    *live = c10::IValue(y);
+  }
+}
+
 void Interpreter::exec(Node& n, c10::IValue* live) {
   try {
     switch (n.kind) {
@@ -120,36 +147,29 @@ void Interpreter::exec(Node& n, c10::IValue* live) {
         values_[n.id] = rows(n, live->toTensor());
         aliasEvent_[n.id] = event_;
         break;
-      case NodeKind::Write: {
-        at::Tensor x = live->toTensor();
-        at::Tensor target = rows(n, x);
+      case NodeKind::Write:
+        write(n, &n, resolve(n.args[0]), live);
+        break;
+      case NodeKind::GradRead:  // the rows of the gradient of the value it names (autograd.cpp)
+        values_[n.id] = r_.nodes[n.gradOf].kind == NodeKind::Read ? rows(r_.nodes[n.gradOf], live->toTensor()) : live->toTensor();
+        aliasEvent_[n.id] = event_;
+        break;
+      case NodeKind::GradWrite:
+        // a read's gradient is its invoke's rows of the site's; a computed value's is its own
+        write(n, r_.nodes[n.gradOf].kind == NodeKind::Read ? &r_.nodes[n.gradOf] : nullptr, resolve(n.args[1]), live);
+        break;
+      case NodeKind::Backward: {
         c10::IValue v = resolve(n.args[0]);
-        at::Tensor nv;
-        if (v.isInt() || v.isDouble() || v.isBool()) {
-          nv = at::full_like(target, v.isBool() ? c10::Scalar(v.toBool()) : v.isInt() ? c10::Scalar(v.toInt()) : c10::Scalar(v.toDouble()));
-        } else if (v.isTensor()) {
-          nv = v.toTensor().to(x.device(), x.scalar_type());
-          if (!nv.sizes().equals(target.sizes())) {
-            if (!at::is_expandable_to(nv.sizes(), target.sizes()))
-              fail(n, "cannot replace a value of shape " + shapeString(target.sizes()) + " with shape " + shapeString(nv.sizes()));
-            nv = nv.expand(target.sizes()).contiguous();
-          }
-        } else {
-          fail(n, "can only write a tensor or a number, got " + describe(v));
-        }
-        if (target.is_same(x) || target.numel() == x.numel()) {
-          *live = c10::IValue(nv);
-        } else {  // one invoke's rows of a shared batch: write into a copy of the batch
-          at::Tensor y = x.clone();
-          rows(n, y).copy_(nv);
-          *live = c10::IValue(y);
-        }
+        if (!v.isTensor() || v.toTensor().numel() != 1 || !at::isFloatingType(v.toTensor().scalar_type()))
+          fail(n, "the metric must be a floating-point scalar (one element: reduce it with .sum(), .mean() or .index()), got " + describe(v));
+        metrics_.emplace_back(n.id, v.toTensor());
         break;
       }
       case NodeKind::Apply: {
         std::vector<c10::IValue> args;
         for (const auto& a : n.args) args.push_back(resolve(a));
         values_[n.id] = apply(n, args);
+        if (grad_ && gradTarget_[n.id]) hookValue(n);
         break;
       }
       case NodeKind::Op: {
@@ -161,6 +181,7 @@ void Interpreter::exec(Node& n, c10::IValue* live) {
                   "comes from a module that runs later (move the read of that value before, or use a separate trace)");
         values_[n.id] = runOp(*n.def, args);
         if (n.def->view && self >= 0) aliasEvent_[n.id] = aliasEvent_[self];
+        if (grad_ && gradTarget_[n.id]) hookValue(n);
         break;
       }
     }
@@ -179,7 +200,7 @@ void Interpreter::runReady() {
   std::vector<int> still;
   for (int i : pending_) {
     Node& n = r_.nodes[i];
-    bool ready = n.kind != NodeKind::Read && n.kind != NodeKind::Write;
+    bool ready = !atEvent(n.kind);
     for (int d : n.deps) ready = ready && done_[d];
     if (ready) exec(n, nullptr);
     else still.push_back(i);
@@ -196,6 +217,7 @@ void Interpreter::fire(int site, c10::IValue& x) {
   if (r_.recordSites) firedSites.push_back(m_.siteNames[site]);
   int occ = counts_[site]++;
   if (!interest_[site] || !x.isTensor()) return;
+  if (grad_ && needsGrad_[site]) requireGrad(x);  // before its reads: what they compute then requires grad too
   // pending_ is compacted in place (no allocation at every interesting site); exec never
   // touches pending_, so the write index can trail the read index safely
   size_t keep = 0;
@@ -203,7 +225,7 @@ void Interpreter::fire(int site, c10::IValue& x) {
     int i = pending_[k];
     Node& n = r_.nodes[i];
     bool atSite = n.kind == NodeKind::Read || n.kind == NodeKind::Write;
-    if (atSite && (n.site != site || n.occ != occ)) {
+    if ((atSite && (n.site != site || n.occ != occ)) || atGrad(n.kind)) {
       pending_[keep++] = i;
       continue;
     }
@@ -219,7 +241,8 @@ void Interpreter::fire(int site, c10::IValue& x) {
     exec(n, &x);
   }
   pending_.resize(keep);
-  if (r_.traces[trace_].stop && remaining_ == 0) {
+  if (grad_ && hookSite_[site]) hookSite(site, occ, x);  // on the value that flows on
+  if (r_.traces[trace_].stop && remaining_ == afterForward_) {  // what is left waits for the backward
     stopped_ = true;  // the JIT may wrap what we throw; this flag says it was a stop
     throw StopForward();
   }
@@ -311,7 +334,7 @@ c10::IValue Interpreter::forwardStep(int ti, int step, ForwardGraphs& f, std::ve
     const Node& n = r_.nodes[i];
     bool depsDone = true;
     for (int d : n.deps) depsDone = depsDone && done_[d];
-    if (!depsDone) continue;  // an earlier node is the cause
+    if (!depsDone || atGrad(n.kind)) continue;  // an earlier node is the cause; gradients come in the backward
     if (n.site >= 0) {
       int c = counts_[n.site];
       std::string why = stopped ? "the trace stopped before it"
@@ -337,7 +360,8 @@ void Interpreter::run() {
   for (size_t ti = 0; ti < r_.traces.size(); ++ti) {
     Trace& tr = r_.traces[ti];
     auto dev = m_.device;
-    logits = firstTensor(forwardStep((int)ti, 0, m_.forward, {tr.ids.to(dev), tr.mask.to(dev), tr.pos.to(dev)}));
+    logits = firstTensor(tr.backward >= 0 ? gradTrace((int)ti)
+                                          : forwardStep((int)ti, 0, m_.forward, {tr.ids.to(dev), tr.mask.to(dev), tr.pos.to(dev)}));
   }
 }
 

@@ -42,6 +42,24 @@ class Interpreter {
   [[noreturn]] void fail(const Node& n, const std::string& msg);
   c10::IValue apply(const Node& n, std::vector<c10::IValue>& args);
   at::Tensor rows(const Node& n, const at::Tensor& x) const;
+  void write(const Node& n, const Node* rowsOf, const c10::IValue& v, c10::IValue* live);
+  // Gradients (autograd.cpp): a trace with a .backward() runs its forward with autograd, then
+  // the backward, its .grad nodes running as the backward reaches their values.
+  c10::IValue gradTrace(int ti);
+  void prepareGrad(int ti);
+  void requireGrad(c10::IValue& x);
+  void hookSite(int site, int occ, c10::IValue& x);
+  void hookValue(const Node& n);
+  void hook(at::Tensor& x, std::vector<int> targets);
+  at::Tensor onGrad(const std::vector<int>& targets, const at::Tensor& g);
+  void runBackward(int ti);
+  std::string gradName(const Node& target) const;
+  bool grad_ = false;                  // the running trace has a .backward()
+  std::vector<char> needsGrad_;        // by site: its value must require grad (a .grad depends on it)
+  std::vector<char> hookSite_;         // by site: a read of it has a .grad
+  std::vector<char> gradTarget_;       // by node: some .grad names it
+  std::vector<std::pair<int, at::Tensor>> metrics_;  // Backward node, its metric
+  int afterForward_ = 0;               // nodes that need a gradient: they run in the backward
   ModelState& m_;
   Request& r_;
   std::vector<c10::IValue> values_;

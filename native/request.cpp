@@ -4,6 +4,7 @@
 // from anywhere without running anyone's code.
 #include "request.h"
 #include "model_state.h"
+#include <set>
 
 namespace ts {
 namespace {
@@ -177,6 +178,31 @@ at::Tensor int64Input(const Napi::Object& t, Key k, const char* key, int64_t bat
   return out;
 }
 
+// `.backward()`, `.grad` and `.grad = v`: each names a value of its own trace (a backward runs
+// once the trace's forward is over: an earlier trace's graph is gone); one metric per invoke, as
+// each invoke's gradients are its own rows of one backward pass.
+template <class Where>
+void checkGradNode(Node& n, Request& r, std::set<std::pair<int, int>>& metrics, const Where& where) {
+  const bool bw = n.kind == NodeKind::Backward;
+  const size_t want = n.kind == NodeKind::GradWrite ? 2 : 1;
+  if (n.args.size() != want || n.args[0].ref < 0)
+    throw UserError(where() + ": " + n.op + " takes " + (bw ? "the metric" : want == 2 ? "a graph value and its new gradient" : "a graph value"));
+  const Node& t = r.nodes[n.args[0].ref];
+  if (t.kind != NodeKind::Read && t.kind != NodeKind::Op && t.kind != NodeKind::Apply)
+    throw UserError(where() + ": " + (bw ? "the metric" : "the value") + " must be a tensor computed in the trace (a gradient has no gradient here)");
+  if (t.trace != n.trace)
+    throw UserError(where() + ": " + (bw ? "the metric" : "the value") + " belongs to an earlier trace of the session; " +
+                    "a backward runs inside the trace whose forward computed it (compute it in this trace)");
+  if (!bw) {
+    n.gradOf = t.id;
+    return;
+  }
+  if (!metrics.insert({n.trace, n.invoke}).second)
+    throw UserError(where() + ": a second .backward() in the same invoke: add the metrics and call .backward() once");
+  Trace& tr = r.traces[n.trace];
+  if (tr.backward < 0) tr.backward = n.id;
+}
+
 }  // namespace
 
 Request parseRequest(const Napi::Object& req, const ModelState& model) {
@@ -263,6 +289,7 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
   if (expectBegin != nodeCount) throw UserError("graph: every node must belong to a trace");
 
   r.nodes.resize(nodeCount);
+  std::set<std::pair<int, int>> metrics;  // (trace, invoke) with a .backward()
   for (const auto& tr : r.traces)
     for (int i = tr.begin; i < tr.end; ++i) r.nodes[i].trace = (int)(&tr - &r.traces[0]);
 
@@ -283,6 +310,9 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
     if (n.op == "read") n.kind = NodeKind::Read;
     else if (n.op == "write") n.kind = NodeKind::Write;
     else if (n.op == "apply") n.kind = NodeKind::Apply;
+    else if (n.op == "backward") n.kind = NodeKind::Backward;
+    else if (n.op == "grad") n.kind = NodeKind::GradRead;
+    else if (n.op == "setGrad") n.kind = NodeKind::GradWrite;
     else if ((n.def = findOp(n.op))) n.kind = NodeKind::Op;
     else throw UserError(where() + ": unknown op");
     if (se >= 0 && se <= sb) throw UserError(where() + ": 'steps' must be [begin, end] with 0 <= begin < end, or end -1");
@@ -328,7 +358,11 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
         throw UserError(where() + ": module '" + path.substr(0, 200) + "' cannot be applied (no apply rule in the manifest)");
       if (n.args.size() < 2) throw UserError(where() + ": apply needs at least one input");
     }
+    if (n.kind == NodeKind::Backward || atGrad(n.kind)) checkGradNode(n, r, metrics, where);
   }
+  for (const auto& n : r.nodes)
+    if (atGrad(n.kind) && r.traces[n.trace].backward < 0)
+      throw UserError(nodeWhere(n.id, n.op, n.loc) + ": this trace reads a gradient but calls no .backward(): call .backward() on a scalar metric in the same trace");
   if (!in.atEnd()) throw UserError("graph: " + std::to_string(in.pos()) + " words of code read, more follow the last node");
   return r;
 }

@@ -23,7 +23,14 @@ struct Arg {
   std::vector<Arg> items;
 };
 
-enum class NodeKind { Read, Write, Apply, Op };
+// Read and Write run at a site's call; GradRead and GradWrite (`.grad`, `.grad = v`) when the
+// backward reaches the value they name (autograd.cpp); Backward marks a trace's metric.
+enum class NodeKind { Read, Write, Apply, Op, Backward, GradRead, GradWrite };
+// Whether a node waits for an event (a site's call, a gradient) rather than for its inputs alone.
+inline bool atEvent(NodeKind k) {
+  return k == NodeKind::Read || k == NodeKind::Write || k == NodeKind::GradRead || k == NodeKind::GradWrite;
+}
+inline bool atGrad(NodeKind k) { return k == NodeKind::GradRead || k == NodeKind::GradWrite; }
 
 struct Node {
   int id = 0;
@@ -35,6 +42,7 @@ struct Node {
   int occ = 0;    // which call of the site (a module called twice fires twice)
   int invoke = -1;
   int trace = 0;
+  int gradOf = -1;  // GradRead/GradWrite: the node whose gradient it reads or replaces
   std::string loc;
   bool save = false;
   int stepBegin = 0, stepEnd = 1;  // generation steps it applies at; end -1: every step
@@ -47,6 +55,7 @@ struct Trace {
   std::vector<std::pair<int64_t, int64_t>> invokes;  // rows (start, count)
   int begin = 0, end = 0;                 // node range
   bool stop = false;
+  int backward = -1;  // a Backward node of this trace: it runs with autograd (autograd.cpp)
 };
 
 struct Request {

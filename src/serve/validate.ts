@@ -155,7 +155,7 @@ export function validateRequest(req: DecodedRequest, target: ValidationTarget, l
     if (loc >= 0) str(loc);
     op = str(opStr).slice(0, 64);
     const decl = Object.hasOwn(OP_DECLS, op) ? OP_DECLS[op] : undefined;
-    const kind = op === 'read' || op === 'write' || op === 'apply' ? op : decl ? 'op' : fail('unknown op');
+    const kind = op === 'read' || op === 'write' || op === 'apply' || Object.hasOwn(GRAD_ARGS, op) ? op : decl ? 'op' : fail('unknown op');
     if (se >= 0 && se <= sb) fail("'steps' must be [begin, end] with 0 <= begin < end, or end -1");
     const nargs = integer(0, 64, 'argument count');
     const args: unknown[] = [];
@@ -174,10 +174,14 @@ export function validateRequest(req: DecodedRequest, target: ValidationTarget, l
       if (!target.applicable.has(args[0] as string)) fail(`module '${(args[0] as string).slice(0, 200)}' cannot be applied (no apply rule in the manifest)`);
       if (nargs < 2) fail('apply needs at least one input');
     }
+    if (Object.hasOwn(GRAD_ARGS, op) && (nargs !== GRAD_ARGS[op] || args[0] !== REF)) fail(`${op} takes ${GRAD_ARGS[op]} argument(s), the first a graph value`);
     if (decl) checkOpArgs(decl, args, fail);
   }
   if (i !== code.length) throw new RequestError(`graph: ${i} words of code read, more follow the last node`);
 }
+
+/** Gradient nodes (native/autograd.cpp): `.backward()`, `.grad` and `.grad = v`, with their argument counts. */
+const GRAD_ARGS: Readonly<Record<string, number>> = { backward: 1, grad: 1, setGrad: 2 };
 
 const TENSOR = Symbol('tensor');
 const REF = Symbol('ref');

@@ -67,6 +67,27 @@ export class TraceProxy {
     return record(this.graph, this.invoke, 'item', [this]);
   }
 
+  /**
+   * Runs autograd from this scalar once the forward is over (nnsight's `metric.backward()`):
+   * the trace's `.grad` reads and patches run during that backward. One per invoke.
+   */
+  backward(): void {
+    record(this.graph, this.invoke, 'backward', [this]);
+  }
+
+  /**
+   * The gradient of the metric with respect to this value (a proxy, read during the backward).
+   * Assigning it (`h.grad = g`), or changing it in place (`h.grad.mul_(0)`), changes the
+   * gradient that flows on to earlier values.
+   */
+  get grad(): TraceProxy {
+    return record(this.graph, this.invoke, 'grad', [this]);
+  }
+
+  set grad(v: TraceProxy | Tensor | number) {
+    record(this.graph, this.invoke, 'setGrad', [this, v]);
+  }
+
   /** Element i of a tuple-valued proxy. */
   at(i: number): TraceProxy {
     return record(this.graph, this.invoke, 'getitem', [this, i]);
