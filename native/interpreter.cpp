@@ -146,6 +146,8 @@ void Interpreter::exec(Node& n, c10::IValue* live) {
         }
         break;
       }
+      case NodeKind::Skip:  // handled by forwardStep
+        break;
       case NodeKind::Apply: {
         std::vector<c10::IValue> args;
         for (const auto& a : n.args) args.push_back(resolve(a));
@@ -261,9 +263,15 @@ c10::IValue Interpreter::forwardStep(int ti, int step, ForwardGraphs& f, std::ve
   std::fill(interest_.begin(), interest_.end(), 0);
   pending_.clear();
   remaining_ = 0;
+  GraphEdits edits;  // op sites (.source) and skipped modules: a graph edited for them
   for (int i = tr.begin; i < tr.end; ++i) {
     Node& n = r_.nodes[i];
     if (!active(n, step)) continue;
+    if (n.kind == NodeKind::Skip) {  // no value: it only shapes the graph
+      if (tr.invokes.size() <= 1) edits.skips.emplace_back(n.site, n.from);
+      done_[i] = 1;
+      continue;
+    }
     if (step > n.stepBegin) {  // a node of several steps runs anew at each
       done_[i] = 0;
       values_[i] = c10::IValue();
@@ -273,6 +281,8 @@ c10::IValue Interpreter::forwardStep(int ti, int step, ForwardGraphs& f, std::ve
     remaining_++;
     if (n.site >= 0) interest_[n.site] = 1;
   }
+  for (size_t id = m_.hookSites; id < interest_.size(); ++id)
+    if (interest_[id]) edits.ops.push_back((int)id);
   runReady();  // nodes that need no site (ops on tensors passed in)
   bool stopped = false;
   stopped_ = false;
@@ -287,7 +297,8 @@ c10::IValue Interpreter::forwardStep(int ti, int step, ForwardGraphs& f, std::ve
     try {
       torch::jit::GraphFunction* fn = f.withSites.get();
       std::shared_ptr<torch::jit::GraphFunction> special;  // held while it runs (the cache may drop it)
-      if (quiet && remaining_ == 0 && f.plain) fn = f.plain.get();
+      if (!edits.empty()) fn = (special = editedForward(m_, f, interest_, !quiet, edits)).get();
+      else if (quiet && remaining_ == 0 && f.plain) fn = f.plain.get();
       else if (quiet && m_.siteGraphs && (special = siteGraphFor(f))) fn = special.get();
       if (fn) {
         inputs.insert(inputs.begin(), f.module._ivalue());

@@ -23,7 +23,10 @@ struct Arg {
   std::vector<Arg> items;
 };
 
-enum class NodeKind { Read, Write, Apply, Op };
+// Skip: the module whose output site is `site` does not run; that site takes the value of
+// input site `from` (one invoke: the forward's graph is edited; several: the write the tracer
+// records with it patches the invoke's rows, and the module runs for the others).
+enum class NodeKind { Read, Write, Apply, Op, Skip };
 
 struct Node {
   int id = 0;
@@ -31,7 +34,8 @@ struct Node {
   NodeKind kind = NodeKind::Op;
   const OpDef* def = nullptr;
   std::vector<Arg> args;
-  int site = -1;  // site id for Read/Write
+  int site = -1;  // site id for Read/Write; the output site for Skip
+  int from = -1;  // Skip: the input site whose value the output takes
   int occ = 0;    // which call of the site (a module called twice fires twice)
   int invoke = -1;
   int trace = 0;
