@@ -1,4 +1,5 @@
 // Loads the C++ addon once and types what it exports.
+import type { SourceOp } from './trace/source.js';
 import { loadAddon, type AddonChoice, type LoadedAddon } from './install/loader.js';
 import { checkNativeSwitches } from './settings.js';
 
@@ -64,6 +65,8 @@ export interface NativeModel {
   readonly device: string;
   readonly dtype: string;
   sites(): string[];
+  /** model.pt's operations, for `.source` (native/site_graphs.cpp lists them at load) */
+  ops(): SourceOp[];
   configure(options: { vocabSize?: number; maxPositions?: number; apply?: Record<string, ApplyRule>; cache?: { layers: number; kvHeads: number; headDim: number } }): void;
   run(request: { traces: WireTrace[]; graph: PackedGraph; recordSites?: boolean; returnLogits?: boolean; cancel?: Int32Array }): Promise<RunResult>;
   readonly hasCache: boolean;
