@@ -1,5 +1,4 @@
 // Loads the C++ addon once and types what it exports.
-import type { SourceOp } from './trace/source.js';
 import { loadAddon, type AddonChoice, type LoadedAddon } from './install/loader.js';
 import { checkNativeSwitches } from './settings.js';
 
@@ -52,6 +51,22 @@ export interface PackedGraph {
   code: Float64Array;
   strings: string[];
   tensors: NativeTensor[];
+}
+
+/** One operation of a module's forward, as the native model lists it. */
+export interface SourceOp {
+  /** the module whose own forward calls it ('' the root) */
+  module: string;
+  /** kind and number per kind within the module: 'softmax_0' */
+  name: string;
+  /** the TorchScript kind: 'aten::softmax' */
+  kind: string;
+  /** its output's site */
+  output: string;
+  /** each input's site; null where the input is not a tensor (a dim, a dtype) */
+  inputs: (string | null)[];
+  /** its output's shape in two probe forwards at load, [1, 3] and [2, 5] tokens; empty when not probed */
+  shapes: number[][];
 }
 
 export interface RunResult {

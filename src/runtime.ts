@@ -15,7 +15,7 @@ import { recordSession, type Session } from './trace/session.js';
 import { generate, type GenerateOptions, type GenerationScope } from './generate.js';
 import type { EnvoyOf } from './trace/types.js';
 import { siteIdsOf } from './trace/wire.js';
-import type { SourceOp } from './trace/source.js';
+import type { SourceOp } from './native.js';
 
 export interface TraceOptions extends RemoteOptions {
   /** Cancels the trace: queued work never starts; a running forward stops at the next module. */

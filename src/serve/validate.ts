@@ -8,7 +8,7 @@
 // accepted here with no other change. It is the one function the server calls (`validateRequest`).
 import { OP_DECLS, type OpDecl } from '../ops.gen.js';
 import type { DecodedRequest } from '../remote/envelope.js';
-import type { SourceOp } from '../trace/source.js';
+import type { SourceOp } from '../native.js';
 
 export const PACK_VERSION = 1;
 const TAG = { null: 0, bool: 1, num: 2, str: 3, tensor: 4, ref: 5, list: 6 } as const;

@@ -4,24 +4,18 @@
 // forward, owned by the module on their inlined call stack); their sites are in no graph until
 // a trace uses one, so reading them costs only the traces that do.
 import { closest, type ModuleNode } from '../manifest.js';
+import type { SourceOp } from '../native.js';
 import type { Graph } from './graph.js';
 import { record, TraceProxy } from './proxy.js';
-import type { Scope } from './envoy.js';
 
-/** One operation of a module's forward, as the native model lists it. */
-export interface SourceOp {
-  /** the module whose own forward calls it ('' the root) */
-  module: string;
-  /** kind and number per kind within the module: 'softmax_0' */
-  name: string;
-  /** the TorchScript kind: 'aten::softmax' */
-  kind: string;
-  /** its output's site */
-  output: string;
-  /** each input's site; null where the input is not a tensor (a dim, a dtype) */
-  inputs: (string | null)[];
-  /** its output's shape in two probe forwards at load, [1, 3] and [2, 5] tokens; empty when not probed */
-  shapes: number[][];
+export type { SourceOp };
+
+/** What `.source` and `skip` record into: the part of an envoy scope (envoy.ts) they read. */
+export interface SourceScope {
+  graph: Graph | undefined;
+  invoke: number;
+  siteIds: ReadonlyMap<string, number>;
+  ops?: () => readonly SourceOp[];
 }
 
 const INSPECT = Symbol.for('nodejs.util.inspect.custom');
@@ -30,7 +24,7 @@ const NO_ARGS: readonly unknown[] = [];
 // ops by module path, indexed once per listing
 const byModule = new WeakMap<readonly SourceOp[], Map<string, SourceOp[]>>();
 
-function opsOf(scope: Scope, path: string): SourceOp[] {
+function opsOf(scope: SourceScope, path: string): SourceOp[] {
   const all = scope.ops?.() ?? [];
   let index = byModule.get(all);
   if (!index) {
@@ -64,16 +58,16 @@ export function shapeText(op: SourceOp): string {
   return `[${dims.join(', ')}]`;
 }
 
-function graphOf(scope: Scope, what: string): Graph {
+function graphOf(scope: SourceScope, what: string): Graph {
   if (!scope.graph) throw new Error(`${what}: envoys record only while a trace callback runs (model.trace(input, (m) => ...))`);
   return scope.graph;
 }
 
-function readSite(scope: Scope, site: string, what: string): TraceProxy {
+function readSite(scope: SourceScope, site: string, what: string): TraceProxy {
   return record(graphOf(scope, what), scope.invoke, 'read', NO_ARGS, scope.siteIds.get(site) ?? site);
 }
 
-function writeSite(scope: Scope, site: string, what: string, value: unknown): void {
+function writeSite(scope: SourceScope, site: string, what: string, value: unknown): void {
   if (Array.isArray(value) || value === undefined || value === null)
     throw new Error(`${what} is a tensor; assign a proxy, a Tensor or a number`);
   record(graphOf(scope, what), scope.invoke, 'write', [value], scope.siteIds.get(site) ?? site);
@@ -81,10 +75,10 @@ function writeSite(scope: Scope, site: string, what: string, value: unknown): vo
 
 /** The envoy of one operation: `.output`, `.input`, `.inputs` (null where an input is not a tensor). */
 export class OpEnvoy {
-  readonly #scope: Scope;
+  readonly #scope: SourceScope;
   readonly #op: SourceOp;
   /** @internal */
-  constructor(scope: Scope, op: SourceOp) {
+  constructor(scope: SourceScope, op: SourceOp) {
     this.#scope = scope;
     this.#op = op;
   }
@@ -138,7 +132,7 @@ export class OpEnvoy {
 export type SourceEnvoy = { readonly [name: string]: OpEnvoy } & { toString(): string };
 
 /** `node`'s `.source`: its ops by name; a name it lacks throws with the nearest one. */
-export function sourceEnvoy(scope: Scope, node: ModuleNode): SourceEnvoy {
+export function sourceEnvoy(scope: SourceScope, node: ModuleNode): SourceEnvoy {
   const where = `${node.path ? node.path + '.' : ''}source`;
   const ops = opsOf(scope, node.path);
   const envoys = new Map<string, OpEnvoy>();
@@ -184,7 +178,7 @@ export function sourceEnvoy(scope: Scope, node: ModuleNode): SourceEnvoy {
  * value, which patches only the invoke's rows when it has several (the module then still runs
  * for the batch: see docs/ARCHITECTURE.md).
  */
-export function skipModule(scope: Scope, node: ModuleNode, value?: unknown): void {
+export function skipModule(scope: SourceScope, node: ModuleNode, value?: unknown): void {
   const what = `${node.path || 'model'}.skip()`;
   if (node.path === '') throw new Error(`${what}: the root module cannot be skipped (its output is the model's logits); skip one of its submodules`);
   const out = node.entry.output;
