@@ -279,10 +279,11 @@ c10::IValue Interpreter::forwardStep(int ti, int step, ForwardGraphs& f, std::ve
     }
     pending_.push_back(i);
     remaining_++;
-    if (n.site >= 0) interest_[n.site] = 1;
+    if (n.site >= 0) {
+      if ((size_t)n.site >= m_.hookSites && !interest_[n.site]) edits.ops.push_back(n.site);  // an op site (.source)
+      interest_[n.site] = 1;
+    }
   }
-  for (size_t id = m_.hookSites; id < interest_.size(); ++id)
-    if (interest_[id]) edits.ops.push_back((int)id);
   runReady();  // nodes that need no site (ops on tensors passed in)
   bool stopped = false;
   stopped_ = false;
