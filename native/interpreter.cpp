@@ -165,6 +165,8 @@ void Interpreter::exec(Node& n, c10::IValue* live) {
         metrics_.emplace_back(n.id, v.toTensor());
         break;
       }
+      case NodeKind::Skip:  // handled by forwardStep
+        break;
       case NodeKind::Apply: {
         std::vector<c10::IValue> args;
         for (const auto& a : n.args) args.push_back(resolve(a));
@@ -284,9 +286,15 @@ c10::IValue Interpreter::forwardStep(int ti, int step, ForwardGraphs& f, std::ve
   std::fill(interest_.begin(), interest_.end(), 0);
   pending_.clear();
   remaining_ = 0;
+  GraphEdits edits;  // op sites (.source) and skipped modules: a graph edited for them
   for (int i = tr.begin; i < tr.end; ++i) {
     Node& n = r_.nodes[i];
     if (!active(n, step)) continue;
+    if (n.kind == NodeKind::Skip) {  // no value: it only shapes the graph
+      if (tr.invokes.size() <= 1) edits.skips.emplace_back(n.site, n.from);
+      done_[i] = 1;
+      continue;
+    }
     if (step > n.stepBegin) {  // a node of several steps runs anew at each
       done_[i] = 0;
       values_[i] = c10::IValue();
@@ -294,7 +302,10 @@ c10::IValue Interpreter::forwardStep(int ti, int step, ForwardGraphs& f, std::ve
     }
     pending_.push_back(i);
     remaining_++;
-    if (n.site >= 0) interest_[n.site] = 1;
+    if (n.site >= 0) {
+      if ((size_t)n.site >= m_.hookSites && !interest_[n.site]) edits.ops.push_back(n.site);  // an op site (.source)
+      interest_[n.site] = 1;
+    }
   }
   runReady();  // nodes that need no site (ops on tensors passed in)
   bool stopped = false;
@@ -310,7 +321,8 @@ c10::IValue Interpreter::forwardStep(int ti, int step, ForwardGraphs& f, std::ve
     try {
       torch::jit::GraphFunction* fn = f.withSites.get();
       std::shared_ptr<torch::jit::GraphFunction> special;  // held while it runs (the cache may drop it)
-      if (quiet && remaining_ == 0 && f.plain) fn = f.plain.get();
+      if (!edits.empty()) fn = (special = editedForward(m_, f, interest_, !quiet, edits)).get();
+      else if (quiet && remaining_ == 0 && f.plain) fn = f.plain.get();
       else if (quiet && m_.siteGraphs && (special = siteGraphFor(f))) fn = special.get();
       if (fn) {
         inputs.insert(inputs.begin(), f.module._ivalue());

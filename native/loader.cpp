@@ -116,6 +116,8 @@ std::shared_ptr<ModelState> loadModelState(const std::string& path, const std::s
   }
   s->forward = loadForward(s->module, 'f', *s);
   if (s->hasStep) s->stepForward = loadForward(s->step, 's', *s);
+  s->editGraphs = std::make_shared<SiteGraphs>(8);
+  probeOpShapes(*s);  // two short forwards: each op's shape for String(...source)
   // site graphs need the simple executor: under the profiling one a new graph's first two runs
   // are slow (profiled, then optimized), and those would fall on the user's requests
   const char* cap = std::getenv("TORCHSIGHT_SITE_GRAPHS");

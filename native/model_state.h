@@ -17,7 +17,8 @@ struct ModelState {
   c10::Device device{c10::kCPU};
   c10::ScalarType dtype = at::kFloat;
   std::unordered_map<std::string, int> siteIds;  // interned at load
-  std::vector<std::string> siteNames;
+  std::vector<std::string> siteNames;            // hook sites first, then op sites (.source)
+  size_t hookSites = 0;                          // ids below are the export's hook sites
   std::unordered_map<const std::string*, int> siteByAddress;  // hook op's cache, filled as sites fire
   std::unordered_map<std::string, ApplyRule> applyRules;
   int64_t vocabSize = INT64_MAX;     // token ids are checked against these before the forward
@@ -32,6 +33,7 @@ struct ModelState {
   // TORCHSIGHT_EXECUTOR=simple|profiling chooses.
   torch::jit::ExecutorExecutionMode executor = torch::jit::ExecutorExecutionMode::SIMPLE;
   std::shared_ptr<SiteGraphs> siteGraphs;  // null: off (TORCHSIGHT_SITE_GRAPHS=0, or PROFILING)
+  std::shared_ptr<SiteGraphs> editGraphs;  // graphs with op sites or skips (editedForward), built on request
   std::mutex mu;  // one forward at a time per model
   // The submodule at a dotted path; throws UserError when missing.
   torch::jit::Module submodule(const std::string& path) const;

@@ -107,7 +107,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "NativeModel",
-                       {InstanceMethod("sites", &ModelWrap::Sites), InstanceMethod("configure", &ModelWrap::Configure),
+                       {InstanceMethod("sites", &ModelWrap::Sites), InstanceMethod("ops", &ModelWrap::Ops), InstanceMethod("configure", &ModelWrap::Configure),
                         InstanceMethod("run", &ModelWrap::Run), InstanceMethod("generate", &ModelWrap::Generate),
                         InstanceMethod("dispose", &ModelWrap::Dispose), InstanceMethod("siteGraphs", &ModelWrap::SiteGraphsInfo),
                         InstanceAccessor("hasCache", &ModelWrap::HasCache, nullptr),
@@ -130,9 +130,39 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   }
   Napi::Value Sites(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      auto& names = state().siteNames;
-      auto arr = Napi::Array::New(info.Env(), names.size());
-      for (size_t i = 0; i < names.size(); ++i) arr.Set((uint32_t)i, names[i]);
+      auto& s = state();  // the export's hook sites (op sites are listed by ops())
+      auto arr = Napi::Array::New(info.Env(), s.hookSites);
+      for (size_t i = 0; i < s.hookSites; ++i) arr.Set((uint32_t)i, s.siteNames[i]);
+      return arr;
+    });
+  }
+  // ops(): model.pt's operations (.source), in graph order, as
+  // [{module, name, kind, output: site, inputs: [site | null], shapes: [[...], [...]]}]
+  Napi::Value Ops(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      Napi::Env env = info.Env();
+      auto& s = state();
+      auto arr = Napi::Array::New(env, s.forward.ops.size());
+      for (size_t i = 0; i < s.forward.ops.size(); ++i) {
+        const OpSite& op = s.forward.ops[i];
+        auto o = Napi::Object::New(env);
+        o.Set("module", op.module);
+        o.Set("name", op.name);
+        o.Set("kind", op.kind);
+        o.Set("output", s.siteNames.at(op.output));
+        auto inputs = Napi::Array::New(env, op.inputs.size());
+        for (size_t k = 0; k < op.inputs.size(); ++k)
+          inputs.Set((uint32_t)k, op.inputs[k] >= 0 ? Napi::Value(Napi::String::New(env, s.siteNames.at(op.inputs[k]))) : env.Null());
+        o.Set("inputs", inputs);
+        auto shapes = Napi::Array::New(env, op.shapes.size());
+        for (size_t k = 0; k < op.shapes.size(); ++k) {
+          auto dims = Napi::Array::New(env, op.shapes[k].size());
+          for (size_t d = 0; d < op.shapes[k].size(); ++d) dims.Set((uint32_t)d, (double)op.shapes[k][d]);
+          shapes.Set((uint32_t)k, dims);
+        }
+        o.Set("shapes", shapes);
+        arr.Set((uint32_t)i, o);
+      }
       return arr;
     });
   }

@@ -313,6 +313,7 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
     else if (n.op == "backward") n.kind = NodeKind::Backward;
     else if (n.op == "grad") n.kind = NodeKind::GradRead;
     else if (n.op == "setGrad") n.kind = NodeKind::GradWrite;
+    else if (n.op == "skip") n.kind = NodeKind::Skip;
     else if ((n.def = findOp(n.op))) n.kind = NodeKind::Op;
     else throw UserError(where() + ": unknown op");
     if (se >= 0 && se <= sb) throw UserError(where() + ": 'steps' must be [begin, end] with 0 <= begin < end, or end -1");
@@ -348,6 +349,20 @@ Request parseRequest(const Napi::Object& req, const ModelState& model) {
                         " arguments (" + n.def->signature + "), got " + std::to_string(n.args.size()));
       if (n.def->inplace && n.args[0].ref < 0)
         throw UserError(where() + ": an in-place op needs a graph value to change");
+    }
+    if (n.kind == NodeKind::Skip) {  // skip(outputSite, inputSite), both by name
+      int ids[2];
+      for (int k = 0; k < 2; ++k) {
+        if (n.args.size() != 2 || n.args[k].ref >= 0 || n.args[k].isList || !n.args[k].value.isString())
+          throw UserError(where() + ": skip needs a module's output site and input site, by name");
+        const auto& name = n.args[k].value.toStringRef();
+        auto it = model.siteIds.find(name);
+        if (it == model.siteIds.end() || (size_t)it->second >= model.hookSites)
+          throw UserError(where() + ": site '" + name.substr(0, 200) + "' does not exist in this model");
+        ids[k] = it->second;
+      }
+      n.site = ids[0];
+      n.from = ids[1];
     }
     if (n.kind == NodeKind::Apply) {
       if (n.args.empty() || n.args[0].ref >= 0 || n.args[0].isList || !n.args[0].value.isString())

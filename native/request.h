@@ -25,7 +25,10 @@ struct Arg {
 
 // Read and Write run at a site's call; GradRead and GradWrite (`.grad`, `.grad = v`) when the
 // backward reaches the value they name (autograd.cpp); Backward marks a trace's metric.
-enum class NodeKind { Read, Write, Apply, Op, Backward, GradRead, GradWrite };
+// Skip: the module whose output site is `site` does not run; that site takes the value of
+// input site `from` (one invoke: the forward's graph is edited; several: the write the tracer
+// records with it patches the invoke's rows, and the module runs for the others).
+enum class NodeKind { Read, Write, Apply, Op, Backward, GradRead, GradWrite, Skip };
 // Whether a node waits for an event (a site's call, a gradient) rather than for its inputs alone.
 inline bool atEvent(NodeKind k) {
   return k == NodeKind::Read || k == NodeKind::Write || k == NodeKind::GradRead || k == NodeKind::GradWrite;
@@ -38,7 +41,8 @@ struct Node {
   NodeKind kind = NodeKind::Op;
   const OpDef* def = nullptr;
   std::vector<Arg> args;
-  int site = -1;  // site id for Read/Write
+  int site = -1;  // site id for Read/Write; the output site for Skip
+  int from = -1;  // Skip: the input site whose value the output takes
   int occ = 0;    // which call of the site (a module called twice fires twice)
   int invoke = -1;
   int trace = 0;

@@ -2,6 +2,7 @@
 // at load, copies keeping only the sites a request uses, and the cache that builds those on
 // libuv's pool (SiteGraphs, SiteGraphWorker).
 #include "model_state.h"
+#include "op_sites.h"
 #include <torch/csrc/jit/ir/constants.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/inliner.h>
@@ -12,7 +13,7 @@ static const c10::Symbol& hookKind() {
   static const auto k = c10::Symbol::fromQualString("torchsight::hook");
   return k;
 }
-static const c10::Symbol& siteKind() {
+const c10::Symbol& siteKind() {
   static const auto k = c10::Symbol::fromQualString("torchsight::site");
   return k;
 }
@@ -34,6 +35,7 @@ void collectSites(ModelState& s) {
   if (s.hasStep)
     for (const auto& mod : s.step.modules())
       for (const auto& method : mod.get_methods()) walk(method.graph()->block());
+  s.hookSites = s.siteNames.size();
 }
 
 // `m`'s forward inlined into one graph (submodule calls become the calls' bodies), taking the
@@ -66,8 +68,10 @@ static std::shared_ptr<torch::jit::Graph> inlinedGraph(torch::jit::Module& m, co
 }
 
 std::shared_ptr<torch::jit::GraphFunction> siteGraph(torch::jit::Graph& graph, const std::string& name,
-                                                     const std::vector<char>* keep, torch::jit::ExecutorExecutionMode mode) {
+                                                     const std::vector<char>* keep, torch::jit::ExecutorExecutionMode mode,
+                                                     const std::function<void(torch::jit::Graph&)>& edit) {
   auto g = graph.copy();
+  if (edit) edit(*g);
   if (keep) {
     // a site op dropped: its output is its input
     std::function<void(torch::jit::Block*)> strip = [&](torch::jit::Block* b) {
@@ -98,7 +102,7 @@ std::shared_ptr<torch::jit::GraphFunction> siteGraph(torch::jit::Graph& graph, c
   return fn;
 }
 
-ForwardGraphs loadForward(torch::jit::Module& m, char kind, const ModelState& s) {
+ForwardGraphs loadForward(torch::jit::Module& m, char kind, ModelState& s) {
   ForwardGraphs f;
   f.kind = kind;
   f.module = m;
@@ -106,6 +110,7 @@ ForwardGraphs loadForward(torch::jit::Module& m, char kind, const ModelState& s)
   const char* inl = std::getenv("TORCHSIGHT_INLINE");
   if (inl && std::string(inl) == "0") return f;
   f.graph = inlinedGraph(m, s);
+  listOps(f, m, s);
   std::string name = kind == 's' ? "step" : "forward";
   const std::vector<char> none;
   f.withSites = siteGraph(*f.graph, name, nullptr, s.executor);

@@ -8,6 +8,19 @@ namespace ts {
 
 struct ModelState;
 
+// An operation of a module's own forward (`.source`): a tensor-valued aten:: node at the top
+// level of the inlined graph, owned by the innermost module its inlined call stack names. Its
+// sites (`<module>.source.<name>:output`, `...:input:<k>`) are interned with the hook sites
+// but are in no graph built at load: a request that uses one runs a copy with a site op
+// inserted at that node (editedForward), so they cost nothing to forwards that do not.
+struct OpSite {
+  std::string module, name, kind;  // module path ('' the root), 'softmax_0', 'aten::softmax'
+  int node = 0;                    // ordinal among the graph's top-level nodes (copies keep the order)
+  int output = -1;                 // site id of its output
+  std::vector<int> inputs;         // site id of each input; -1 where it is not a tensor
+  std::vector<std::vector<int64_t>> shapes;  // its output's shape in the probe forwards (probeOpShapes)
+};
+
 // One forward of the model (model.pt's, or step.pt's key/value-cache step) as graphs built at
 // load (loadForward): its forward inlined into one graph (submodule calls become
 // their bodies), run with every hook site, or with none for forwards no intervention touches
@@ -18,6 +31,17 @@ struct ForwardGraphs {
   torch::jit::Module module;
   std::shared_ptr<torch::jit::Graph> graph;  // the inlined graph, every site (as site ops, by id); never changed once built
   std::shared_ptr<torch::jit::GraphFunction> withSites, plain;
+  std::vector<OpSite> ops;               // in graph order
+  std::unordered_map<int, int> opOfSite;  // op site id -> index in ops
+};
+
+// What a request changes in a forward's graph beyond the sites it keeps: op sites to insert and
+// modules to skip (the uses of an output site's value rewired to an input site's value, the
+// module's nodes left to dead-code elimination).
+struct GraphEdits {
+  std::vector<int> ops;                     // op site ids
+  std::vector<std::pair<int, int>> skips;   // (output site id, input site id)
+  bool empty() const { return ops.empty() && skips.empty(); }
 };
 
 // Forwards keeping only the sites a request uses (~350 hook calls on a 12-layer GPT-2 become
@@ -63,15 +87,28 @@ struct SiteGraphBuild {
   std::shared_ptr<SiteGraphs> cache;
 };
 // A copy of `graph` keeping the sites whose id `keep` marks (every site when keep is null),
-// compiled for `mode`; `graph` is only read, so builds may run beside forwards.
+// compiled for `mode`; `graph` is only read, so builds may run beside forwards. `edit`, when
+// given, changes the copy before the sites are dropped.
 std::shared_ptr<torch::jit::GraphFunction> siteGraph(torch::jit::Graph& graph, const std::string& name,
-                                                     const std::vector<char>* keep, torch::jit::ExecutorExecutionMode mode);
+                                                     const std::vector<char>* keep, torch::jit::ExecutorExecutionMode mode,
+                                                     const std::function<void(torch::jit::Graph&)>& edit = nullptr);
+
+// The forward of a request that reads or writes op sites or skips modules: `f`'s graph with
+// `edits`, keeping the hook sites `keep` marks (every hook site when `allHooks`), built on the
+// calling thread the first time and cached (ModelState::editGraphs). Throws UserError when the
+// forward has no inlined graph (TORCHSIGHT_INLINE=0) or a skipped module's sites are missing.
+std::shared_ptr<torch::jit::GraphFunction> editedForward(ModelState& s, ForwardGraphs& f, const std::vector<char>& keep,
+                                                         bool allHooks, const GraphEdits& edits);
+// Runs model.pt's forward twice on small inputs ([1, 3] and [2, 5] tokens) to record each op's
+// output shape for `String(...source)`; a model that cannot run them keeps no shapes.
+void probeOpShapes(ModelState& s);
 
 // Every site the export's graphs call (model.pt's and step.pt's), interned to ids in the order
 // first seen.
 void collectSites(ModelState& s);
-// `m`'s forward as ForwardGraphs (the inlined graph, with every site and with none).
-ForwardGraphs loadForward(torch::jit::Module& m, char kind, const ModelState& s);
+// `m`'s forward as ForwardGraphs (the inlined graph, with every site and with none), its
+// operations listed and their sites interned.
+ForwardGraphs loadForward(torch::jit::Module& m, char kind, ModelState& s);
 // Queues the builds a request asked for (on the JS thread, once the request is done).
 // Never throws: the request has succeeded whatever happens to its builds.
 void queueSiteGraphs(Napi::Env env, std::vector<SiteGraphBuild>& builds);

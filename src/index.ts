@@ -15,7 +15,8 @@ export type { EnvoyOf, ModuleEnvoy, ListEnvoy, TupleValue, ValueOf, WriteOf, App
 // the type machinery behind EnvoyOf, exported so editors and the API docs can name it
 export type { Item, TupleItems, Accessors, Deep, ValuesOf, OutputOf, InputsOf, NamedOutput, ChildDescs, ChildEnvoys, EnvoysOf, Reserved } from './trace/types.js';
 export type { Dim } from './ops.js';
-export type { ApplyRule } from './native.js';
+export type { ApplyRule, SourceOp } from './native.js';
+export type { SourceEnvoy, OpEnvoy } from './trace/source.js';
 export type { TraceInput } from './inputs.js';
 export type { Manifest, ModuleEntry, Struct } from './manifest.js';
 export { parseIndex, type IndexSpec, type IndexItem } from './indexspec.js';

@@ -53,6 +53,22 @@ export interface PackedGraph {
   tensors: NativeTensor[];
 }
 
+/** One operation of a module's forward, as the native model lists it. */
+export interface SourceOp {
+  /** the module whose own forward calls it ('' the root) */
+  module: string;
+  /** kind and number per kind within the module: 'softmax_0' */
+  name: string;
+  /** the TorchScript kind: 'aten::softmax' */
+  kind: string;
+  /** its output's site */
+  output: string;
+  /** each input's site; null where the input is not a tensor (a dim, a dtype) */
+  inputs: (string | null)[];
+  /** its output's shape in two probe forwards at load, [1, 3] and [2, 5] tokens; empty when not probed */
+  shapes: number[][];
+}
+
 export interface RunResult {
   /** the saved values, flat: node id, value, node id, value, ... (savedEntries pairs them) */
   saved: unknown[];
@@ -64,6 +80,8 @@ export interface NativeModel {
   readonly device: string;
   readonly dtype: string;
   sites(): string[];
+  /** model.pt's operations, for `.source` (native/site_graphs.cpp lists them at load) */
+  ops(): SourceOp[];
   configure(options: { vocabSize?: number; maxPositions?: number; apply?: Record<string, ApplyRule>; cache?: { layers: number; kvHeads: number; headDim: number } }): void;
   run(request: { traces: WireTrace[]; graph: PackedGraph; recordSites?: boolean; returnLogits?: boolean; cancel?: Int32Array }): Promise<RunResult>;
   readonly hasCache: boolean;

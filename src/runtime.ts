@@ -15,6 +15,7 @@ import { recordSession, type Session } from './trace/session.js';
 import { generate, type GenerateOptions, type GenerationScope } from './generate.js';
 import type { EnvoyOf } from './trace/types.js';
 import { siteIdsOf } from './trace/wire.js';
+import type { SourceOp } from './native.js';
 
 export interface TraceOptions extends RemoteOptions {
   /** Cancels the trace: queued work never starts; a running forward stops at the next module. */
@@ -88,6 +89,8 @@ export class ModelRecorder implements RecordingHost {
     readonly tokenizer: Tokenizer,
     /** site name -> id as the model that runs the graphs numbers them (read at the first recording) */
     readonly siteTable: () => ReadonlyMap<string, number>,
+    /** the operations of every module's forward (`.source`), read when a trace first asks */
+    readonly opTable?: () => readonly SourceOp[],
   ) {
     this.tree = buildTree(manifest);
   }
@@ -104,7 +107,7 @@ export class ModelRecorder implements RecordingHost {
   }
 
   recording<R>(graph: Graph, invoke: number, fn: (m: Envoy) => R): R {
-    const scope = (this.#scope ??= { graph: undefined, invoke: 0, manifest: this.manifest, byPath: this.tree.byPath, envoys: new Map(), siteIds: this.siteTable() });
+    const scope = (this.#scope ??= { graph: undefined, invoke: 0, manifest: this.manifest, byPath: this.tree.byPath, envoys: new Map(), siteIds: this.siteTable(), ops: this.opTable });
     const prev = { graph: scope.graph, invoke: scope.invoke };
     scope.graph = graph;
     scope.invoke = invoke;
@@ -140,7 +143,8 @@ export class ModelRuntime extends ModelRecorder implements ModelBackend {
   #native: NativeModel | undefined;
 
   constructor(dir: string, manifest: Manifest, tokenizer: Tokenizer, nativeModel: NativeModel) {
-    super(dir, manifest, tokenizer, () => siteIdsOf(this.native));
+    let ops: readonly SourceOp[] | undefined;
+    super(dir, manifest, tokenizer, () => siteIdsOf(this.native), () => (ops ??= this.native.ops()));
     this.#native = nativeModel;
   }
 

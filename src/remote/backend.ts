@@ -101,7 +101,7 @@ export class RemoteBackend extends ModelRecorder implements ModelBackend {
 
   constructor(client: RemoteClient, name: string, info: ModelInfo, tokenizer: Tokenizer, manifest: Manifest = info.manifest as unknown as Manifest) {
     const sites = new Map(info.sites.map((s, i) => [s, i] as const));
-    super(`${client.url}/v1/models/${name}`, manifest, tokenizer, () => sites);
+    super(`${client.url}/v1/models/${name}`, manifest, tokenizer, () => sites, () => info.ops ?? []);
     this.client = client;
     this.name = name;
     this.info = info;

@@ -3,6 +3,7 @@
 // decoded result. Refusals that say "later" (429, 503) are retried with backoff, honouring
 // Retry-After; an AbortSignal cancels the request on the server too. A server error comes back
 // as a RemoteError carrying the failing node, for the caller to name the user's source line.
+import type { SourceOp } from '../native.js';
 import { apiKeyFromEnv } from '../settings.js';
 import type { Recorded } from './record.js';
 import { decodeResult, encodeRequest, ENVELOPE_CONTENT_TYPE, type DecodedResult, type RequestKind } from './envelope.js';
@@ -75,6 +76,8 @@ export interface ModelInfo {
   device: string;
   dtype: string;
   sites: string[];
+  /** the operations of its modules' forwards (`.source`); absent from servers before them */
+  ops?: SourceOp[];
   tree: string;
   manifest: Record<string, unknown>;
 }

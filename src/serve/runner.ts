@@ -41,6 +41,7 @@ export async function loadServedModel(dir: string, name: string, options: { devi
   const cfg = (manifest.config ?? {}) as Record<string, unknown>;
   const target: ValidationTarget = {
     sites: nm.sites(),
+    ops: nm.ops(),
     applicable: new Set(manifest.modules.filter((m) => m.apply && m.apply.kind !== 'none').map((m) => m.path)),
     vocabSize: manifest.vocabSize,
     maxPositions: Number(cfg.n_positions ?? cfg.max_position_embeddings ?? 0) || 2 ** 31,

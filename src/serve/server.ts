@@ -177,7 +177,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     if (allowed && !allowed.includes(name)) throw new HttpError(403, 'forbidden', `this key may not use model '${name}'`);
     return model;
   };
-  const info = (m: ServedModel) => ({ name: m.name, architecture: m.manifest.architecture, device: m.device, dtype: m.dtype, sites: m.target.sites, tree: m.tree, manifest: m.manifest });
+  const info = (m: ServedModel) => ({ name: m.name, architecture: m.manifest.architecture, device: m.device, dtype: m.dtype, sites: m.target.sites, ops: m.target.ops ?? [], tree: m.tree, manifest: m.manifest });
   const jobFor = (req: FastifyRequest, id: string): Job => {
     const job = store.get(id);
     // another key's job reads as missing

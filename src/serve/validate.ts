@@ -8,6 +8,7 @@
 // accepted here with no other change. It is the one function the server calls (`validateRequest`).
 import { OP_DECLS, type OpDecl } from '../ops.gen.js';
 import type { DecodedRequest } from '../remote/envelope.js';
+import type { SourceOp } from '../native.js';
 
 export const PACK_VERSION = 1;
 const TAG = { null: 0, bool: 1, num: 2, str: 3, tensor: 4, ref: 5, list: 6 } as const;
@@ -16,6 +17,8 @@ const TAG = { null: 0, bool: 1, num: 2, str: 3, tensor: 4, ref: 5, list: 6 } as 
 export interface ValidationTarget {
   /** the model's hook sites, by native id */
   sites: readonly string[];
+  /** the operations of its modules' forwards (`.source`), whose sites a graph names by name */
+  ops?: readonly SourceOp[];
   /** module paths the manifest gives an apply rule */
   applicable: ReadonlySet<string>;
   vocabSize: number;
@@ -56,6 +59,8 @@ export function validateRequest(req: DecodedRequest, target: ValidationTarget, l
   if (count > limits.maxNodes) throw new RequestError(`graph: ${count} nodes; this server takes at most ${limits.maxNodes}`);
   if (count * 9 > code.length - 2) throw new RequestError(`graph: the packed code ends early (${count} nodes need at least ${count * 9} words)`);
 
+  const opSites = opSitesOf(target);
+  const known = (name: string) => target.sites.includes(name) || opSites.has(name);
   // traces: rows, inputs and node ranges
   const traceOf = new Int32Array(count);
   let expectBegin = 0;
@@ -155,7 +160,7 @@ export function validateRequest(req: DecodedRequest, target: ValidationTarget, l
     if (loc >= 0) str(loc);
     op = str(opStr).slice(0, 64);
     const decl = Object.hasOwn(OP_DECLS, op) ? OP_DECLS[op] : undefined;
-    const kind = op === 'read' || op === 'write' || op === 'apply' || Object.hasOwn(GRAD_ARGS, op) ? op : decl ? 'op' : fail('unknown op');
+    const kind = op === 'read' || op === 'write' || op === 'apply' || op === 'skip' || Object.hasOwn(GRAD_ARGS, op) ? op : decl ? 'op' : fail('unknown op');
     if (se >= 0 && se <= sb) fail("'steps' must be [begin, end] with 0 <= begin < end, or end -1");
     const nargs = integer(0, 64, 'argument count');
     const args: unknown[] = [];
@@ -165,10 +170,15 @@ export function validateRequest(req: DecodedRequest, target: ValidationTarget, l
     if (kind === 'read' || kind === 'write') {
       if (site === -1) fail("needs a 'site'");
       if (site >= 0 && site >= target.sites.length) fail(`site ${site} does not exist in this model`);
-      if (site <= -2 && !target.sites.includes(str(-2 - site))) fail(`site '${str(-2 - site).slice(0, 200)}' does not exist in this model`);
+      if (site <= -2 && !known(str(-2 - site))) fail(`site '${str(-2 - site).slice(0, 200)}' does not exist in this model`);
       if (kind === 'read' && nargs !== 0) fail('read takes no arguments');
       if (kind === 'write' && nargs !== 1) fail('write takes one value');
     } else if (site !== -1) fail('only read and write nodes have a site');
+    if (kind === 'skip') {
+      // skip(outputSite, inputSite): a module's own hook sites, by name
+      if (nargs !== 2 || typeof args[0] !== 'string' || typeof args[1] !== 'string') fail("skip needs a module's output site and input site, by name");
+      for (const s of args as string[]) if (!target.sites.includes(s)) fail(`site '${s.slice(0, 200)}' does not exist in this model`);
+    }
     if (kind === 'apply') {
       if (typeof args[0] !== 'string') fail('apply needs a module path first');
       if (!target.applicable.has(args[0] as string)) fail(`module '${(args[0] as string).slice(0, 200)}' cannot be applied (no apply rule in the manifest)`);
@@ -242,4 +252,20 @@ function checkIndexSpec(spec: unknown, fail: (m: string) => never): void {
     }
     fail(`index: bad item ${typeof x === 'symbol' ? 'reference' : JSON.stringify(x)?.slice(0, 40)}`);
   }
+}
+
+// the op sites of a target, as a set made once per listing
+const opSiteSets = new WeakMap<readonly SourceOp[], ReadonlySet<string>>();
+function opSitesOf(target: ValidationTarget): ReadonlySet<string> {
+  if (!target.ops) return new Set();
+  let set = opSiteSets.get(target.ops);
+  if (!set) {
+    const s = new Set<string>();
+    for (const op of target.ops) {
+      s.add(op.output);
+      for (const i of op.inputs) if (i) s.add(i);
+    }
+    opSiteSets.set(target.ops, (set = s));
+  }
+  return set;
 }

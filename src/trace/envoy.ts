@@ -7,6 +7,7 @@ import { TUPLE_ITEMS } from '../tensor.js';
 import { record, TraceProxy } from './proxy.js';
 import { RESERVED } from './types.js';
 import { aliasesOf } from './rename.js';
+import { skipModule, sourceEnvoy, type SourceEnvoy, type SourceOp } from './source.js';
 
 /**
  * What envoys record into: one per model, its graph and invoke set while a trace callback runs
@@ -21,6 +22,8 @@ export interface Scope {
   envoys: Map<ModuleNode, Envoy>;
   /** the model's native site ids: reads and writes record a site by id, not by name */
   siteIds: ReadonlyMap<string, number>;
+  /** the operations of every module's forward (`.source`), as the model that runs the graphs lists them */
+  ops?: () => readonly SourceOp[];
 }
 
 function graphOf(scope: Scope, what: string): Graph {
@@ -377,6 +380,9 @@ function makeEnvoy(scope: Scope, node: ModuleNode): Envoy {
     },
   });
   define(e, 'inputs', { get: () => node.entry.inputs.map((s, i) => structValue(scope, s, `${node.path || 'model'}.inputs[${i}]`)), set: readOnly('inputs') });
+  let source: SourceEnvoy | undefined;
+  define(e, 'source', { get: () => (source ??= sourceEnvoy(scope, node)), set: readOnly('source') });
+  define(e, 'skip', { value: (value?: unknown) => skipModule(scope, node, value) });
   define(e, 'path', { get: () => node.path, set: readOnly('path') });
   define(e, 'type', { get: () => node.entry.type, set: readOnly('type') });
   let list: Envoy[] | undefined;

@@ -15,6 +15,7 @@
 // 'other' (not readable), or null (the module never ran in the example forward).
 import type { Tensor } from '../tensor.js';
 import type { TraceProxy } from './proxy.js';
+import type { SourceEnvoy } from './source.js';
 
 /** A value description: the structure of a module's input or output. */
 export type ValueDesc = 'tensor' | 'none' | 'pruned' | 'other' | null | readonly ValueDesc[];
@@ -121,6 +122,10 @@ export interface ModuleEnvoy<D> {
   readonly inputs: ValuesOf<InputsOf<D>>;
   /** The submodules' envoys, in order. */
   readonly children: Array<EnvoysOf<ChildDescs<D>>>;
+  /** The operations of the module's own forward: `source.softmax_0.output`; `String(source)` lists them. */
+  readonly source: SourceEnvoy;
+  /** The module does not run; its output (item 0 of a tuple) is `value`, by default its first input. */
+  skip(value?: TensorWrite): void;
 }
 
 /** A list of modules (children 0..N-1): `h[0]`, `h[-1]`, `h.length`, `h.map`, `h.forEach`, `for ... of`. */
@@ -136,7 +141,7 @@ export interface ListEnvoy<E, N extends number = number> {
 // that name: the types leave it out, and envoy.ts defines no accessor for it (RESERVED below).
 // `then`, `toJSON`, `constructor` and `toString` are asked of any object by await, JSON and
 // printing: an envoy must never answer them with a child.
-export type Reserved = 'output' | 'input' | 'inputs' | 'path' | 'length' | 'map' | 'forEach' | 'children' | 'type' | 'then' | 'toJSON' | 'constructor' | 'toString';
+export type Reserved = 'output' | 'input' | 'inputs' | 'path' | 'length' | 'map' | 'forEach' | 'children' | 'type' | 'source' | 'skip' | 'then' | 'toJSON' | 'constructor' | 'toString';
 
 /** Reserved at run time: a key per name, which the compiler checks are exactly Reserved's. */
 export const RESERVED: { readonly [K in Reserved]: true } = {
@@ -149,6 +154,8 @@ export const RESERVED: { readonly [K in Reserved]: true } = {
   forEach: true,
   children: true,
   type: true,
+  source: true,
+  skip: true,
   then: true,
   toJSON: true,
   constructor: true,
