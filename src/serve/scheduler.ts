@@ -246,7 +246,7 @@ export class Scheduler implements JobScheduler {
   }
 }
 
-function cancelError(job: Job, timeoutMs: number): ApiError {
+export function cancelError(job: Job, timeoutMs: number): ApiError {
   if (job.cancelReason === 'timeout')
     return { status: 504, code: 'timeout', message: `the request ran past this server's limit of ${timeoutMs} ms and was cancelled` };
   if (job.cancelReason === 'shutdown') return { status: 503, code: 'shutting_down', message: 'the server is shutting down; the request was not run' };

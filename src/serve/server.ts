@@ -21,6 +21,8 @@ export { DEFAULT_LIMITS, type Limits } from './limits.js';
 export type ModelEntry = Omit<ServedModel, 'run' | 'generate' | 'dispose'> & {
   /** live workers serving it (behind Redis) */
   workers?: number;
+  /** where a front decodes a request to validate it, when not on the model's device (a front has no GPU) */
+  decodeDevice?: string;
 };
 
 /** Where a front's models, jobs and key counts live when they are not in this process (scale/front.ts). */
@@ -250,7 +252,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         if (!Buffer.isBuffer(body)) throw new HttpError(415, 'unsupported_media_type', `send the request as ${ENVELOPE_CONTENT_TYPE}`);
         let decoded;
         try {
-          decoded = await decodeRequest(body, { maxBytes: limits.maxRequestBytes * 4, device: model.device });
+          decoded = await decodeRequest(body, { maxBytes: limits.maxRequestBytes * 4, device: model.decodeDevice ?? model.device });
         } catch (e) {
           if (e instanceof EnvelopeError) throw new HttpError(e.status, e.code, e.message);
           throw e;

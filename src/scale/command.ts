@@ -1,0 +1,69 @@
+// `torchsight worker <dir>[=<name>] ... --redis URL [options]`: loads the models, takes their jobs
+// off Redis (worker.ts), prints `worker ready: <names>` on stdout when it takes jobs, and on
+// SIGINT/SIGTERM stops taking jobs, finishes the running ones and exits.
+import { parseArgs } from 'node:util';
+import pino from 'pino';
+import { native } from '../native.js';
+import { DEFAULT_LIMITS } from '../serve/limits.js';
+import { loadModels, untilSignal } from '../serve/command.js';
+import { checkRedisUrl } from './queues.js';
+import { startWorker } from './worker.js';
+
+export const WORKER_USAGE = `usage: torchsight worker <model-dir>[=<name>] [more dirs] --redis redis://HOST:6379 [options]
+  --redis URL            the Redis the fronts queue requests on (required)
+  --device D             cpu | cuda | cuda:N (default: cuda when available); one worker per GPU
+  --threads N            torch intra-op threads (default: libtorch's, one per core)
+  --max-batch N          jobs taken at once per model, merged into one forward (default 16)
+  --batch-window-ms N    under load, how long an idle model waits to batch requests (default 2; 0 off)
+  --timeout-ms N         running time per request; past it the request is cancelled (default ${DEFAULT_LIMITS.timeoutMs})
+  --max-result-bytes N   encoded result (default ${DEFAULT_LIMITS.maxResultBytes})
+  --lock-ms N            a job's lock; a dead worker's jobs run again on another after it (default 10000)
+  --heartbeat-ms N       liveness heartbeat (default 2000; live for three of them)
+  --log-level L          pino level (default info)`;
+
+export async function workerCommand(args: string[]): Promise<number> {
+  const num = { type: 'string' } as const;
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      redis: { type: 'string' },
+      device: { type: 'string' },
+      threads: num,
+      'max-batch': num,
+      'batch-window-ms': num,
+      'timeout-ms': num,
+      'max-result-bytes': num,
+      'lock-ms': num,
+      'heartbeat-ms': num,
+      'log-level': { type: 'string', default: 'info' },
+    },
+  });
+  if (positionals.length === 0 || !values.redis) {
+    console.error(WORKER_USAGE);
+    return 2;
+  }
+  const int = (flag: string, min: number): number | undefined => {
+    const v = (values as Record<string, string | undefined>)[flag];
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${flag} must be an integer >= ${min}, got '${v}'`);
+    return n;
+  };
+  const redis = checkRedisUrl(values.redis);
+  const threads = int('threads', 1);
+  if (threads !== undefined) native().setNumThreads(threads);
+  const options = {
+    maxBatch: int('max-batch', 1),
+    batchWindowMs: int('batch-window-ms', 0),
+    timeoutMs: int('timeout-ms', 1),
+    maxResultBytes: int('max-result-bytes', 1024),
+    lockMs: int('lock-ms', 200),
+    heartbeatMs: int('heartbeat-ms', 50),
+  };
+  const models = await loadModels(positionals, values.device);
+  const logger = pino({ level: values['log-level'], base: { pid: process.pid } }, process.stderr);
+  const worker = await startWorker({ models, redis, logger, ...options });
+  console.log(`worker ready: ${models.map((m) => m.name).join(', ')}`);
+  return untilSignal(() => worker.close());
+}
