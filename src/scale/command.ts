@@ -1,6 +1,7 @@
 // `torchsight worker <dir>[=<name>] ... --redis URL [options]`: loads the models, takes their jobs
 // off Redis (worker.ts), prints `worker ready: <names>` on stdout when it takes jobs, and on
 // SIGINT/SIGTERM stops taking jobs, finishes the running ones and exits.
+import { createServer, type Server } from 'node:http';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { native } from '../native.js';
@@ -19,6 +20,9 @@ export const WORKER_USAGE = `usage: torchsight worker <model-dir>[=<name>] [more
   --max-result-bytes N   encoded result (default ${DEFAULT_LIMITS.maxResultBytes})
   --lock-ms N            a job's lock; a dead worker's jobs run again on another after it (default 10000)
   --heartbeat-ms N       liveness heartbeat (default 2000; live for three of them)
+  --metrics-port P       Prometheus metrics of this worker (batch sizes, forward time) at
+                         http://127.0.0.1:P/metrics (0 picks a free port; default none)
+  --redis-prefix P       Redis key prefix, the same as the fronts' (default torchsight)
   --log-level L          pino level (default info)`;
 
 export async function workerCommand(args: string[]): Promise<number> {
@@ -36,6 +40,8 @@ export async function workerCommand(args: string[]): Promise<number> {
       'max-result-bytes': num,
       'lock-ms': num,
       'heartbeat-ms': num,
+      'redis-prefix': { type: 'string' },
+      'metrics-port': num,
       'log-level': { type: 'string', default: 'info' },
     },
   });
@@ -63,7 +69,21 @@ export async function workerCommand(args: string[]): Promise<number> {
   };
   const models = await loadModels(positionals, values.device);
   const logger = pino({ level: values['log-level'], base: { pid: process.pid } }, process.stderr);
-  const worker = await startWorker({ models, redis, logger, ...options });
-  console.log(`worker ready: ${models.map((m) => m.name).join(', ')}`);
-  return untilSignal(() => worker.close());
+  const worker = await startWorker({ models, redis, prefix: values['redis-prefix'], logger, ...options });
+  const metricsPort = int('metrics-port', 0);
+  let metrics: Server | undefined;
+  if (metricsPort !== undefined) {
+    // loopback only: a scraper on this machine (or a tunnel) reads it
+    metrics = createServer((req, res) => {
+      if (req.url !== '/metrics') return res.writeHead(404).end();
+      worker.metrics.registry.metrics().then((text) => res.writeHead(200, { 'content-type': worker.metrics.registry.contentType }).end(text));
+    });
+    await new Promise<void>((r) => metrics!.listen(metricsPort, '127.0.0.1', r));
+  }
+  const port = (metrics?.address() as { port?: number } | null)?.port;
+  console.log(`worker ready: ${models.map((m) => m.name).join(', ')}${port ? ` (metrics on http://127.0.0.1:${port}/metrics)` : ''}`);
+  return untilSignal(async () => {
+    metrics?.close();
+    await worker.close();
+  });
 }

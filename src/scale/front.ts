@@ -22,7 +22,7 @@ export { checkRedisUrl } from './queues.js';
 export interface FrontOptions {
   redis: string;
   prefix?: string;
-  /** how often the catalog and the open jobs are checked (default 1000 ms) */
+  /** how often the catalog and the open jobs are checked (default 500 ms) */
   pollMs?: number;
   /** a model whose last worker left this recently still takes requests, which wait for a worker (default 60 s) */
   workerGraceMs?: number;
@@ -232,7 +232,7 @@ export async function frontBackend(o: FrontOptions, ctx: { metrics: Metrics; log
   let stopped = false;
   const loop = async () => {
     await poll();
-    if (!stopped) timer = setTimeout(() => void loop(), o.pollMs ?? 1000);
+    if (!stopped) timer = setTimeout(() => void loop(), o.pollMs ?? 500);
   };
   // the first poll waits for Redis a moment; a front that starts without it answers 503 until it comes
   await new Promise<void>((r) => {

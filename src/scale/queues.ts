@@ -31,6 +31,7 @@ export type RedisKeys = ReturnType<typeof redisKeys>;
 
 /** The keys under one prefix (default 'torchsight'); a test or a second deployment takes its own. */
 export function redisKeys(prefix = 'torchsight') {
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(prefix)) throw new Error(`--redis-prefix '${prefix}' must be 1 to 64 letters, digits, '.', '_' or '-'`);
   return {
     prefix,
     /** BullMQ's own prefix: its keys are `${bull}:${model}:...` */

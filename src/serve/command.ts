@@ -32,6 +32,7 @@ export const SERVE_USAGE = `usage: torchsight serve <model-dir>[=<name>] [more d
   --max-batch N          requests per batched forward (default 16)
   --log-level L          pino level: fatal error warn info debug silent (default info)
   --redis URL            with no model folders: a front that queues requests on Redis for workers
+  --redis-prefix P       Redis key prefix, the same for a deployment's fronts and workers (default torchsight)
   --worker-grace S       a front takes requests for a model whose last worker left this many
                          seconds ago; they wait for a worker (default 60)`;
 
@@ -63,6 +64,7 @@ export async function serveCommand(args: string[]): Promise<number> {
       'max-batch': num,
       'log-level': { type: 'string', default: 'info' },
       redis: { type: 'string' },
+      'redis-prefix': { type: 'string' },
       'worker-grace': num,
     },
   });
@@ -105,7 +107,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   const front = redis ? await import('../scale/front.js') : undefined;
   const server = await startServer({
     ...(redis && front
-      ? { backend: (ctx) => front.frontBackend({ redis: front.checkRedisUrl(redis), workerGraceMs: grace === undefined ? undefined : grace * 1000 }, ctx) }
+      ? { backend: (ctx) => front.frontBackend({ redis: front.checkRedisUrl(redis), prefix: values['redis-prefix'], workerGraceMs: grace === undefined ? undefined : grace * 1000 }, ctx) }
       : { models: await loadModels(positionals, values.device) }),
     host,
     port,
