@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { LanguageModel, Tensor } from '../src/index.js';
 import { RemoteError } from '../src/remote/client.js';
 import { addKey } from '../src/serve/keys.js';
@@ -164,6 +165,15 @@ describe('fronts and workers over Redis', () => {
     for (let i = 0; i < 4; i++) expect(got[i].tokens).toEqual((await local.generate(`Story ${i}`, { maxNewTokens: 40 })).tokens);
     // 28 requests, 28 answers of 200: none lost, none answered twice
     expect((await answered(fronts[0])) + (await answered(fronts[1])) - before).toBe(28);
+    // and the dead worker had jobs in hand: BullMQ found them stalled and gave them to the other
+    const r = new Redis(redis.url);
+    try {
+      const ids = (await r.keys(`${redis.prefix}:q:gpt2:*`)).filter((k) => /:gpt2:[A-Za-z0-9_-]{16}$/.test(k));
+      const stalled = (await Promise.all(ids.map((k) => r.hget(k, 'stc')))).filter((v) => Number(v) >= 1);
+      expect(stalled.length).toBeGreaterThan(0);
+    } finally {
+      r.disconnect();
+    }
     await until('the dead worker out of the catalog', async () => (await models(fronts[0])).gpt2 === 1);
   });
 
@@ -214,14 +224,18 @@ describe('Redis stopped and started again', () => {
     await own?.stop();
   });
 
-  it('answers 503 with a clear error while Redis is away, and serves again when it returns', async () => {
+  it('answers 503 with a clear error while Redis is away, and serves again when it returns, answering the request in flight', async () => {
     await until('the worker in the catalog', async () => {
       const res = await fetch(`${front!.url}/v1/models`);
       return ((await res.json()) as { models: { name: string }[] }).models.some((m) => m.name === 'gpt2');
     });
     const remote = await LanguageModel.remote(front!.url, 'gpt2', { quiet: true, retries: 0 });
     await checkTrace(remote, 'Before the outage');
-    await own.stop();
+    // a generation in flight when Redis goes: Redis comes back empty, the front queues it again
+    let stopped: Promise<void> | undefined;
+    const inFlight = remote.generate('Through the outage', { maxNewTokens: 60, onToken: () => (stopped ??= own.stop()) } as any);
+    await until('the generation to start', () => stopped !== undefined, 30_000, 5);
+    await stopped;
     const r = await until('the front to notice', async () => {
       const res = await fetch(`${front!.url}/v1/models`);
       return res.status === 503 ? res : undefined;
@@ -243,5 +257,6 @@ describe('Redis stopped and started again', () => {
       return res.status === 200 && ((await res.json()) as { models: { name: string }[] }).models.some((m) => m.name === 'gpt2');
     }, 30_000);
     await checkTrace(remote, 'After the outage');
+    expect((await inFlight).tokens).toEqual((await local.generate('Through the outage', { maxNewTokens: 60 })).tokens);
   });
 });
