@@ -101,10 +101,12 @@ export class RedisScheduler implements JobScheduler {
 
   async #add(o: Open): Promise<void> {
     const { job } = o;
-    // the body first, so that a worker taking the job finds it
-    await this.redis.set(this.keys.request(job.id), o.body, 'PX', this.limits.timeoutMs + o.ttlMs + 60_000);
+    // the body first, so that a worker taking the job finds it: the queue shares this connection,
+    // so the SET reaches Redis before the job does, with no round trip between them
+    const body = this.redis.set(this.keys.request(job.id), o.body, 'PX', this.limits.timeoutMs + o.ttlMs + 60_000);
     const data: JobData = { kind: job.kind, owner: job.owner, bytes: job.bytesIn, received: job.received, ttlMs: o.ttlMs };
-    await this.queue(job.model).add(job.kind, data, { jobId: job.id });
+    const added = this.queue(job.model).add(job.kind, data, { jobId: job.id });
+    await Promise.all([body, added]);
   }
 
   cancel(job: Job, reason: 'client' | 'timeout' | 'shutdown'): void {
