@@ -10,11 +10,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
-import { LanguageModel, Tensor, setNumThreads } from '../src/index.js';
+import { LanguageModel, setNumThreads } from '../src/index.js';
 import { median, medianInterval, seededIds } from './lib/stats.js';
+import { timed, trace12On } from './remote.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const TINY = join(ROOT, 'models', 'gpt2');
@@ -97,22 +97,7 @@ export async function benchRedis(): Promise<RedisBenchResult> {
     await workersLive(1);
     const viaDirect = await LanguageModel.remote(urlOf(direct), 'gpt2', { quiet: true });
     const viaFront = await LanguageModel.remote(urlOf(front), 'gpt2', { quiet: true });
-    const ids = seededIds(16, viaDirect.tokenizer.vocabSize - 1, 7);
-    const d = Number((viaDirect.config as { n_embd: number }).n_embd);
-    const patch = Tensor.from(Array.from({ length: d }, (_, i) => Math.cos(i) * 0.01));
-    // bench/run.ts's trace12: one in-place patch, the 12 blocks' hidden states saved
-    const trace12 = async (model: LanguageModel) => {
-      const acts = await model.trace(ids, (m: any) => {
-        m.transformer.h[6].output[0].index(':, -1').add_(patch);
-        return m.transformer.h.map((b: any) => b.output[0]);
-      });
-      acts.forEach((a: Tensor) => a.dispose());
-    };
-    const timed = async (f: () => Promise<unknown>) => {
-      const t0 = performance.now();
-      await f();
-      return performance.now() - t0;
-    };
+    const { trace12 } = trace12On(viaDirect, seededIds(16, viaDirect.tokenizer.vocabSize - 1, 7));
     for (let i = 0; i < 30; i++) {
       await trace12(viaDirect);
       await trace12(viaFront);

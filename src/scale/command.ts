@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { native } from '../native.js';
 import { DEFAULT_LIMITS } from '../serve/limits.js';
-import { loadModels, untilSignal } from '../serve/command.js';
+import { intFlags, loadModels, untilSignal } from '../serve/command.js';
 import { checkRedisUrl } from './queues.js';
 import { startWorker } from './worker.js';
 
@@ -49,13 +49,7 @@ export async function workerCommand(args: string[]): Promise<number> {
     console.error(WORKER_USAGE);
     return 2;
   }
-  const int = (flag: string, min: number): number | undefined => {
-    const v = (values as Record<string, string | undefined>)[flag];
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${flag} must be an integer >= ${min}, got '${v}'`);
-    return n;
-  };
+  const int = intFlags(values);
   const redis = checkRedisUrl(values.redis);
   const threads = int('threads', 1);
   if (threads !== undefined) native().setNumThreads(threads);

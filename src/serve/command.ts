@@ -73,13 +73,7 @@ export async function serveCommand(args: string[]): Promise<number> {
     console.error(SERVE_USAGE);
     return 2;
   }
-  const int = (flag: string, min = 0): number | undefined => {
-    const v = (values as Record<string, string | undefined>)[flag];
-    if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${flag} must be an integer >= ${min}, got '${v}'`);
-    return n;
-  };
+  const int = intFlags(values);
   const limits: Partial<Limits> = {};
   const set = <K extends keyof Limits>(k: K, v: number | undefined) => v !== undefined && (limits[k] = v);
   set('maxQueue', int('max-queue', 1));
@@ -120,6 +114,17 @@ export async function serveCommand(args: string[]): Promise<number> {
   });
   console.log(`listening on ${server.url}`);
   return untilSignal(() => server.close());
+}
+
+/** Reads integer flags of parsed `values`: undefined when absent, a clear error when not an integer >= min. */
+export function intFlags(values: object): (flag: string, min?: number) => number | undefined {
+  return (flag, min = 0) => {
+    const v = (values as Record<string, string | undefined>)[flag];
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${flag} must be an integer >= ${min}, got '${v}'`);
+    return n;
+  };
 }
 
 /** `<dir>[=<name>]` arguments loaded as served models (all or none). */
