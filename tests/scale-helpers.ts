@@ -7,7 +7,8 @@ import { createServer } from 'node:net';
 import { MODELS } from './helpers.js';
 import { spawnCli } from './serve-helpers.js';
 
-export const REDIS_SERVER = process.env.TORCHSIGHT_REDIS_SERVER ?? '/usr/bin/redis-server';
+/** Debian's, which `npm run setup` installs */
+export const REDIS_SERVER = 'redis-server';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

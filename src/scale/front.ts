@@ -52,6 +52,8 @@ export class RedisScheduler implements JobScheduler {
     readonly metrics: Metrics,
     readonly log: Logger,
     readonly isUp: () => boolean,
+    /** whether model `name` has a live worker, or had one within the grace period */
+    readonly served: (name: string) => boolean,
   ) {
     this.events = new EventFollower(url, keys, {
       running: (id) => this.#open.get(id)?.job.setState('running'),
@@ -104,7 +106,7 @@ export class RedisScheduler implements JobScheduler {
     // the body first, so that a worker taking the job finds it: the queue shares this connection,
     // so the SET reaches Redis before the job does, with no round trip between them
     const body = this.redis.set(this.keys.request(job.id), o.body, 'PX', this.limits.timeoutMs + o.ttlMs + 60_000);
-    const data: JobData = { kind: job.kind, owner: job.owner, bytes: job.bytesIn, received: job.received, ttlMs: o.ttlMs };
+    const data: JobData = { kind: job.kind, owner: job.owner, bytes: job.bytesIn, received: job.received, ttlMs: o.ttlMs, maxDecodedBytes: this.limits.maxRequestBytes * 4 };
     const added = this.queue(job.model).add(job.kind, data, { jobId: job.id });
     await Promise.all([body, added]);
   }
@@ -115,8 +117,8 @@ export class RedisScheduler implements JobScheduler {
     const id = job.id;
     void (async () => {
       await this.redis.multi().set(this.keys.cancel(id), '1', 'PX', this.limits.timeoutMs + 60_000).publish(this.keys.cancelChannel, id).exec();
-      // a job no worker took yet leaves the queue now; a running one stops at its worker
-      const removed = await this.queue(job.model).remove(id);
+      // a job no worker took yet leaves the queue now; a running one (locked) stops at its worker
+      const removed = await this.queue(job.model).remove(id).catch(() => 0);
       if (removed) job.fail(cancelError(job, this.limits.timeoutMs), 'cancelled');
     })().catch((e) => this.log.warn({ job: id, err: (e as Error).message }, 'could not cancel the job in Redis'));
   }
@@ -144,6 +146,11 @@ export class RedisScheduler implements JobScheduler {
       if (o.job.finishedState || now - o.queuedAt < 1000) continue;
       const q = this.queue(o.job.model);
       const state = await q.getJobState(o.job.id);
+      if ((state === 'waiting' || state === 'prioritized') && !this.served(o.job.model) && (await q.remove(o.job.id).catch(() => 0))) {
+        // no worker came back within the grace period: the request is not held forever
+        o.job.fail({ status: 503, code: 'no_worker', message: `no worker serves model '${o.job.model}' any more; the request was not run` });
+        continue;
+      }
       if (state === 'completed' || state === 'failed') {
         const bull = await q.getJob(o.job.id);
         if (state === 'completed') await this.#finish(o.job.id, parseOutcome(bull?.returnvalue));
@@ -205,9 +212,9 @@ export async function frontBackend(o: FrontOptions, ctx: { metrics: Metrics; log
   const grace = o.workerGraceMs ?? 60_000;
   let up = false;
   let lastError = 'not connected yet';
-  const scheduler = new RedisScheduler(o.redis, redis, keys, ctx.limits, ctx.metrics, ctx.logger, () => up);
-  const gate = new RedisGate(redis, keys);
   let usable = new Map<string, ModelEntry>();
+  const scheduler = new RedisScheduler(o.redis, redis, keys, ctx.limits, ctx.metrics, ctx.logger, () => up, (name) => usable.has(name));
+  const gate = new RedisGate(redis, keys);
 
   const poll = async () => {
     try {

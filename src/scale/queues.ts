@@ -16,6 +16,8 @@ export interface JobData {
   received: number;
   /** how long the worker keeps the result, ms */
   ttlMs: number;
+  /** the front's bound on the decoded (decompressed) request */
+  maxDecodedBytes: number;
 }
 
 /** What a worker's processor returns: the result's size (the bytes are at keys.result) or the job's error. */

@@ -89,7 +89,7 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
     if (!body) return fail({ status: 503, code: 'request_lost', message: 'the request was no longer in Redis when a worker took it; send it again' });
     let decoded;
     try {
-      decoded = await decodeRequest(body, { maxBytes: body.byteLength * 4 + 1024, device: model.device });
+      decoded = await decodeRequest(body, { maxBytes: data.maxDecodedBytes, device: model.device });
     } catch (e) {
       if (e instanceof EnvelopeError) return fail({ status: e.status, code: e.code, message: e.message });
       throw e;
