@@ -5,7 +5,8 @@
 // checked against eager PyTorch in tutorials.test.ts and serve-api.test.ts). Also: the catalog and
 // worker counts, keys and quotas shared by the fronts, a worker SIGKILLed mid-load (no request lost
 // or answered twice), a restarted worker taking the jobs that waited, a front dying (its jobs kept
-// for another front), and Redis stopped and started again.
+// for another front), Redis stopped and started again, and a request whose model lost its last
+// worker for longer than the grace period (503 no_worker).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -213,14 +214,16 @@ describe('fronts and workers over Redis', () => {
 describe('Redis stopped and started again', () => {
   let own: RedisProcess;
   let front: Proc | undefined;
+  let impatient: Proc | undefined;
   let worker: Proc | undefined;
   beforeAll(async () => {
     own = new RedisProcess(await freePort());
     await own.start();
-    [worker, front] = await Promise.all([spawnWorker(own.url, 'torchsight'), spawnFront(own.url, 'torchsight')]);
+    // impatient: a front that holds requests for a model without workers for one second only
+    [worker, front, impatient] = await Promise.all([spawnWorker(own.url, 'torchsight'), spawnFront(own.url, 'torchsight'), spawnFront(own.url, 'torchsight', ['--worker-grace', '1'])]);
   }, 120_000);
   afterAll(async () => {
-    await Promise.all([stop(front), stop(worker)]);
+    await Promise.all([stop(front), stop(impatient), stop(worker)]);
     await own?.stop();
   });
 
@@ -258,5 +261,23 @@ describe('Redis stopped and started again', () => {
     }, 30_000);
     await checkTrace(remote, 'After the outage');
     expect((await inFlight).tokens).toEqual((await local.generate('Through the outage', { maxNewTokens: 60 })).tokens);
+  });
+
+  it('a request waiting for a model whose last worker is gone past the grace period fails with 503 no_worker', async () => {
+    const remote = await LanguageModel.remote(impatient!.url, 'gpt2', { quiet: true, retries: 0 });
+    await kill(worker!);
+    worker = undefined;
+    // the worker's heartbeat has not run out yet: the request is taken and waits in the queue
+    const job = await remote.trace('Nobody will run this', READ, { blocking: false });
+    const failed = await job.result().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(failed).toBeInstanceOf(RemoteError);
+    expect((failed as RemoteError).status).toBe(503);
+    expect((failed as RemoteError).code).toBe('no_worker');
+    // and a new request for it is refused at once
+    const res = await fetch(`${impatient!.url}/v1/models/gpt2/trace`, { method: 'POST' });
+    expect(res.status).toBe(404);
   });
 });
