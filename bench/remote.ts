@@ -94,6 +94,28 @@ function batchSizes(metrics: string): Record<string, number> {
   return out;
 }
 
+/** bench/run.ts's trace12 on `ids`: one in-place patch at block 6, the 12 blocks' hidden states saved (and freed). */
+export function trace12On(like: LanguageModel, ids: number[]) {
+  const d = Number((like.config as { n_embd: number }).n_embd);
+  const patch = Tensor.from(Array.from({ length: d }, (_, i) => Math.cos(i) * 0.01));
+  const intervention = (m: any) => {
+    m.transformer.h[6].output[0].index(':, -1').add_(patch);
+    return m.transformer.h.map((b: any) => b.output[0]);
+  };
+  const trace12 = async (model: LanguageModel) => {
+    const acts = await model.trace(ids, intervention);
+    acts.forEach((a: Tensor) => a.dispose());
+  };
+  return { intervention, trace12 };
+}
+
+/** Milliseconds `f` takes. */
+export async function timed(f: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  await f();
+  return performance.now() - t0;
+}
+
 export async function benchRemote(opts: RemoteBenchOptions = {}): Promise<RemoteBenchResult> {
   const pairs = opts.pairs ?? Number(process.env.BENCH_REMOTE_PAIRS ?? 300);
   const rounds = opts.rounds ?? Number(process.env.BENCH_REMOTE_ROUNDS ?? 5);
@@ -109,22 +131,7 @@ export async function benchRemote(opts: RemoteBenchOptions = {}): Promise<Remote
   try {
     let remote = await LanguageModel.remote(server.url, 'gpt2', { quiet: true });
     const ids = seededIds(tokens, local.tokenizer.vocabSize - 1, 7);
-    const d = Number((local.config as { n_embd: number }).n_embd);
-    const patch = Tensor.from(Array.from({ length: d }, (_, i) => Math.cos(i) * 0.01));
-    // bench/run.ts's trace12: one in-place patch, the 12 blocks' hidden states saved
-    const intervention = (m: any) => {
-      m.transformer.h[6].output[0].index(':, -1').add_(patch);
-      return m.transformer.h.map((b: any) => b.output[0]);
-    };
-    const trace12 = async (model: LanguageModel) => {
-      const acts = await model.trace(ids, intervention);
-      acts.forEach((a: Tensor) => a.dispose());
-    };
-    const timed = async (f: () => Promise<unknown>) => {
-      const t0 = performance.now();
-      await f();
-      return performance.now() - t0;
-    };
+    const { intervention, trace12 } = trace12On(local, ids);
     for (let i = 0; i < 20; i++) {
       await trace12(local);
       await trace12(remote);

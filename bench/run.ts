@@ -209,12 +209,15 @@ function torch2Part(): { libtorch: string; threads: number; details: Record<stri
   return JSON.parse(readFileSync(file, 'utf8'));
 }
 
-/** bench/remote.ts in a child process: a trace over loopback against `torchsight serve`, and batching. */
-function remotePart(): Record<string, any> {
-  const file = join(ROOT, '.cache', 'bench-remote.json');
+/**
+ * bench/<part>.ts in a child process: remote (a trace over loopback against `torchsight serve`,
+ * and batching) or redis (the hop through a front, Redis and a worker; one and two workers).
+ */
+function servingPart(part: 'remote' | 'redis'): Record<string, any> {
+  const file = join(ROOT, '.cache', `bench-${part}.json`);
   mkdirSync(join(ROOT, '.cache'), { recursive: true });
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'bench/remote.ts', file], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'], env: process.env });
-  if (r.status !== 0) throw new Error(`bench: the remote part (bench/remote.ts) exited ${r.status ?? r.signal}`);
+  const r = spawnSync(process.execPath, ['--import', 'tsx', `bench/${part}.ts`, file], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'], env: process.env });
+  if (r.status !== 0) throw new Error(`bench: the ${part} part (bench/${part}.ts) exited ${r.status ?? r.signal}`);
   return JSON.parse(readFileSync(file, 'utf8'));
 }
 
@@ -247,6 +250,13 @@ function headlines(results: Record<string, any>) {
       remote_overhead_ms: { value: remote.remote_overhead_ms, interval95: remote.remote_overhead_interval, target: '<= 2 (loopback trace12 - local trace12, tiny model)' },
       remote_batching_speedup: { value: remote.remote_batching_speedup, interval95: remote.details?.speedup_interval, target: '>= 3 (16 concurrent clients / serial, requests per second)', rps_serial: remote.rps_serial, rps_concurrent: remote.rps_concurrent },
     });
+  const redis = results.redis as Record<string, any> | undefined;
+  if (redis)
+    Object.assign(h, {
+      redis_hop_ms: { value: redis.redis_hop_ms, interval95: redis.redis_hop_interval, target: '<= 3 (trace12 through front + Redis + worker - direct serve, tiny model)' },
+      redis_throughput_1w: { value: redis.redis_throughput_1w, target: 'requests per second, 16 clients through a front, 1 worker' },
+      redis_throughput_2w: { value: redis.redis_throughput_2w, target: 'the same with 2 workers (on 2 cores: little gain, the cores are already busy)' },
+    });
   return h;
 }
 
@@ -264,7 +274,8 @@ async function main() {
   }
   const torch2 = ONLY === 'torch1' ? undefined : torch2Part();
   if (torch2) results.hf = torch2.details;
-  if (!ONLY && !QUICK) results.remote = remotePart();
+  if (!ONLY && !QUICK) results.remote = servingPart('remote');
+  if (!ONLY && !QUICK) results.redis = servingPart('redis');
   const headline = headlines(results);
   const out = {
     date: new Date().toISOString(),

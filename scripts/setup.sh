@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libtorch-dev python3-torch python3-venv libopenblas0-pthread cmake g++ make ccache chromium)
+# redis-server: scale-out serving (serve --redis, torchsight worker) and its tests, which start
+# their own on a free loopback port (.ci/run one for the suite); the package's service is not used
+APT_PACKAGES=(libtorch-dev python3-torch python3-venv libopenblas0-pthread cmake g++ make ccache chromium redis-server)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -19,6 +19,10 @@ const usage = `usage:
   torchsight build                        build the addon from source against the libtorch found (cmake, g++)
   torchsight serve <model-dir>[=<name>] ... [--host H] [--port P] [--keys FILE] [--device D] [limits]
                                           serve models over HTTP (torchsight serve --help for the limits)
+  torchsight serve --redis URL [--keys FILE] [limits]
+                                          a front: HTTP, keys, limits; requests go on Redis queues for workers
+  torchsight worker <model-dir>[=<name>] ... --redis URL [--device cuda:N]
+                                          run the jobs of these models off Redis (torchsight worker --help)
   torchsight keys add|list|remove <file> [<name>] [--models a,b] [--concurrency N] [--rate N]
                                           API keys for serve (only their hashes are stored)
 environment: TORCHSIGHT_PYTHON (the Python for export; default the repository's .venv, else python3), LIBTORCH, TORCHSIGHT_CACHE, TORCHSIGHT_BUILD=never`;
@@ -137,6 +141,14 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     return serveCommand(rest);
+  }
+  if (cmd === 'worker') {
+    const { workerCommand, WORKER_USAGE } = await import('./scale/command.js');
+    if (rest.includes('--help') || rest.includes('-h')) {
+      console.log(WORKER_USAGE);
+      return 0;
+    }
+    return workerCommand(rest);
   }
   if (cmd === 'keys') return (await import('./serve/keys.js')).keysCommand(rest, (l) => console.log(l));
   if (cmd === 'build') {

@@ -33,6 +33,7 @@ export const SWITCHES: readonly Switch[] = [
   { name: 'TORCHSIGHT_HF_PYTHON', readBy: 'scripts', accepts: 'a command', doc: 'the Python with torch and transformers that tests/tiny-facts.test.ts loads the trained weights into (default .venv/bin/python)' },
   { name: 'TORCHSIGHT_TRAIN_PYTHON', readBy: 'scripts', accepts: 'a command', doc: 'the Python with torch >= 2, tokenizers and transformers that `npm run train:example` trains with (default .venv/bin/python)' },
   { name: 'TORCHSIGHT_REQUIRE_TORCH2', readBy: 'scripts', accepts: 'any value', doc: 'vitest.config.ts fails instead of leaving out the torch2 project when build-torch2/ is missing (CI sets it)' },
+  { name: 'TORCHSIGHT_TEST_REDIS', readBy: 'scripts', accepts: 'a loopback redis:// URL', doc: "the redis-server the scale-out tests use, each under a key prefix of its own (.ci/run starts one); unset: they start their own" },
   { name: 'TORCHSIGHT_PLOT_OUT', readBy: 'scripts', accepts: 'a folder', doc: "tests/plot.test.ts copies the plots' screenshots there" },
 ];
 

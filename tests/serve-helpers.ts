@@ -51,7 +51,12 @@ export async function remoteGenerate(client: RemoteClient, model: LanguageModel,
 
 /** `torchsight serve` in a child process; resolves once it prints its URL. */
 export async function spawnServe(args: string[]): Promise<{ child: ChildProcess; url: string; stderr: () => string; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'serve', ...args], {
+  return spawnCli('serve', args, /listening on (\S+)/);
+}
+
+/** `torchsight <cmd> ...args` in a child process; resolves once stdout matches `ready` (its first group is `url`). */
+export async function spawnCli(cmd: string, args: string[], ready: RegExp): Promise<{ child: ChildProcess; url: string; stderr: () => string; exited: Promise<number | null> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), cmd, ...args], {
     cwd: ROOT,
     env: childEnv(),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -61,18 +66,18 @@ export async function spawnServe(args: string[]): Promise<{ child: ChildProcess;
   child.stderr!.on('data', (d) => (err += d));
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`serve did not start:\n${err}`)), 60_000);
+    const timer = setTimeout(() => reject(new Error(`${cmd} did not start:\n${err}`)), 60_000);
     child.stdout!.on('data', (d) => {
       out += d;
-      const m = /listening on (\S+)/.exec(out);
+      const m = ready.exec(out);
       if (m) {
         clearTimeout(timer);
-        resolve(m[1]);
+        resolve(m[1] ?? m[0]);
       }
     });
     void exited.then((code) => {
       clearTimeout(timer);
-      reject(new Error(`serve exited with ${code}:\n${err}`));
+      reject(new Error(`${cmd} exited with ${code}:\n${err}`));
     });
   });
   return { child, url, stderr: () => err, exited };

@@ -93,8 +93,30 @@ cost x${f(r.details?.local_rows_cost_ratio ?? NaN, 1)} one row on this model.
 `;
 }
 
+/** The Redis part: the hop through a front, Redis and a worker, and one and two workers' throughput. */
+function redis(out: any): string {
+  const r = out.details?.redis;
+  if (!r || !out.redis_hop_ms) return '';
+  return `
+### Serving over Redis (tiny model, a front and workers on loopback)
+
+\`bench/redis.ts\`: the same 12-save trace sent to \`torchsight serve --redis\` (a front) and a
+\`torchsight worker\`, interleaved call by call with a direct \`torchsight serve\` (the difference's
+median); then 16 concurrent clients through the front with one worker, and with two. Redis, the
+front, the workers and the clients share the machine's ${out.machine.cores} cores: two workers on cores one
+worker already keeps busy gain little (x${f(r.details?.two_over_one ?? NaN, 2)}); a worker per GPU is what scales.
+
+| headline | value | 95% interval of the median | target | |
+| --- | --- | --- | --- | --- |
+${row('redis_hop_ms (through Redis - direct serve)', out.redis_hop_ms, 3)}
+
+Requests per second: one worker ${f(r.redis_throughput_1w, 1)}, two workers ${f(r.redis_throughput_2w, 1)}.
+`;
+}
+
 export function markdown(out: any, root: string): string {
-  const results = Object.fromEntries(Object.entries(out.details).filter(([k]) => k !== 'hf')) as Record<string, any>;
+  // the per-model results (the serving parts have their own sections)
+  const results = Object.fromEntries(Object.entries(out.details).filter(([k, v]) => k !== 'hf' && (v as any)?.median_ms)) as Record<string, any>;
   const rows = Object.entries(results).map(([k, r]) => `| ${k} | ${r.tokens} | ${f(r.median_ms.plain)} | ${f(r.median_ms.idleSites)} | ${f(r.median_ms.emptyTrace)} | ${f(r.median_ms.trace12)} | ${f(r.python_eager_ms.plain)} | ${f(r.python_eager_ms.hooked)} | ${f(r.record_us, 1)} | ${Math.round(r.tokens_per_second)} | ${Math.round(r.peak_rss_kb.plainKB / 1024)} / ${Math.round(r.peak_rss_kb.traceKB / 1024)} |`);
   return `# Benchmarks
 
@@ -142,6 +164,6 @@ Models: tiny = ${results.tiny?.model}; gpt2_124m = ${results.gpt2_124m?.model ??
 the same native entry. Python eager runs the eager \`nn.Module\` (Debian's python3, torch 1.13, the
 same OpenBLAS and thread count) under \`torch.inference_mode()\`, with forward hooks that save the 12
 block outputs and add the same vector in place at block 6's last position.
-${againstPython(out)}${remote(out)}
+${againstPython(out)}${remote(out)}${redis(out)}
 ${readFileSync(join(root, 'bench', 'profiles.md'), 'utf8')}`;
 }

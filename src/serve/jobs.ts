@@ -37,8 +37,8 @@ export interface JobStatus {
 }
 
 export class Job {
-  readonly id = randomBytes(12).toString('base64url');
-  readonly received = Date.now();
+  readonly id: string;
+  readonly received: number;
   started?: number;
   finished?: number;
   state: JobState = 'received';
@@ -67,7 +67,12 @@ export class Job {
     readonly owner: string | null,
     public request: DecodedRequest | undefined,
     readonly bytesIn: number,
-  ) {}
+    /** a job known elsewhere (a Redis queue's) keeps its id and time of arrival */
+    known?: { id: string; received: number },
+  ) {
+    this.id = known?.id ?? randomBytes(12).toString('base64url');
+    this.received = known?.received ?? Date.now();
+  }
 
   get finishedState(): boolean {
     return this.state === 'done' || this.state === 'failed' || this.state === 'cancelled';

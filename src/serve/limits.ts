@@ -1,5 +1,7 @@
 // The server's limits (their defaults are the flags' defaults, command.ts) and the per-key
-// state they are enforced with: a token bucket of requests a minute and the requests in flight.
+// state they are enforced with: a token bucket of requests a minute and the requests in flight,
+// kept in this process (MemoryGate) or, behind several fronts, in Redis (scale/store.ts).
+import type { KeyEntry } from './keys.js';
 
 export interface Limits {
   /** requests waiting over all models */
@@ -59,3 +61,38 @@ export class KeyState {
   }
 }
 
+
+/** A key's admission: a slot to give back when its request ends, or why it must wait. */
+export type Admission =
+  | { ok: true; release: () => void }
+  | { ok: false; code: 'rate_limited' | 'too_many_requests'; message: string; retryAfter: number };
+
+/** Where the per-key quota and concurrency are counted. */
+export interface KeyGate {
+  admit(key: KeyEntry | null, limits: Limits): Promise<Admission>;
+}
+
+/** The quota and concurrency of each key, counted in this process. */
+export class MemoryGate implements KeyGate {
+  readonly #states = new Map<string, KeyState>();
+
+  async admit(k: KeyEntry | null, limits: Limits): Promise<Admission> {
+    const name = k?.name ?? '';
+    let s = this.#states.get(name);
+    if (!s) this.#states.set(name, (s = new KeyState(k?.ratePerMinute ?? limits.ratePerMinute)));
+    const wait = s.take();
+    if (wait > 0) return { ok: false, code: 'rate_limited', message: `this key's quota of ${s.rate} requests a minute is used up`, retryAfter: wait };
+    const most = k?.concurrency ?? limits.concurrency;
+    if (s.inFlight >= most) return { ok: false, code: 'too_many_requests', message: `this key has ${s.inFlight} requests queued or running, its limit`, retryAfter: 1 };
+    s.inFlight++;
+    let held = true;
+    const state = s;
+    return {
+      ok: true,
+      release: () => {
+        if (held) state.inFlight--;
+        held = false;
+      },
+    };
+  }
+}

@@ -1,7 +1,8 @@
 // The in-process scheduler: one FIFO queue per model, one forward at a time per model, requests
 // that wait together merged into one batched forward (batch.ts), a time limit per request
-// (the native cancel flag), results encoded and kept on their jobs. A Redis-backed scheduler
-// for several machines would replace this class behind the same methods.
+// (the native cancel flag), results encoded and kept on their jobs. Behind several fronts the
+// Redis queues (scale/front.ts) take its place behind the same methods (JobScheduler), and each
+// worker runs one of these for the jobs it takes off them.
 import type { Logger } from 'pino';
 import { disposeValues, encodeResult, type DecodedRequest, type WireResult } from '../remote/envelope.js';
 import type { ApiError, Job } from './jobs.js';
@@ -34,6 +35,31 @@ interface ModelQueue {
   lastOverlap: number;
 }
 
+/** What the server queues jobs on: this process's Scheduler, or Redis queues (scale/front.ts). */
+export interface JobScheduler {
+  /** jobs waiting, all models (behind Redis: as last counted) */
+  readonly queued: number;
+  readonly running: number;
+  /** Queues a validated job; `body` is its request as it arrived. Throws QueueFull or Unavailable. */
+  enqueue(job: Job, body: Uint8Array): void | Promise<void>;
+  cancel(job: Job, reason: 'client' | 'timeout' | 'shutdown'): void;
+  /** Refuses new jobs and resolves once the ones this process runs or follows have finished. */
+  drain(): Promise<void>;
+  /** A job this server did not take itself (another front's), while it is kept. */
+  lookup?(id: string): Promise<Job | undefined>;
+}
+
+/** What the server needs is out of reach (Redis): 503 with Retry-After (seconds). */
+export class Unavailable extends Error {
+  readonly code = 'unavailable';
+  constructor(
+    message: string,
+    readonly retryAfter = 2,
+  ) {
+    super(message);
+  }
+}
+
 /** A refusal before queueing: 429 with Retry-After (seconds). */
 export class QueueFull extends Error {
   constructor(
@@ -44,7 +70,7 @@ export class QueueFull extends Error {
   }
 }
 
-export class Scheduler {
+export class Scheduler implements JobScheduler {
   readonly #models = new Map<string, ModelQueue>();
   #queued = 0;
   #draining = false;
@@ -220,7 +246,7 @@ export class Scheduler {
   }
 }
 
-function cancelError(job: Job, timeoutMs: number): ApiError {
+export function cancelError(job: Job, timeoutMs: number): ApiError {
   if (job.cancelReason === 'timeout')
     return { status: 504, code: 'timeout', message: `the request ran past this server's limit of ${timeoutMs} ms and was cancelled` };
   if (job.cancelReason === 'shutdown') return { status: 503, code: 'shutting_down', message: 'the server is shutting down; the request was not run' };

@@ -11,14 +11,36 @@ import { Job, JobStore, type ApiError } from './jobs.js';
 import { KeyRing, type KeyEntry } from './keys.js';
 import { makeMetrics, type Metrics } from './metrics.js';
 import type { ServedModel } from './runner.js';
-import { QueueFull, Scheduler } from './scheduler.js';
+import { QueueFull, Scheduler, Unavailable, type JobScheduler } from './scheduler.js';
 import { RequestError, validateRequest } from './validate.js';
-import { DEFAULT_LIMITS, KeyState, type Limits } from './limits.js';
+import { DEFAULT_LIMITS, MemoryGate, type KeyGate, type Limits } from './limits.js';
 
 export { DEFAULT_LIMITS, type Limits } from './limits.js';
 
+/** A model as the HTTP side sees it: what validation and GET /v1/models need (no weights). */
+export type ModelEntry = Omit<ServedModel, 'run' | 'generate' | 'dispose'> & {
+  /** live workers serving it (behind Redis) */
+  workers?: number;
+  /** where a front decodes a request to validate it, when not on the model's device (a front has no GPU) */
+  decodeDevice?: string;
+};
+
+/** Where a front's models, jobs and key counts live when they are not in this process (scale/front.ts). */
+export interface ServerBackend {
+  /** the models requests may name now; throws Unavailable when that cannot be known */
+  models(): ReadonlyMap<string, ModelEntry>;
+  /** the models GET /v1/models lists (default: all of models()) */
+  listed?(): ModelEntry[];
+  scheduler: JobScheduler;
+  gate: KeyGate;
+  close(): Promise<void>;
+}
+
 export interface ServerOptions {
-  models: ServedModel[];
+  /** the models this process runs (or a backend) */
+  models?: ServedModel[];
+  /** instead of models: queues elsewhere, given the server's metrics and logger */
+  backend?: (ctx: { metrics: Metrics; logger: Logger; limits: Limits }) => ServerBackend | Promise<ServerBackend>;
   host?: string;
   port?: number;
   /** the keys; without them only loopback hosts are allowed, and requests need no key */
@@ -38,7 +60,7 @@ export interface RunningServer {
   readonly url: string;
   readonly app: FastifyInstance;
   readonly metrics: Metrics;
-  readonly scheduler: Scheduler;
+  readonly scheduler: JobScheduler;
   /** Refuses new requests (503), finishes running ones, stops listening, disposes the models. */
   close(): Promise<void>;
 }
@@ -72,7 +94,7 @@ declare module 'fastify' {
   interface FastifyRequest {
     tsKey: KeyEntry | null;
     /** the key's slot this request holds until its job takes it (or it is refused) */
-    tsSlot: KeyState | null;
+    tsSlot: (() => void) | null;
   }
 }
 
@@ -81,33 +103,24 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const limits: Limits = { ...DEFAULT_LIMITS, ...options.limits };
   if (!options.keys && !isLoopback(host))
     throw new Error(`refusing to serve on ${host} without keys: pass --keys keys.json (make one with 'torchsight keys add keys.json <name>'), or serve on 127.0.0.1`);
-  const models = new Map(options.models.map((m) => [m.name, m]));
   const logger: Logger = pino(
     { level: options.logLevel ?? 'info', redact: ['req.headers.authorization', 'req.headers.cookie'], base: { pid: process.pid } },
     options.logStream ?? process.stdout,
   );
   const metrics = makeMetrics();
   const store = new JobStore(limits.resultTtlMs);
-  const scheduler = new Scheduler(
-    options.models,
-    {
-      maxQueue: limits.maxQueue,
-      timeoutMs: limits.timeoutMs,
-      maxResultBytes: limits.maxResultBytes,
-      batchWindowMs: options.batchWindowMs ?? 2,
-      maxBatch: options.maxBatch ?? 16,
-      compressAbove: 64 * 1024,
-    },
-    metrics,
-    logger,
-  );
-  const keyStates = new Map<string, KeyState>();
-  const keyState = (k: KeyEntry | null) => {
-    const name = k?.name ?? '';
-    let s = keyStates.get(name);
-    if (!s) keyStates.set(name, (s = new KeyState(k?.ratePerMinute ?? limits.ratePerMinute)));
-    return s;
-  };
+  const local = options.models ?? [];
+  const localModels = new Map(local.map((m) => [m.name, m]));
+  const backend: ServerBackend = options.backend
+    ? await options.backend({ metrics, logger, limits })
+    : {
+        models: () => localModels,
+        scheduler: new Scheduler(local, { ...limits, batchWindowMs: options.batchWindowMs ?? 2, maxBatch: options.maxBatch ?? 16, compressAbove: 64 * 1024 }, metrics, logger),
+        gate: new MemoryGate(),
+        close: async () => undefined,
+      };
+  const { scheduler, gate } = backend;
+  const listed = () => backend.listed?.() ?? [...backend.models().values()];
   let draining = false;
 
   const app = Fastify({
@@ -124,7 +137,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   app.decorateRequest('tsSlot', null);
   // a request refused or dropped before its job was queued gives its key's slot back
   const release = async (req: FastifyRequest) => {
-    if (req.tsSlot) req.tsSlot.inFlight--;
+    req.tsSlot?.();
     req.tsSlot = null;
   };
   app.addHook('onResponse', release);
@@ -134,6 +147,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
 
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
     if (err instanceof HttpError) return sendError(reply, err);
+    if (err instanceof Unavailable) return sendError(reply, new HttpError(503, err.code, err.message, { 'retry-after': String(err.retryAfter) }));
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 600 ? err.statusCode : 500;
     if (status >= 500) req.log.error({ err }, 'internal error');
     const code = status === 413 ? 'too_large' : status === 415 ? 'unsupported_media_type' : status === 400 ? 'bad_request' : status === 503 ? 'shutting_down' : 'internal';
@@ -167,19 +181,34 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     const kind = /\/v1\/models\/:name\/(trace|session|generate)$/.exec(req.routeOptions.url ?? '')?.[1];
     if (!kind) return;
     const name = (req.params as { name?: string }).name ?? '';
-    metrics.requests.inc({ model: models.has(name) ? name : 'unknown', kind, status: String(reply.statusCode) });
+    let known = false;
+    try {
+      known = backend.models().has(name);
+    } catch {
+      // models unknown for now (Redis out of reach): counted as unknown
+    }
+    metrics.requests.inc({ model: known ? name : 'unknown', kind, status: String(reply.statusCode) });
   });
 
-  const modelFor = (req: FastifyRequest, name: string): ServedModel => {
+  const modelFor = (req: FastifyRequest, name: string): ModelEntry => {
+    const models = backend.models();
     const model = models.get(name);
     if (!model) throw new HttpError(404, 'no_model', `no model named '${String(name).slice(0, 100)}' on this server (it has: ${[...models.keys()].join(', ')})`);
     const allowed = req.tsKey?.models;
     if (allowed && !allowed.includes(name)) throw new HttpError(403, 'forbidden', `this key may not use model '${name}'`);
     return model;
   };
-  const info = (m: ServedModel) => ({ name: m.name, architecture: m.manifest.architecture, device: m.device, dtype: m.dtype, sites: m.target.sites, ops: m.target.ops ?? [], tree: m.tree, manifest: m.manifest });
-  const jobFor = (req: FastifyRequest, id: string): Job => {
-    const job = store.get(id);
+  const info = (m: ModelEntry) => {
+    const { name, device, dtype, workers, tree, manifest } = m;
+    return { name, architecture: manifest.architecture, device, dtype, ...(workers !== undefined ? { workers } : {}), sites: m.target.sites, ops: m.target.ops ?? [], tree, manifest };
+  };
+  const jobFor = async (req: FastifyRequest, id: string): Promise<Job> => {
+    let job = store.get(id);
+    if (!job && scheduler.lookup) {
+      // another front's job, found in the shared queues
+      job = await scheduler.lookup(id);
+      if (job) store.add(job);
+    }
     // another key's job reads as missing
     if (!job || job.owner !== (req.tsKey?.name ?? null)) throw new HttpError(404, 'no_job', `no job '${String(id).slice(0, 64)}' (finished jobs are kept ${Math.round(limits.resultTtlMs / 1000)} s)`);
     return job;
@@ -190,12 +219,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   app.get('/v1/health', async () => ({
     status: draining ? 'draining' : 'ok',
     version: ENVELOPE_VERSION,
-    models: [...models.keys()],
+    models: listed().map((m) => m.name),
     queued: scheduler.queued,
     running: scheduler.running,
   }));
   app.get('/metrics', async (_req, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
-  app.get('/v1/models', async (req) => ({ models: [...models.values()].filter((m) => !req.tsKey?.models || req.tsKey.models.includes(m.name)).map(info) }));
+  app.get('/v1/models', async (req) => ({ models: listed().filter((m) => !req.tsKey?.models || req.tsKey.models.includes(m.name)).map(info) }));
   app.get<{ Params: { name: string } }>('/v1/models/:name', { schema: { params: nameParams } }, async (req) => info(modelFor(req, req.params.name)));
   app.get<{ Params: { name: string } }>('/v1/models/:name/tokenizer.json', { schema: { params: nameParams } }, async (req, reply) =>
     reply.header('content-type', 'application/json').send(modelFor(req, req.params.name).tokenizerJson),
@@ -210,15 +239,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         preValidation: async (req) => {
           modelFor(req, req.params.name);
           if (draining) throw new HttpError(503, 'shutting_down', 'the server is shutting down', { 'retry-after': '5' });
-          const ks = keyState(req.tsKey);
-          const wait = ks.take();
-          if (wait > 0) throw new HttpError(429, 'rate_limited', `this key's quota of ${ks.rate} requests a minute is used up`, { 'retry-after': String(wait) });
-          const most = req.tsKey?.concurrency ?? limits.concurrency;
-          if (ks.inFlight >= most) throw new HttpError(429, 'too_many_requests', `this key has ${ks.inFlight} requests queued or running, its limit`, { 'retry-after': '1' });
           if (scheduler.queued >= limits.maxQueue) throw new HttpError(429, 'queue_full', `the queue is full (${limits.maxQueue} requests waiting)`, { 'retry-after': '1' });
+          const a = await gate.admit(req.tsKey, limits);
+          if (!a.ok) throw new HttpError(429, a.code, a.message, { 'retry-after': String(a.retryAfter) });
           // held from now, so requests whose bodies are still arriving count against the limit
-          ks.inFlight++;
-          req.tsSlot = ks;
+          req.tsSlot = a.release;
         },
       },
       async (req, reply) => {
@@ -227,7 +252,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         if (!Buffer.isBuffer(body)) throw new HttpError(415, 'unsupported_media_type', `send the request as ${ENVELOPE_CONTENT_TYPE}`);
         let decoded;
         try {
-          decoded = await decodeRequest(body, { maxBytes: limits.maxRequestBytes * 4, device: model.device });
+          decoded = await decodeRequest(body, { maxBytes: limits.maxRequestBytes * 4, device: model.decodeDevice ?? model.device });
         } catch (e) {
           if (e instanceof EnvelopeError) throw new HttpError(e.status, e.code, e.message);
           throw e;
@@ -243,19 +268,20 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         const job = new Job(model.name, kind, req.tsKey?.name ?? null, decoded, body.byteLength);
         store.add(job);
         try {
-          scheduler.enqueue(job);
+          await scheduler.enqueue(job, body);
         } catch (e) {
           if (e instanceof QueueFull) {
             job.fail({ status: 429, code: 'queue_full', message: e.message });
             throw new HttpError(draining ? 503 : 429, draining ? 'shutting_down' : 'queue_full', e.message, { 'retry-after': String(e.retryAfter) });
           }
+          if (e instanceof Unavailable) job.fail({ status: 503, code: e.code, message: e.message });
           throw e;
         }
         // the job holds the key's slot until it finishes
-        const ks = req.tsSlot!;
+        const slot = req.tsSlot!;
         req.tsSlot = null;
         void job.settled.then(() => {
-          ks.inFlight--;
+          slot();
           // a streamed answer is counted here (onResponse does not see it), by the job's outcome
           if (job.awaitingFetch) metrics.requests.inc({ model: model.name, kind, status: String(job.error?.status ?? 200) });
           req.log.info({ job: job.id, model: model.name, kind, state: job.state, ms: Date.now() - job.received, code: job.error?.code }, 'job finished');
@@ -279,9 +305,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     );
   }
 
-  app.get<{ Params: { id: string } }>('/v1/jobs/:id', { schema: { params: idParams } }, async (req) => jobFor(req, req.params.id).status());
+  app.get<{ Params: { id: string } }>('/v1/jobs/:id', { schema: { params: idParams } }, async (req) => (await jobFor(req, req.params.id)).status());
   app.delete<{ Params: { id: string } }>('/v1/jobs/:id', { schema: { params: idParams } }, async (req) => {
-    const job = jobFor(req, req.params.id);
+    const job = await jobFor(req, req.params.id);
     scheduler.cancel(job, 'client');
     return job.status();
   });
@@ -289,7 +315,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     '/v1/jobs/:id/result',
     { schema: { params: idParams, querystring: { type: 'object', additionalProperties: false, properties: { wait: { type: 'integer', minimum: 0, maximum: 60_000 } } } } },
     async (req, reply) => {
-      const job = jobFor(req, req.params.id);
+      const job = await jobFor(req, req.params.id);
       if (!job.finishedState && req.query.wait) {
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([job.settled, new Promise((r) => (timer = setTimeout(r, req.query.wait)))]);
@@ -299,7 +325,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       return sendJobResult(reply, job);
     },
   );
-  app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', { schema: { params: idParams } }, async (req, reply) => streamEvents(reply, jobFor(req, req.params.id), false));
+  app.get<{ Params: { id: string } }>('/v1/jobs/:id/events', { schema: { params: idParams } }, async (req, reply) => streamEvents(reply, await jobFor(req, req.params.id), false));
 
   function sendJobResult(reply: FastifyReply, job: Job): FastifyReply {
     job.delivered();
@@ -355,7 +381,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         clearTimeout(timer);
         await app.close();
         store.close();
-        for (const m of models.values()) await m.dispose();
+        await backend.close();
+        for (const m of local) await m.dispose();
       })();
       return closing;
     },

@@ -1,0 +1,279 @@
+// A front: the HTTP server of serve/server.ts (keys, validation, limits, jobs, metrics) with no
+// models of its own. Its models are those workers published (liveness.ts), its key quotas are
+// counted in Redis (store.ts), and a validated request goes on its model's BullMQ queue
+// (RedisScheduler) instead of into this process. The front follows each job it took through the
+// queue's event stream (stream.ts) and hands the client exactly one answer; it keeps the request
+// body until then, so a job Redis lost (restarted without persistence) is queued again.
+import type { Logger } from 'pino';
+import type { Queue } from 'bullmq';
+import { Job, type ApiError } from '../serve/jobs.js';
+import type { Metrics } from '../serve/metrics.js';
+import { cancelError, QueueFull, Unavailable, type JobScheduler } from '../serve/scheduler.js';
+import type { Limits } from '../serve/limits.js';
+import type { ModelEntry, ServerBackend } from '../serve/server.js';
+import { Catalog } from './liveness.js';
+import { connect, modelQueue, parseOutcome, redisKeys, showUrl, type JobData, type JobOutcome, type RedisKeys } from './queues.js';
+import { RedisGate } from './store.js';
+import { EventFollower } from './stream.js';
+import type { Redis } from 'ioredis';
+
+export { checkRedisUrl } from './queues.js';
+
+export interface FrontOptions {
+  redis: string;
+  prefix?: string;
+  /** how often the catalog and the open jobs are checked (default 500 ms) */
+  pollMs?: number;
+  /** a model whose last worker left this recently still takes requests, which wait for a worker (default 60 s) */
+  workerGraceMs?: number;
+}
+
+interface Open {
+  job: Job;
+  body: Buffer;
+  ttlMs: number;
+  queuedAt: number;
+}
+
+/** Jobs on Redis queues, followed until they finish. */
+export class RedisScheduler implements JobScheduler {
+  readonly #open = new Map<string, Open>();
+  readonly #queues = new Map<string, Queue<JobData, JobOutcome>>();
+  readonly events: EventFollower;
+  #draining = false;
+  /** waiting jobs over all models, as last counted */
+  queued = 0;
+
+  constructor(
+    readonly url: string,
+    readonly redis: Redis,
+    readonly keys: RedisKeys,
+    readonly limits: Limits,
+    readonly metrics: Metrics,
+    readonly log: Logger,
+    readonly isUp: () => boolean,
+    /** whether model `name` has a live worker, or had one within the grace period */
+    readonly served: (name: string) => boolean,
+  ) {
+    this.events = new EventFollower(url, keys, {
+      running: (id) => this.#open.get(id)?.job.setState('running'),
+      token: (id, p) => this.#open.get(id)?.job.token(p.step, p.tokens),
+      finished: (id, outcome) => void this.#finish(id, outcome),
+      lost: (id, reason) => this.#lost(id, reason),
+    });
+  }
+
+  get running(): number {
+    let n = 0;
+    for (const o of this.#open.values()) if (o.job.state === 'running') n++;
+    return n;
+  }
+
+  queue(model: string): Queue<JobData, JobOutcome> {
+    let q = this.#queues.get(model);
+    if (!q) {
+      this.#queues.set(model, (q = modelQueue(this.keys, this.redis, model)));
+      q.on('error', () => undefined);
+    }
+    return q;
+  }
+
+  #unavailable(e?: unknown): Unavailable {
+    return new Unavailable(`the job queue (Redis at ${showUrl(this.url)}) is unreachable${e ? ` (${(e as Error).message})` : ''}; try again shortly`);
+  }
+
+  async enqueue(job: Job, body: Uint8Array): Promise<void> {
+    if (this.#draining) throw new QueueFull('the server is shutting down', 5);
+    if (!this.isUp()) throw this.#unavailable();
+    const open: Open = { job, body: Buffer.from(body.buffer, body.byteOffset, body.byteLength), ttlMs: this.limits.resultTtlMs, queuedAt: Date.now() };
+    try {
+      await this.events.follow(job.model);
+      await this.#add(open);
+    } catch (e) {
+      throw this.#unavailable(e);
+    }
+    // validated here; the worker decodes its own copy
+    const req = job.request;
+    job.request = undefined;
+    req?.dispose();
+    this.#open.set(job.id, open);
+    job.setState('queued');
+    void job.settled.then(() => this.#open.delete(job.id));
+  }
+
+  async #add(o: Open): Promise<void> {
+    const { job } = o;
+    // the body first, so that a worker taking the job finds it: the queue shares this connection,
+    // so the SET reaches Redis before the job does, with no round trip between them
+    const body = this.redis.set(this.keys.request(job.id), o.body, 'PX', this.limits.timeoutMs + o.ttlMs + 60_000);
+    const data: JobData = { kind: job.kind, owner: job.owner, bytes: job.bytesIn, received: job.received, ttlMs: o.ttlMs, maxDecodedBytes: this.limits.maxRequestBytes * 4 };
+    const added = this.queue(job.model).add(job.kind, data, { jobId: job.id });
+    await Promise.all([body, added]);
+  }
+
+  cancel(job: Job, reason: 'client' | 'timeout' | 'shutdown'): void {
+    if (job.finishedState) return;
+    job.cancelReason ??= reason;
+    const id = job.id;
+    void (async () => {
+      await this.redis.multi().set(this.keys.cancel(id), '1', 'PX', this.limits.timeoutMs + 60_000).publish(this.keys.cancelChannel, id).exec();
+      // a job no worker took yet leaves the queue now; a running one (locked) stops at its worker
+      const removed = await this.queue(job.model).remove(id).catch(() => 0);
+      if (removed) job.fail(cancelError(job, this.limits.timeoutMs), 'cancelled');
+    })().catch((e) => this.log.warn({ job: id, err: (e as Error).message }, 'could not cancel the job in Redis'));
+  }
+
+  async drain(): Promise<void> {
+    this.#draining = true;
+    await Promise.all([...this.#open.values()].map((o) => o.job.settled));
+  }
+
+  async #finish(id: string, outcome: JobOutcome): Promise<void> {
+    const job = this.#open.get(id)?.job;
+    if (!job || job.finishedState) return;
+    await settle(job, outcome, this.redis, this.keys);
+  }
+
+  #lost(id: string, reason: string): void {
+    const job = this.#open.get(id)?.job;
+    job?.fail({ status: 503, code: 'worker_lost', message: `the job failed on its workers (${reason.slice(0, 200)}); send it again` });
+  }
+
+  /** The backstop for events a long outage hid: finished jobs are settled, lost ones queued again. */
+  async sweep(): Promise<void> {
+    const now = Date.now();
+    for (const o of [...this.#open.values()]) {
+      if (o.job.finishedState || now - o.queuedAt < 1000) continue;
+      const q = this.queue(o.job.model);
+      const state = await q.getJobState(o.job.id);
+      if ((state === 'waiting' || state === 'prioritized') && !this.served(o.job.model) && (await q.remove(o.job.id).catch(() => 0))) {
+        // no worker came back within the grace period: the request is not held forever
+        o.job.fail({ status: 503, code: 'no_worker', message: `no worker serves model '${o.job.model}' any more; the request was not run` });
+        continue;
+      }
+      if (state === 'completed' || state === 'failed') {
+        const bull = await q.getJob(o.job.id);
+        if (state === 'completed') await this.#finish(o.job.id, parseOutcome(bull?.returnvalue));
+        else this.#lost(o.job.id, bull?.failedReason ?? 'failed');
+      } else if (state === 'unknown' && !o.job.finishedState) {
+        // Redis lost it (restarted without persistence): the same job, queued again
+        this.log.warn({ job: o.job.id, model: o.job.model }, 'job lost by Redis; queued again');
+        o.queuedAt = Date.now();
+        o.job.setState('queued');
+        await this.#add(o);
+      }
+    }
+  }
+
+  /** Another front's job, from its queue and its result in Redis. */
+  async lookup(id: string): Promise<Job | undefined> {
+    for (const [name, q] of this.#queues) {
+      const bull = await q.getJob(id).catch(() => undefined);
+      if (!bull) continue;
+      const d = bull.data;
+      const job = new Job(name, d.kind, d.owner, undefined, d.bytes, { id, received: d.received });
+      const state = await bull.getState();
+      if (state === 'completed') await settle(job, parseOutcome(bull.returnvalue), this.redis, this.keys);
+      else if (state === 'failed') job.fail({ status: 503, code: 'worker_lost', message: `the job failed on its workers (${bull.failedReason}); send it again` });
+      else {
+        job.setState(state === 'active' ? 'running' : 'queued');
+        // followed like this front's own; without its body, a job Redis loses fails instead
+        this.#open.set(id, { job, body: Buffer.alloc(0), ttlMs: d.ttlMs, queuedAt: Date.now() });
+        void job.settled.then(() => this.#open.delete(id));
+      }
+      return job;
+    }
+    return undefined;
+  }
+
+  async close(): Promise<void> {
+    await this.events.close();
+    for (const q of this.#queues.values()) await q.close().catch(() => undefined);
+  }
+}
+
+async function settle(job: Job, outcome: JobOutcome, redis: Redis, keys: RedisKeys): Promise<void> {
+  if (!outcome.ok) return job.fail(outcome.error, outcome.state);
+  let bytes: Buffer | null = null;
+  try {
+    bytes = await redis.getBuffer(keys.result(job.id));
+  } catch {
+    // below
+  }
+  if (bytes) job.succeed(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  else job.fail({ status: 410, code: 'result_expired', message: 'the result is no longer kept (its TTL ran out, or Redis lost it)' } satisfies ApiError);
+}
+
+/** The backend of a front: models from the catalog, jobs on Redis queues, key counts in Redis. */
+export async function frontBackend(o: FrontOptions, ctx: { metrics: Metrics; logger: Logger; limits: Limits }): Promise<ServerBackend> {
+  const keys = redisKeys(o.prefix);
+  const redis = connect(o.redis, { failFast: true, name: 'torchsight-front' });
+  const catalog = new Catalog(redis, keys);
+  const grace = o.workerGraceMs ?? 60_000;
+  let up = false;
+  let lastError = 'not connected yet';
+  let usable = new Map<string, ModelEntry>();
+  const scheduler = new RedisScheduler(o.redis, redis, keys, ctx.limits, ctx.metrics, ctx.logger, () => up, (name) => usable.has(name));
+  const gate = new RedisGate(redis, keys);
+
+  const poll = async () => {
+    try {
+      await catalog.refresh();
+      if (!up) ctx.logger.info({ redis: showUrl(o.redis) }, 'Redis reachable');
+      up = true;
+      usable = new Map([...catalog.entries].filter(([, m]) => m.workers > 0 || m.ago < grace));
+      let queued = 0;
+      for (const name of usable.keys()) {
+        await scheduler.events.follow(name);
+        const waiting = await scheduler.queue(name).getWaitingCount();
+        ctx.metrics.queueDepth.set({ model: name }, waiting);
+        queued += waiting;
+      }
+      scheduler.queued = queued;
+      await scheduler.sweep();
+    } catch (e) {
+      if (up) ctx.logger.warn({ redis: showUrl(o.redis), err: (e as Error).message }, 'Redis unreachable');
+      up = false;
+      lastError = (e as Error).message;
+    }
+  };
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const loop = async () => {
+    await poll();
+    if (!stopped) timer = setTimeout(() => void loop(), o.pollMs ?? 500);
+  };
+  // the first poll waits for Redis a moment; a front that starts without it answers 503 until it comes
+  await new Promise<void>((r) => {
+    const t = setTimeout(r, 3000);
+    redis.once('ready', () => {
+      clearTimeout(t);
+      r();
+    });
+    if (redis.status === 'ready') r();
+  });
+  await loop();
+
+  const check = () => {
+    if (!up || redis.status !== 'ready') throw new Unavailable(`the model catalog (Redis at ${showUrl(o.redis)}) is unreachable (${lastError}); try again shortly`);
+  };
+  return {
+    models() {
+      check();
+      return usable;
+    },
+    listed() {
+      check();
+      return [...catalog.entries.values()].filter((m) => m.workers > 0);
+    },
+    scheduler,
+    gate,
+    async close() {
+      stopped = true;
+      clearTimeout(timer);
+      gate.close();
+      await scheduler.close();
+      await redis.quit().catch(() => redis.disconnect());
+    },
+  };
+}

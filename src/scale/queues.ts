@@ -1,0 +1,113 @@
+// Redis for serving beyond one machine: how to connect, the name of every key torchsight keeps
+// there, and each model's BullMQ queue with the job data a front puts on it. One Redis (not a
+// Redis Cluster: the scripts name keys they build), any number of fronts and workers.
+import { Queue, type QueueOptions } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { ApiError, JobState } from '../serve/jobs.js';
+import type { RequestKind } from '../remote/envelope.js';
+
+/** The data of a queued job; its request body waits apart, as binary (keys.request). */
+export interface JobData {
+  kind: RequestKind;
+  /** the key's name, null without keys */
+  owner: string | null;
+  bytes: number;
+  /** ms since the epoch, at the front */
+  received: number;
+  /** how long the worker keeps the result, ms */
+  ttlMs: number;
+  /** the front's bound on the decoded (decompressed) request */
+  maxDecodedBytes: number;
+}
+
+/** What a worker's processor returns: the result's size (the bytes are at keys.result) or the job's error. */
+export type JobOutcome = { ok: true; bytes: number } | { ok: false; state: Extract<JobState, 'failed' | 'cancelled'>; error: ApiError };
+
+/** A token step a worker reports as the job's progress (it travels on BullMQ's event stream). */
+export interface TokenProgress {
+  step: number;
+  tokens: number[];
+}
+
+export type RedisKeys = ReturnType<typeof redisKeys>;
+
+/** The keys under one prefix (default 'torchsight'); a test or a second deployment takes its own. */
+export function redisKeys(prefix = 'torchsight') {
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(prefix)) throw new Error(`--redis-prefix '${prefix}' must be 1 to 64 letters, digits, '.', '_' or '-'`);
+  return {
+    prefix,
+    /** BullMQ's own prefix: its keys are `${bull}:${model}:...` */
+    bull: `${prefix}:q`,
+    /** the names of the models workers have published */
+    models: `${prefix}:models`,
+    /** hash: info (JSON), tokenizer, version */
+    model: (name: string) => `${prefix}:model:${name}`,
+    /** sorted set: worker id -> when its heartbeat expires (Redis time, ms) */
+    workers: (name: string) => `${prefix}:workers:${name}`,
+    /** a queued request's body */
+    request: (id: string) => `${prefix}:req:${id}`,
+    /** a finished job's encoded result, kept for its TTL */
+    result: (id: string) => `${prefix}:res:${id}`,
+    /** set when a job is cancelled, for the worker that runs (or would run) it */
+    cancel: (id: string) => `${prefix}:cancel:${id}`,
+    /** pub/sub: ids of cancelled jobs, for the workers running them */
+    cancelChannel: `${prefix}:cancel`,
+    /** per API key: the rate bucket, and the slots of requests in flight (sorted set by lease expiry) */
+    bucket: (key: string) => `${prefix}:key:${key}:bucket`,
+    slots: (key: string) => `${prefix}:key:${key}:slots`,
+  };
+}
+
+/** Checks a Redis URL (redis:// or rediss://) and says what is wrong with a bad one. */
+export function checkRedisUrl(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new Error(`--redis: '${url}' is not a URL (expected redis://host:6379)`);
+  }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new Error(`--redis: '${url}' must be a redis:// or rediss:// URL`);
+  return url;
+}
+
+/** The URL without its password, for messages and logs. */
+export function showUrl(url: string): string {
+  const u = new URL(url);
+  if (u.password) u.password = '***';
+  return u.href;
+}
+
+/**
+ * A connection. `failFast`: a command while disconnected fails at once (a front answers 503
+ * rather than hold the client); otherwise commands wait for the reconnection (workers, and
+ * BullMQ's blocking reads, which need maxRetriesPerRequest null). Reconnects forever, backing off
+ * to 2 s.
+ */
+export function connect(url: string, options: { failFast?: boolean; name?: string } = {}): Redis {
+  const r = new Redis(url, {
+    maxRetriesPerRequest: options.failFast ? 1 : null,
+    enableOfflineQueue: !options.failFast,
+    connectionName: options.name,
+    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+    lazyConnect: false,
+  });
+  // errors show as the state the callers check; ioredis only prints them without a listener
+  r.on('error', () => undefined);
+  return r;
+}
+
+export function queueOptions(keys: RedisKeys, connection: Redis): QueueOptions {
+  return { connection, prefix: keys.bull };
+}
+
+/** A model's queue (a front's end of it). */
+export function modelQueue(keys: RedisKeys, connection: Redis, model: string): Queue<JobData, JobOutcome> {
+  return new Queue<JobData, JobOutcome>(model, queueOptions(keys, connection));
+}
+
+/** Reads a processor's return value as the completed event or the job gives it (a JSON string or the object). */
+export function parseOutcome(v: unknown): JobOutcome {
+  const o = (typeof v === 'string' ? JSON.parse(v) : v) as JobOutcome | null;
+  if (!o || typeof o !== 'object' || typeof o.ok !== 'boolean') return { ok: false, state: 'failed', error: { status: 500, code: 'internal', message: 'the worker returned no outcome' } };
+  return o;
+}

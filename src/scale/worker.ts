@@ -1,0 +1,153 @@
+// A worker: takes the jobs of the models it holds off their Redis queues and runs them. Each
+// BullMQ job becomes a job of the single-box Scheduler (serve/scheduler.ts), so jobs that wait
+// together are run as one batched forward exactly as `serve` runs them: BullMQ hands a worker up
+// to maxBatch jobs at once (its concurrency), and the Scheduler merges what is waiting. The
+// result is written to Redis with a TTL before the job completes; a worker that dies mid-job
+// loses its lock, and BullMQ's stalled-job check gives the job to another worker. A job whose
+// result is already written (its worker died between writing and completing) is not run again.
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Worker, type Job as BullJob } from 'bullmq';
+import type { Logger } from 'pino';
+import { decodeRequest, EnvelopeError } from '../remote/envelope.js';
+import { Job, type ApiError } from '../serve/jobs.js';
+import { makeMetrics, type Metrics } from '../serve/metrics.js';
+import type { ServedModel } from '../serve/runner.js';
+import { Scheduler } from '../serve/scheduler.js';
+import { Publisher } from './liveness.js';
+import { connect, redisKeys, showUrl, type JobData, type JobOutcome } from './queues.js';
+import { TokenReporter } from './stream.js';
+
+export interface WorkerOptions {
+  models: ServedModel[];
+  redis: string;
+  /** key prefix in Redis (default 'torchsight') */
+  prefix?: string;
+  /** jobs taken at once per model, and merged into one forward at most (default 16) */
+  maxBatch?: number;
+  /** under load, how long an idle model waits to batch (default 2 ms) */
+  batchWindowMs?: number;
+  /** a request running longer is cancelled (default 60 s) */
+  timeoutMs?: number;
+  /** an encoded result larger than this fails with 413 (default 256 MiB) */
+  maxResultBytes?: number;
+  /** how long a job's lock lasts without renewal: a dead worker's jobs run again after it (default 10 s) */
+  lockMs?: number;
+  /** heartbeat period (default 2 s; a worker is live for three of them) */
+  heartbeatMs?: number;
+  logger: Logger;
+}
+
+export interface RunningWorker {
+  readonly id: string;
+  readonly metrics: Metrics;
+  /** Stops taking jobs, finishes the running ones, withdraws from the catalog, disposes the models. */
+  close(): Promise<void>;
+}
+
+export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
+  const keys = redisKeys(o.prefix);
+  const log = o.logger;
+  const id = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  const redis = connect(o.redis, { name: 'torchsight-worker' });
+  const sub = connect(o.redis, { name: 'torchsight-worker-cancel' });
+  const metrics = makeMetrics();
+  const maxBatch = o.maxBatch ?? 16;
+  const timeoutMs = o.timeoutMs ?? 60_000;
+  const scheduler = new Scheduler(
+    o.models,
+    { maxQueue: Number.MAX_SAFE_INTEGER, timeoutMs, maxResultBytes: o.maxResultBytes ?? 256 * 1024 * 1024, batchWindowMs: o.batchWindowMs ?? 2, maxBatch, compressAbove: 64 * 1024 },
+    metrics,
+    log,
+  );
+  /** Redis job id -> the local job running it */
+  const running = new Map<string, Job>();
+
+  // cancellations from any front: the local job stops at its next module
+  await sub.subscribe(keys.cancelChannel);
+  sub.on('message', (_ch, jobId: string) => {
+    const job = running.get(jobId);
+    if (job) scheduler.cancel(job, 'client');
+  });
+
+  const publisher = new Publisher(redis, keys, id, o.models, o.heartbeatMs ?? 2000, (e) => log.warn({ err: e.message }, 'heartbeat failed'));
+  await publisher.beat();
+
+  const fail = (error: ApiError, state: 'failed' | 'cancelled' = 'failed'): JobOutcome => ({ ok: false, state, error });
+
+  async function take(model: ServedModel, bull: BullJob<JobData, JobOutcome>): Promise<JobOutcome> {
+    const jobId = bull.id!;
+    const data = bull.data;
+    const [[, body], [, answered], [, cancelled]] = (await redis
+      .pipeline()
+      .getBuffer(keys.request(jobId))
+      .strlen(keys.result(jobId))
+      .exists(keys.cancel(jobId))
+      .exec()) as [unknown, unknown][] as [[null, Buffer | null], [null, number], [null, number]];
+    if (answered > 0) return { ok: true, bytes: answered };
+    if (cancelled) return fail({ status: 499, code: 'cancelled', message: 'the request was cancelled by its client' }, 'cancelled');
+    if (!body) return fail({ status: 503, code: 'request_lost', message: 'the request was no longer in Redis when a worker took it; send it again' });
+    let decoded;
+    try {
+      decoded = await decodeRequest(body, { maxBytes: data.maxDecodedBytes, device: model.device });
+    } catch (e) {
+      if (e instanceof EnvelopeError) return fail({ status: e.status, code: e.code, message: e.message });
+      throw e;
+    }
+    const job = new Job(model.name, data.kind, data.owner, decoded, body.byteLength, { id: jobId, received: data.received });
+    const reporter = new TokenReporter(bull);
+    reporter.attach(job);
+    running.set(jobId, job);
+    try {
+      scheduler.enqueue(job);
+      await job.settled;
+      await reporter.flush();
+    } finally {
+      running.delete(jobId);
+    }
+    log.info({ job: jobId, model: model.name, kind: data.kind, state: job.state, ms: Date.now() - (job.started ?? job.received), code: job.error?.code }, 'job finished');
+    if (job.state !== 'done' || !job.result) return fail(job.error ?? { status: 500, code: 'internal', message: 'the job ended without a result' }, job.state === 'cancelled' ? 'cancelled' : 'failed');
+    const bytes = Buffer.from(job.result.buffer, job.result.byteOffset, job.result.byteLength);
+    await redis.multi().set(keys.result(jobId), bytes, 'PX', Math.max(1000, data.ttlMs)).del(keys.request(jobId)).exec();
+    return { ok: true, bytes: bytes.byteLength };
+  }
+
+  const lockMs = o.lockMs ?? 10_000;
+  const workers = o.models.map((model) => {
+    const w = new Worker<JobData, JobOutcome>(model.name, (bull) => take(model, bull), {
+      connection: redis,
+      prefix: keys.bull,
+      concurrency: maxBatch,
+      lockDuration: lockMs,
+      stalledInterval: Math.max(500, Math.round(lockMs / 2)),
+      // a job whose worker died is run again; twice more at most
+      maxStalledCount: 2,
+      // the results are torchsight's own keys; BullMQ keeps finished jobs for a reattaching front
+      removeOnComplete: { age: 3600, count: 10_000 },
+      removeOnFail: { age: 3600, count: 10_000 },
+    });
+    w.on('error', (e) => log.warn({ err: e.message, model: model.name }, 'queue error'));
+    w.on('failed', (j, e) => log.warn({ job: j?.id, err: e.message, model: model.name }, 'job failed in the worker'));
+    return w;
+  });
+  await Promise.all(workers.map((w) => w.waitUntilReady()));
+  log.info({ worker: id, models: o.models.map((m) => m.name), redis: showUrl(o.redis) }, 'worker ready');
+
+  let closing: Promise<void> | undefined;
+  return {
+    id,
+    metrics,
+    close() {
+      closing ??= (async () => {
+        // stop taking jobs; the running ones finish and complete
+        await Promise.all(workers.map((w) => w.close()));
+        await publisher.stop().catch(() => undefined);
+        await scheduler.drain();
+        sub.disconnect();
+        await redis.quit().catch(() => redis.disconnect());
+        for (const m of o.models) await m.dispose();
+      })();
+      return closing;
+    },
+  };
+}
