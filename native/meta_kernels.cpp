@@ -90,6 +90,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> layerNorm(const at::Tensor& input
   return {like(input), at::empty(stat, input.options()), at::empty(stat, input.options())};
 }
 
+// repeat_interleave(x, n, dim) (Llama's grouped key/value heads): 1.13 builds a tensor of
+// repeats and sums it, which needs values
+at::Tensor repeatInterleave(const at::Tensor& self, int64_t repeats, c10::optional<int64_t> dim, c10::optional<int64_t>) {
+  TORCH_CHECK(repeats >= 0, "repeats can not be negative");
+  if (!dim) return at::empty({self.numel() * repeats}, self.options());
+  int64_t d = c10::maybe_wrap_dim(*dim, self.dim());
+  auto sizes = self.sizes().vec();
+  if (self.dim() == 0) return at::empty({repeats}, self.options());
+  sizes[d] *= repeats;
+  return at::empty(sizes, self.options());
+}
+
 }  // namespace
 
 void ensureMetaKernels() {
@@ -107,6 +119,7 @@ void ensureMetaKernels() {
     };
     add("index_select", "", TORCH_FN(indexSelect));
     add("native_layer_norm", "", TORCH_FN(layerNorm));
+    add("repeat_interleave", "self_int", TORCH_FN(repeatInterleave));
     add("relu", "", TORCH_FN(relu));
     add("flip", "", TORCH_FN(flip));
     add("roll", "", TORCH_FN(roll));
