@@ -40,11 +40,11 @@ ObjectPtr metaObject(const ObjectPtr& obj, MetaMemo& memo) {
   return out;
 }
 
-// The graph's tensor constants (GELU's 0.797885..., masks baked in by the tracer) made as meta
-// tensors by an op each (empty_strided: no data), and its device constants the meta device, so
-// nothing in the forward lands on the CPU (arange, zeros take their device from those). Not
-// meta constants: the executor's passes read constants' values (CanonicalizeOps calls item(),
-// constant pooling aten::equal), which meta tensors do not have.
+// The graph's tensor constants (masks baked in by the tracer) made as meta tensors by an op
+// each (empty_strided: no data), and its device constants the meta device, so nothing in the
+// forward lands on the CPU (arange, zeros take their device from those). Not meta constants:
+// the executor's passes read constants' values (CanonicalizeOps calls item(), constant pooling
+// aten::equal), which meta tensors do not have.
 void metaConstants(torch::jit::Block* b) {
   for (auto it = b->nodes().begin(); it != b->nodes().end();) {
     torch::jit::Node* node = *it;
@@ -56,6 +56,9 @@ void metaConstants(torch::jit::Block* b) {
       node->s_(c10::attr::value, "meta");
     } else if (kind == c10::TypeKind::TensorType && node->kindOf(c10::attr::value) == torch::jit::AttributeKind::t) {
       at::Tensor t = node->t(c10::attr::value);
+      // a CPU scalar stays: ops take it beside meta tensors, and the tracer's size arithmetic
+      // (NumToTensor, floor_divide by 2, Int) needs its value
+      if (t.dim() == 0 && t.device().is_cpu()) continue;
       auto* g = node->owningGraph();
       torch::jit::WithInsertPoint at(node);
       auto* made = g->insert(c10::aten::empty_strided, {t.sizes().vec(), t.strides().vec()},
