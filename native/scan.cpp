@@ -143,7 +143,16 @@ class ScanWorker : public Worker {
     for (auto& n : req_.nodes)
       for (auto& a : n.args) metaArg(a);
     Interpreter interp(*m_->scanModel, req_);
-    interp.run();
+    try {
+      interp.run();
+    } catch (const UserError& e) {
+      // an op that reads values (item, data-dependent shapes): say why, not libtorch's dispatch table
+      std::string msg = e.what();
+      size_t at = msg.find("Could not run 'aten::_local_scalar_dense'");
+      if (at == std::string::npos) at = msg.find("aten::_local_scalar_dense: attempted");
+      if (at == std::string::npos) throw;
+      throw UserError(msg.substr(0, at) + "needs a value, and model.scan has none (its tensors are shapes and dtypes only)");
+    }
     saved_ = interp.saved();
   }
   Napi::Value result(Napi::Env env) override {

@@ -130,6 +130,11 @@ result = shapes`,
     expect(writeErr).toMatch(/scan\.test\.ts:\d+:\d+: cannot replace a value of shape \[1, \d+, 64\] with shape \[1, 3\]/);
   });
 
+  it('an op that reads values says a scan has none, at its line', async () => {
+    const err = await errorOf(gpt2.scan(ids, (m: any) => m.output.logits.sum().item()));
+    expect(err).toMatch(/^item at scan\.test\.ts:\d+:\d+: needs a value, and model\.scan has none/);
+  });
+
   it('runs no weights: every value was computed on the meta device (no data); a trace of the same fn is on the CPU', async () => {
     const fn = (m: any) => [m.transformer.h[5].output[0], m.lm_head.output, m.transformer.wte.output.norm()];
     const scanned = await gpt2.scan(ids, fn);
