@@ -5,7 +5,7 @@
       "sources": [
         "native/addon.cpp", "native/process.cpp", "native/convert.cpp", "native/tensor.cpp", "native/ops.cpp", "native/indexing.cpp",
         "native/request.cpp", "native/interpreter.cpp", "native/autograd.cpp", "native/generate.cpp", "native/hook_ops.cpp",
-        "native/site_graphs.cpp", "native/op_sites.cpp", "native/loader.cpp", "native/native_model.cpp"
+        "native/site_graphs.cpp", "native/op_sites.cpp", "native/loader.cpp", "native/native_model.cpp", "native/scan.cpp", "native/meta_kernels.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -81,6 +81,8 @@ async function benchModel(name: keyof typeof MODELS) {
       const acts = await model.trace(ids, intervention);
       acts.forEach((a: Tensor) => a.dispose());
     },
+    // the same intervention for shapes and dtypes only (model.scan: meta tensors, no weights run)
+    scan12: () => model.scan(ids, intervention),
   };
   // recording alone (JS side of a trace): no forward
   const recordOnly = async () => {
@@ -88,7 +90,7 @@ async function benchModel(name: keyof typeof MODELS) {
     model.recordTrace(g, ids, intervention);
     g.request(model.native);
   };
-  const samples: Record<string, number[]> = { plain: [], idleSites: [], emptyTrace: [], trace12: [], record: [], pyPlain: [], pyHooked: [] };
+  const samples: Record<string, number[]> = { plain: [], idleSites: [], emptyTrace: [], trace12: [], scan12: [], record: [], pyPlain: [], pyHooked: [] };
   for (const f of Object.values(fns)) await time(f, 3); // warm-up (profiling executor, caches)
   const iters = Math.max(1, Math.round(spec.iters / ROUNDS));
   // Python's rounds interleave with ours (it waits while we run, and we while it runs), so the
@@ -175,11 +177,13 @@ async function benchModel(name: keyof typeof MODELS) {
     python_eager_ms: { plain: py.plain_ms, hooked: py.hooked_ms, threads: py.threads },
     idle_sites_ratio: ratio('idleSites'),
     trace12_ratio: ratio('trace12'),
+    scan_over_forward: ratio('scan12'),
     per_trace_overhead_us: paired(samples.trace12, samples.plain, (x, y) => x - y) * 1000,
     // 95% intervals of the paired medians (see medianInterval)
     interval95: {
       idle_sites_ratio: ratioInterval('idleSites'),
       trace12_ratio: ratioInterval('trace12'),
+      scan_over_forward: ratioInterval('scan12'),
       per_trace_overhead_us: pairedInterval(samples.trace12, samples.plain, (x, y) => (x - y) * 1000),
       vs_python_eager_ratio: medianInterval(vsPython),
     },
@@ -230,6 +234,7 @@ function headlines(results: Record<string, any>) {
     Object.assign(h, {
       idle_sites_ratio: { value: big.idle_sites_ratio, interval95: big.interval95.idle_sites_ratio, target: '<= 1.01', model: big.model },
       trace12_ratio: { value: big.trace12_ratio, interval95: big.interval95.trace12_ratio, target: '<= 1.03', model: big.model },
+      scan_over_forward: { value: big.scan_over_forward, interval95: big.interval95.scan_over_forward, target: '<= 0.1 (model.scan / plain forward)', model: big.model },
       per_trace_overhead_us: { value: tiny.per_trace_overhead_us, interval95: tiny.interval95.per_trace_overhead_us, target: '<= 20', model: tiny.model },
       vs_python_eager_ratio: { value: big.vs_python_eager_ratio, interval95: big.interval95.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: big.model },
       vs_python_eager_ratio_tiny: { value: tiny.vs_python_eager_ratio, interval95: tiny.interval95.vs_python_eager_ratio, target: '<= 1.0 (ours / python)', model: tiny.model },

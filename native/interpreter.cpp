@@ -96,7 +96,8 @@ c10::IValue Interpreter::apply(const Node& n, std::vector<c10::IValue>& args) {
   }
   if (rule.kind == "embedding") {
     if (at::isFloatingType(x.scalar_type())) fail(n, "'" + path + "' takes integer token ids");
-    auto mn = x.numel() ? x.min().item<int64_t>() : 0, mx = x.numel() ? x.max().item<int64_t>() : 0;
+    bool values = x.numel() && !x.is_meta();  // a scan's ids have no values to check
+    auto mn = values ? x.min().item<int64_t>() : 0, mx = values ? x.max().item<int64_t>() : 0;
     if (mn < 0 || mx >= w.size(0)) fail(n, "'" + path + "': ids must be in [0, " + std::to_string(w.size(0)) + ")");
     return at::embedding(w, x.to(at::kLong));
   }

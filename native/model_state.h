@@ -35,6 +35,8 @@ struct ModelState {
   std::shared_ptr<SiteGraphs> siteGraphs;  // null: off (TORCHSIGHT_SITE_GRAPHS=0, or PROFILING)
   std::shared_ptr<SiteGraphs> editGraphs;  // graphs with op sites or skips (editedForward), built on request
   std::mutex mu;  // one forward at a time per model
+  // model.scan's copy: the same module objects with meta tensors, built at the first scan (scan.cpp)
+  std::shared_ptr<ModelState> scanModel;
   // The submodule at a dotted path; throws UserError when missing.
   torch::jit::Module submodule(const std::string& path) const;
 };

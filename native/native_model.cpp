@@ -3,6 +3,7 @@
 #include "generate.h"
 #include "init.h"
 #include "loader.h"
+#include "scan.h"
 #include "worker.h"
 
 namespace ts {
@@ -108,7 +109,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "NativeModel",
                        {InstanceMethod("sites", &ModelWrap::Sites), InstanceMethod("ops", &ModelWrap::Ops), InstanceMethod("configure", &ModelWrap::Configure),
-                        InstanceMethod("run", &ModelWrap::Run), InstanceMethod("generate", &ModelWrap::Generate),
+                        InstanceMethod("run", &ModelWrap::Run), InstanceMethod("scan", &ModelWrap::Scan),
+                        InstanceMethod("generate", &ModelWrap::Generate),
                         InstanceMethod("dispose", &ModelWrap::Dispose), InstanceMethod("siteGraphs", &ModelWrap::SiteGraphsInfo),
                         InstanceAccessor("hasCache", &ModelWrap::HasCache, nullptr),
                         InstanceAccessor("device", &ModelWrap::Device, nullptr),
@@ -216,6 +218,14 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       auto& s = state();
       if (info.Length() < 1 || !info[0].IsObject()) throw UserError("run(request): request must be an object");
       return queueRun(info.Env(), state_, parseRequest(info[0].As<Napi::Object>(), s), info[0]);
+    });
+  }
+  // scan(request): run() for shapes and dtypes only, on the model's meta copy (scan.cpp).
+  Napi::Value Scan(const Napi::CallbackInfo& info) {
+    return guardedAsync(info.Env(), [&]() -> Napi::Value {
+      auto& s = state();
+      if (info.Length() < 1 || !info[0].IsObject()) throw UserError("scan(request): request must be an object");
+      return queueScan(info.Env(), state_, parseRequest(info[0].As<Napi::Object>(), s), info[0]);
     });
   }
   // generate(request, options, onStep?): request as for run() with one trace (the prompt).

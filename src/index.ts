@@ -1,5 +1,5 @@
 // torchsight: nnsight-style interpretability for Node.js on libtorch.
-export { LanguageModel, Tracer, Session, type LoadOptions, type LoadProgress, type TraceOptions, type RemoteOptions, type Resolved, type GenerateResult } from './model.js';
+export { LanguageModel, Tracer, Session, type LoadOptions, type LoadProgress, type TraceOptions, type RemoteOptions, type Resolved, type GenerateResult, type Scanned, type ScannedTensor, type ScanOptions } from './model.js';
 export { Job, type JobValues, type RemoteModelOptions } from './remote/backend.js';
 export type { EditFn, EditOptions } from './edit.js';
 export type { Rename, Renamed, DescAt, ChildAt, ChildrenOf, NameKeys, WithNames } from './trace/rename.js';

@@ -22,12 +22,14 @@ import { warmForwards } from './warmup.js';
 import { applyRename, aliasPaths, formatAliased, type Rename } from './trace/rename.js';
 import { buildTree } from './manifest.js';
 import { checkEdit, editGenerate, editSession, editTrace, SharedBackend, type EditFn, type EditOptions } from './edit.js';
+import { scan, type Scanned, type ScanOptions } from './scan.js';
 
 export { Tracer } from './trace/tracer.js';
 export { Session } from './trace/session.js';
 export type { Resolved, TraceOptions, RemoteOptions } from './runtime.js';
 export type { GenerateResult } from './generate.js';
 export { Job, type JobValues, type RemoteModelOptions } from './remote/backend.js';
+export type { Scanned, ScannedTensor, ScanOptions } from './scan.js';
 
 export interface LoadOptions {
   /** 'cpu' | 'cuda' | 'cuda:N'; default 'cuda' when available, else 'cpu' */
@@ -259,6 +261,24 @@ export class LanguageModel<T = unknown> {
       if (this.#edits.length) [input, f] = [editTrace<T, R>(this.#edits, input, f), undefined];
       if (options.remote !== undefined) return this.#remoteFor(options).then((b) => b.trace<T, R>(input, f, options));
       return this.#rt.trace<T, R>(input, f, options);
+    });
+  }
+
+  /**
+   * Runs `fn`'s graph for shapes and dtypes only (nnsight's `scan`): resolves to fn's return
+   * value with `{ shape, dtype }` in place of each tensor, and throws the errors a trace would,
+   * at the same lines, without running the weights (they are meta tensors for it). Also
+   * `scan((tracer) => ...)` for several invokes. Not for generation; local models only.
+   */
+  scan<R>(input: TraceInput, fn: (m: EnvoyOf<T>, tracer: Tracer<T>) => R, options?: ScanOptions): Promise<Scanned<R>>;
+  scan<R>(input: (tracer: Tracer<T>) => R, options?: ScanOptions): Promise<Scanned<R>>;
+  scan<R>(input: TraceInput | ((tracer: Tracer<T>) => R), fn?: ((m: EnvoyOf<T>, tracer: Tracer<T>) => R) | ScanOptions, options: ScanOptions = {}): Promise<Scanned<R>> {
+    return rejecting(() => {
+      if (typeof input === 'function' && fn && typeof fn === 'object') options = fn;
+      let f = typeof fn === 'function' ? fn : undefined;
+      this.#live();
+      if (this.#edits.length) [input, f] = [editTrace<T, R>(this.#edits, input, f), undefined];
+      return scan<T, R>(this.#rt, input, f, options);
     });
   }
 

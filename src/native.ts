@@ -84,6 +84,8 @@ export interface NativeModel {
   ops(): SourceOp[];
   configure(options: { vocabSize?: number; maxPositions?: number; apply?: Record<string, ApplyRule>; cache?: { layers: number; kvHeads: number; headDim: number } }): void;
   run(request: { traces: WireTrace[]; graph: PackedGraph; recordSites?: boolean; returnLogits?: boolean; cancel?: Int32Array }): Promise<RunResult>;
+  /** run() for shapes and dtypes only, on the model's meta copy: saved tensors come back as {shape, dtype} (src/scan.ts). */
+  scan(request: { traces: WireTrace[]; graph: PackedGraph; cancel?: Int32Array }): Promise<{ saved: unknown[] }>;
   readonly hasCache: boolean;
   generate(
     request: { traces: WireTrace[]; graph: PackedGraph; cancel?: Int32Array },

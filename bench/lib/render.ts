@@ -125,7 +125,7 @@ libtorch ${out.libtorch}, ${out.threads.torch} torch thread(s) for both torchsig
 Load average (1, 5, 15 min) at the start ${(out.machine.load_average?.start ?? []).map((x: number) => f(x, 2)).join(', ') || 'not recorded'}, at the end ${(out.machine.load_average?.end ?? []).map((x: number) => f(x, 2)).join(', ') || 'not recorded'}.
 Command: \`${out.command}\` (the numbers below are this run's; \`bench/results.json\` has every figure).
 
-Our calls interleave one by one (plain forward, sites idle, empty trace, 12-save trace, in an
+Our calls interleave one by one (plain forward, sites idle, empty trace, 12-save trace and its scan, in an
 order that turns every iteration), and each ratio or difference is taken per iteration, between
 calls a few milliseconds apart; the headline is the median of those. Python's rounds interleave
 with ours (one Python process runs a round whenever ours finish one) and vs-Python is the median
@@ -140,6 +140,7 @@ not independent, so read it as the size of the noise, not as a guarantee.
 | --- | --- | --- | --- | --- |
 ${row(`idle_sites_ratio (sites, no intervention / no sites; ${out.idle_sites_ratio.model})`, out.idle_sites_ratio, 1.01)}
 ${row('trace12_ratio (12 saves + 1 in-place patch / plain forward; same model)', out.trace12_ratio, 1.03)}
+${out.scan_over_forward ? row('scan_over_forward (model.scan of the 12-save trace / plain forward; same model)', out.scan_over_forward, 0.1) : '| scan_over_forward (model.scan / plain forward) | not measured in this run | | <= 0.1 | |'}
 ${row('per_trace_overhead_us (tiny model: trace with 12 saves - plain forward)', out.per_trace_overhead_us, 20, 1)}
 | the same, over the tiny model's own forward when no intervention touches it (its graph without sites) | ${f(results.tiny.per_trace_overhead_over_idle_sites_us, 1)} | | | |
 ${row('vs_python_eager_ratio (ours / eager PyTorch hooks, same intervention; 124M shape)', out.vs_python_eager_ratio, 1.0)}
