@@ -161,6 +161,13 @@ result = shapes`,
     await edited.dispose();
   });
 
+  it('refuses .source operations and skip() with a clear error, and the next scan works', async () => {
+    await expect(gpt2.scan(ids, (m: any) => m.transformer.h[1].attn.source.softmax_0.output)).rejects.toThrow(/model\.scan does not run operations inside modules \(\.source\) or skip\(\)/);
+    await expect(gpt2.scan(ids, (m: any) => { m.transformer.h[1].skip(); return m.output.logits; })).rejects.toThrow(/model\.scan does not run/);
+    const r: any = await gpt2.scan(ids, (m: any) => m.transformer.h[1].output[0]);
+    expect(r.shape).toEqual([1, ids.length, 64]);
+  });
+
   it('a remote model refuses scan with a clear error', async () => {
     const server = await serveGpt2();
     try {
