@@ -347,8 +347,10 @@ describe('limits: 429 with Retry-After, 504, 503', () => {
     const c = clientOf(s);
     const states: string[] = [];
     const running = longGen(c, 60, { onStatus: (e: JobStatusEvent) => states.push(e.state) });
-    const queued = longGen(c, 60).catch((e) => e);
     while (!states.includes('running')) await new Promise((r) => setTimeout(r, 5));
+    // sent once the first runs, so it is the one that waits (two sent together may arrive in either order)
+    const queued = longGen(c, 60).catch((e) => e);
+    while (s.scheduler.queued < 1) await new Promise((r) => setTimeout(r, 5));
     const closed = s.close();
     const refused = await fetch(`${s.url}/v1/models/gpt2/trace`, { method: 'POST', headers: { 'content-type': 'application/x-torchsight' }, body: new Uint8Array(20) }).catch((e) => e);
     if (refused instanceof Response) expect(refused.status).toBe(503);
