@@ -6,7 +6,7 @@
 // never on the file system.
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import pino, { type Logger } from 'pino';
-import { ENVELOPE_CONTENT_TYPE, ENVELOPE_VERSION, EnvelopeError, decodeRequest, type DecodedRequest, type RequestKind } from '../remote/envelope.js';
+import { ENVELOPE_CONTENT_TYPE, ENVELOPE_VERSION, EnvelopeError, decodeRequest, type RequestKind } from '../remote/envelope.js';
 import { Job, JobStore, type ApiError } from './jobs.js';
 import { KeyRing, type KeyEntry } from './keys.js';
 import { makeMetrics, type Metrics } from './metrics.js';
@@ -95,16 +95,8 @@ declare module 'fastify' {
     tsKey: KeyEntry | null;
     /** the key's slot this request holds until its job takes it (or it is refused) */
     tsSlot: (() => void) | null;
-    /** the body's decoding and validation, begun while its key's admission was on its way */
-    tsChecked: Promise<Checked> | null;
   }
 }
-
-/** A request body decoded and validated, or the error it answers with. */
-type Checked = { decoded: DecodedRequest; error?: undefined } | { decoded?: undefined; error: unknown };
-
-/** Bodies up to this size are checked while the admission is on its way; a larger one waits for it, so a refused one costs little. */
-const EARLY_CHECK_BYTES = 1 << 20;
 
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const host = options.host ?? '127.0.0.1';
@@ -143,15 +135,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   });
   app.decorateRequest('tsKey', null);
   app.decorateRequest('tsSlot', null);
-  app.decorateRequest('tsChecked', null);
-  // a request refused or dropped before its job was queued gives its key's slot back, and frees
-  // a body decoded for a handler that never ran
+  // a request refused or dropped before its job was queued gives its key's slot back
   const release = async (req: FastifyRequest) => {
     req.tsSlot?.();
     req.tsSlot = null;
-    const checked = req.tsChecked;
-    req.tsChecked = null;
-    void checked?.then((c) => c.decoded?.dispose());
   };
   app.addHook('onResponse', release);
   app.addHook('onRequestAbort', release);
@@ -211,23 +198,6 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     if (allowed && !allowed.includes(name)) throw new HttpError(403, 'forbidden', `this key may not use model '${name}'`);
     return model;
   };
-  /** Decodes and validates a request body for model `model`'s `kind` endpoint; never throws. */
-  const check = async (body: Buffer, model: ModelEntry, kind: RequestKind): Promise<Checked> => {
-    let decoded: DecodedRequest;
-    try {
-      decoded = await decodeRequest(body, { maxBytes: limits.maxRequestBytes * 4, device: model.decodeDevice ?? model.device });
-    } catch (e) {
-      return { error: e instanceof EnvelopeError ? new HttpError(e.status, e.code, e.message) : e };
-    }
-    try {
-      if (decoded.kind !== kind) throw new RequestError(`this endpoint takes '${kind}' requests; the envelope holds a '${decoded.kind}' request`);
-      validateRequest(decoded, model.target, limits);
-    } catch (e) {
-      decoded.dispose();
-      return { error: e instanceof RequestError ? new HttpError(400, e.code, e.message, {}, e.node !== undefined ? { node: e.node } : {}) : e };
-    }
-    return { decoded };
-  };
   const info = (m: ModelEntry) => {
     const { name, device, dtype, workers, tree, manifest } = m;
     return { name, architecture: manifest.architecture, device, dtype, ...(workers !== undefined ? { workers } : {}), sites: m.target.sites, ops: m.target.ops ?? [], tree, manifest };
@@ -270,36 +240,31 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
           modelFor(req, req.params.name);
           if (draining) throw new HttpError(503, 'shutting_down', 'the server is shutting down', { 'retry-after': '5' });
           if (scheduler.queued >= limits.maxQueue) throw new HttpError(429, 'queue_full', `the queue is full (${limits.maxQueue} requests waiting)`, { 'retry-after': '1' });
-          // a small body is decoded and validated while the admission (behind fronts, a Redis
-          // round trip) is on its way; the admission still answers first, and its refusal frees it
-          const body = req.body;
-          const early = Buffer.isBuffer(body) && body.byteLength <= EARLY_CHECK_BYTES ? check(body, modelFor(req, req.params.name), kind) : null;
-          const drop = () => void early?.then((c) => c.decoded?.dispose());
-          let a;
-          try {
-            a = await gate.admit(req.tsKey, limits);
-          } catch (e) {
-            drop();
-            throw e;
-          }
-          if (!a.ok) {
-            drop();
-            throw new HttpError(429, a.code, a.message, { 'retry-after': String(a.retryAfter) });
-          }
+          const a = await gate.admit(req.tsKey, limits);
+          if (!a.ok) throw new HttpError(429, a.code, a.message, { 'retry-after': String(a.retryAfter) });
           // held from now, so requests whose bodies are still arriving count against the limit
           req.tsSlot = a.release;
-          req.tsChecked = early;
         },
       },
       async (req, reply) => {
         const model = modelFor(req, req.params.name);
         const body = req.body;
-        const early = req.tsChecked;
-        req.tsChecked = null;
         if (!Buffer.isBuffer(body)) throw new HttpError(415, 'unsupported_media_type', `send the request as ${ENVELOPE_CONTENT_TYPE}`);
-        const checked = await (early ?? check(body, model, kind));
-        if (checked.error !== undefined) throw checked.error;
-        const { decoded } = checked;
+        let decoded;
+        try {
+          decoded = await decodeRequest(body, { maxBytes: limits.maxRequestBytes * 4, device: model.decodeDevice ?? model.device });
+        } catch (e) {
+          if (e instanceof EnvelopeError) throw new HttpError(e.status, e.code, e.message);
+          throw e;
+        }
+        try {
+          if (decoded.kind !== kind) throw new RequestError(`this endpoint takes '${kind}' requests; the envelope holds a '${decoded.kind}' request`);
+          validateRequest(decoded, model.target, limits);
+        } catch (e) {
+          decoded.dispose();
+          if (e instanceof RequestError) throw new HttpError(400, e.code, e.message, {}, e.node !== undefined ? { node: e.node } : {});
+          throw e;
+        }
         const job = new Job(model.name, kind, req.tsKey?.name ?? null, decoded, body.byteLength);
         store.add(job);
         try {
