@@ -3,8 +3,7 @@
 // decoded result. Refusals that say "later" (429, 503) are retried with backoff, honouring
 // Retry-After; an AbortSignal cancels the request on the server too. A server error comes back
 // as a RemoteError carrying the failing node, for the caller to name the user's source line.
-import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { RemoteError, errorFrom, errorOf, exchange, sleep, type WholeAnswer } from './http.js';
 import type { SourceOp } from '../native.js';
 import { apiKeyFromEnv } from '../settings.js';
 import type { Recorded } from './record.js';
@@ -54,23 +53,8 @@ export interface RemoteJobStatus extends JobStatusEvent {
   error?: { status: number; code: string; message: string; node?: number; template?: string };
 }
 
-/** An error answered by the server (or the job's failure). */
-export class RemoteError extends Error {
-  constructor(
-    message: string,
-    readonly status: number,
-    readonly code: string,
-    /** the failing graph node, when the server names one */
-    readonly node?: number,
-    /** the message with node markers, for Graph.explain */
-    readonly template?: string,
-    /** seconds the server asked to wait (429, 503) */
-    readonly retryAfter?: number,
-  ) {
-    super(message);
-    this.name = 'RemoteError';
-  }
-}
+
+export { RemoteError } from './http.js';
 
 export interface ModelInfo {
   name: string;
@@ -84,54 +68,8 @@ export interface ModelInfo {
   manifest: Record<string, unknown>;
 }
 
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 
-async function errorOf(res: Response): Promise<RemoteError> {
-  let text = '';
-  try {
-    text = await res.text();
-  } catch {
-    // the body broke off: the status says what there is to say
-  }
-  return errorFrom(res.status, res.statusText, res.headers.get('retry-after'), text);
-}
 
-function errorFrom(status: number, statusText: string, retryAfter: string | null | undefined, text: string): RemoteError {
-  let body: { error?: { code?: string; message?: string; node?: number; template?: string } } = {};
-  try {
-    body = JSON.parse(text) as typeof body;
-  } catch {
-    // not JSON: a proxy's page
-  }
-  const e = body?.error ?? {};
-  const ra = Number(retryAfter ?? null);
-  return new RemoteError(e.message ?? `HTTP ${status} ${statusText}`, status, e.code ?? 'http_error', e.node, e.template, Number.isFinite(ra) ? ra : undefined);
-}
-
-/** An answer read whole (the quiet submit's transport). */
-interface WholeAnswer {
-  status: number;
-  statusText: string;
-  headers: IncomingHttpHeaders;
-  bytes: Buffer;
-}
-
-// keep-alive connections shared by every client, as fetch's own pool is (idle ones do not keep
-// the process alive, and are dropped before the server's announced keep-alive timeout)
-const httpAgent = new HttpAgent({ keepAlive: true });
-const httpsAgent = new HttpsAgent({ keepAlive: true });
 
 export class RemoteClient {
   readonly url: string;
@@ -200,7 +138,7 @@ export class RemoteClient {
     for (let attempt = 0; ; attempt++) {
       let res: WholeAnswer;
       try {
-        res = await this.#exchange('POST', path, body, headers, signal);
+        res = await exchange(this.url, 'POST', path, body, this.#headers(headers), signal);
       } catch (e) {
         if (signal?.aborted) throw signal.reason;
         // a refused connection reached nobody, so the POST may be sent again
@@ -223,28 +161,6 @@ export class RemoteClient {
     }
   }
 
-  /** One request over node:http(s); resolves once the whole answer has arrived. */
-  #exchange(method: string, path: string, body: Uint8Array, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<WholeAnswer> {
-    return new Promise((resolve, reject) => {
-      const url = new URL(this.url + path);
-      const https = url.protocol === 'https:';
-      const req = (https ? httpsRequest : httpRequest)(
-        url,
-        { method, agent: https ? httpsAgent : httpAgent, signal, headers: { ...this.#headers(headers), 'content-length': String(body.byteLength) } },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('error', reject);
-          res.on('close', () => res.complete || reject(new Error('the connection closed before the answer was complete')));
-          res.on('end', () =>
-            resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? '', headers: res.headers, bytes: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks) }),
-          );
-        },
-      );
-      req.on('error', reject);
-      req.end(body);
-    });
-  }
 
   async health(): Promise<{ status: string; models: string[]; queued: number; running: number }> {
     return (await this.#fetch('/v1/health', { idempotent: true })).json() as never;
