@@ -94,37 +94,60 @@ export class RemoteClient {
   }
 
   /**
-   * fetch with retries: 429 and 503 wait Retry-After (or back off) and try again; a failed
-   * connection is retried for `idempotent` requests, and for any when it was refused (nothing
-   * was sent). Other failures throw RemoteError.
+   * The retry policy of both transports: a refusal that says "later" (429, 503 without a job's
+   * state) waits Retry-After (or backs off, with a little jitter so clients refused together do
+   * not come back together) and tries again; a failed send is retried when `mayResend` allows it.
+   * `refusal` reads an answer: undefined when it is a success, else its error.
    */
-  async #fetch(path: string, init: RequestInit & { idempotent?: boolean } = {}): Promise<Response> {
+  async #retrying<A>(
+    signal: AbortSignal | undefined,
+    send: () => Promise<A>,
+    mayResend: (e: unknown) => boolean,
+    unreachable: (e: unknown) => string,
+    refusal: (a: A) => Promise<{ err: RemoteError; later: boolean } | undefined>,
+  ): Promise<A> {
     const retries = this.#options.retries ?? 6;
     let backoff = this.#options.backoffMs ?? 250;
     for (let attempt = 0; ; attempt++) {
-      let res: Response;
+      let answer: A;
       try {
-        res = await fetch(this.url + path, { ...init, headers: this.#headers(init.headers as Record<string, string>) });
+        answer = await send();
       } catch (e) {
-        if (init.signal?.aborted) throw init.signal.reason;
-        // a refused connection reached nobody, so even a POST may be sent again
-        const refused = ((e as Error).cause as { code?: string } | undefined)?.code === 'ECONNREFUSED';
-        if ((!init.idempotent && !refused) || attempt >= retries) throw new RemoteError(`remote: cannot reach ${this.url} (${(e as Error).cause ?? (e as Error).message})`, 0, 'unreachable');
-        await sleep(backoff, init.signal ?? undefined);
+        if (signal?.aborted) throw signal.reason;
+        if (!mayResend(e) || attempt >= retries) throw new RemoteError(`remote: cannot reach ${this.url} (${unreachable(e)})`, 0, 'unreachable');
+        await sleep(backoff, signal);
         backoff = Math.min(backoff * 2, 10_000);
         continue;
       }
-      if (res.ok || res.status === 202) return res;
-      const err = await errorOf(res);
-      if ((res.status === 429 || res.status === 503) && attempt < retries && !res.headers.has('x-torchsight-job-state')) {
-        const wait = err.retryAfter !== undefined ? err.retryAfter * 1000 : backoff;
-        // a little jitter, so clients refused together do not come back together
-        await sleep(wait * (1 + Math.random() * 0.2), init.signal ?? undefined);
+      const refused = await refusal(answer);
+      if (!refused) return answer;
+      if (refused.later && attempt < retries) {
+        const wait = refused.err.retryAfter !== undefined ? refused.err.retryAfter * 1000 : backoff;
+        await sleep(wait * (1 + Math.random() * 0.2), signal);
         backoff = Math.min(backoff * 2, 10_000);
         continue;
       }
-      throw err;
+      throw refused.err;
     }
+  }
+
+  /**
+   * fetch with retries (#retrying): a failed connection is retried for `idempotent` requests,
+   * and for any when it was refused (nothing was sent). Other failures throw RemoteError.
+   */
+  #fetch(path: string, init: RequestInit & { idempotent?: boolean } = {}): Promise<Response> {
+    const signal = init.signal ?? undefined;
+    return this.#retrying(
+      signal,
+      () => fetch(this.url + path, { ...init, headers: this.#headers(init.headers as Record<string, string>) }),
+      // a refused connection reached nobody, so even a POST may be sent again
+      (e) => !!init.idempotent || ((e as Error).cause as { code?: string } | undefined)?.code === 'ECONNREFUSED',
+      (e) => String((e as Error).cause ?? (e as Error).message),
+      async (res) => {
+        if (res.ok || res.status === 202) return undefined;
+        return { err: await errorOf(res), later: (res.status === 429 || res.status === 503) && !res.headers.has('x-torchsight-job-state') };
+      },
+    );
   }
 
   /**
@@ -133,34 +156,21 @@ export class RemoteClient {
    * loopback); the same retries as #fetch for a POST: 429 and 503, and a refused connection.
    */
   async #postWhole(path: string, body: Uint8Array, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<Buffer> {
-    const retries = this.#options.retries ?? 6;
-    let backoff = this.#options.backoffMs ?? 250;
-    for (let attempt = 0; ; attempt++) {
-      let res: WholeAnswer;
-      try {
-        res = await exchange(this.url, 'POST', path, body, this.#headers(headers), signal);
-      } catch (e) {
-        if (signal?.aborted) throw signal.reason;
-        // a refused connection reached nobody, so the POST may be sent again
-        if ((e as NodeJS.ErrnoException).code !== 'ECONNREFUSED' || attempt >= retries) throw new RemoteError(`remote: cannot reach ${this.url} (${e})`, 0, 'unreachable');
-        await sleep(backoff, signal);
-        backoff = Math.min(backoff * 2, 10_000);
-        continue;
-      }
-      if (res.status >= 200 && res.status < 300) return res.bytes;
-      const retryAfter = res.headers['retry-after'];
-      const err = errorFrom(res.status, res.statusText, Array.isArray(retryAfter) ? retryAfter[0] : retryAfter, res.bytes.toString('utf8'));
-      if ((res.status === 429 || res.status === 503) && attempt < retries && res.headers['x-torchsight-job-state'] === undefined) {
-        const wait = err.retryAfter !== undefined ? err.retryAfter * 1000 : backoff;
-        // a little jitter, so clients refused together do not come back together
-        await sleep(wait * (1 + Math.random() * 0.2), signal);
-        backoff = Math.min(backoff * 2, 10_000);
-        continue;
-      }
-      throw err;
-    }
+    const res = await this.#retrying<WholeAnswer>(
+      signal,
+      () => exchange(this.url, 'POST', path, body, this.#headers(headers), signal),
+      // a refused connection reached nobody, so the POST may be sent again
+      (e) => (e as NodeJS.ErrnoException).code === 'ECONNREFUSED',
+      (e) => String(e),
+      async (a) => {
+        if (a.status >= 200 && a.status < 300) return undefined;
+        const retryAfter = a.headers['retry-after'];
+        const err = errorFrom(a.status, a.statusText, Array.isArray(retryAfter) ? retryAfter[0] : retryAfter, a.bytes.toString('utf8'));
+        return { err, later: (a.status === 429 || a.status === 503) && a.headers['x-torchsight-job-state'] === undefined };
+      },
+    );
+    return res.bytes;
   }
-
 
   async health(): Promise<{ status: string; models: string[]; queued: number; running: number }> {
     return (await this.#fetch('/v1/health', { idempotent: true })).json() as never;
