@@ -7,7 +7,8 @@ transformers, nnsight from python/requirements-bench.txt).
                                                           in nnsight; prints "ready", then answers
                                                           one JSON line per request line on stdin:
         check                 greedy generate's tokens and the 12 values nnsight's trace saves
-        {"iters": n, "gen": g} times (ms) of n forwards, n nnsight traces and g generates
+        {"iters": n, "gen": g} times (ms) of n forwards, n nnsight traces, g generates, g prefills
+                              (the prompt's forward) and n floor steps (one token's weight matmuls)
 JSON_ARGS: threads, ids (the trace's tokens), patch (added in place at block 6's last position),
 prompt and new_tokens (greedy generation). bench/lib/hf.ts interleaves these rounds with ours.
 """
@@ -98,6 +99,21 @@ def serve(src, args):
         return hf.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=new_tokens,
                            min_new_tokens=new_tokens, pad_token_id=tok.pad_token_id)
 
+    # the floor under any runtime's cached step on these kernels: one token's weight matmuls
+    # (every Conv1D's addmm and the tied head), nothing else; with the prefill it bounds the
+    # generate ratio from below (on a memory-bound CPU it is most of transformers' own step)
+    convs = [c for blk in hf.transformer.h for c in (blk.attn.c_attn, blk.attn.c_proj, blk.mlp.c_fc, blk.mlp.c_proj)]
+    rows = {c.weight.shape[0]: torch.randn(1, c.weight.shape[0]) for c in convs}
+    wte = hf.transformer.wte.weight
+
+    def floor_step():
+        for c in convs:
+            torch.addmm(c.bias, rows[c.weight.shape[0]], c.weight)
+        return torch.nn.functional.linear(rows[wte.shape[1]], wte)
+
+    def prefill():
+        return hf(input_ids=prompt, attention_mask=torch.ones_like(prompt)).logits
+
     def timed(fn, n):
         times = []
         for _ in range(n):
@@ -125,8 +141,8 @@ def serve(src, args):
                 continue
             req = json.loads(line)
             n, g = int(req["iters"]), int(req["gen"])
-            print(json.dumps({"forward": timed(forward, n), "nnsight": timed(trace, n), "generate": timed(generate, g)}),
-                  flush=True)
+            print(json.dumps({"forward": timed(forward, n), "nnsight": timed(trace, n), "generate": timed(generate, g),
+                              "prefill": timed(prefill, g), "floor_step": timed(floor_step, n)}), flush=True)
 
 
 def _version(pkg):

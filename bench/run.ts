@@ -246,8 +246,10 @@ function headlines(results: Record<string, any>) {
   if (hf) {
     const entry = (r: any, key: string, target: string) => ({ value: r[key], interval95: r.interval95[key], target, model: r.model });
     const gen = '<= 0.8 (ours / transformers generate, time per token)';
-    if (hf.gpt2_124m) Object.assign(h, { vs_hf_generate_ratio: entry(hf.gpt2_124m, 'vs_hf_generate_ratio', gen), vs_nnsight_trace_ratio: entry(hf.gpt2_124m, 'vs_nnsight_trace_ratio', '<= 1.0 (ours / nnsight trace)') });
-    if (hf.tiny) Object.assign(h, { vs_hf_generate_ratio_tiny: entry(hf.tiny, 'vs_hf_generate_ratio', gen), vs_nnsight_trace_ratio_tiny: entry(hf.tiny, 'vs_nnsight_trace_ratio', '<= 0.5 (ours / nnsight trace)') });
+    // the floor: the ratio a runtime doing nothing but each token's weight matmuls would reach
+    const withFloor = (r: any) => ({ ...entry(r, 'vs_hf_generate_ratio', gen), floor: r.hf_generate_floor_ratio, floor_interval95: r.interval95.hf_generate_floor_ratio });
+    if (hf.gpt2_124m) Object.assign(h, { vs_hf_generate_ratio: withFloor(hf.gpt2_124m), vs_nnsight_trace_ratio: entry(hf.gpt2_124m, 'vs_nnsight_trace_ratio', '<= 1.0 (ours / nnsight trace)') });
+    if (hf.tiny) Object.assign(h, { vs_hf_generate_ratio_tiny: withFloor(hf.tiny), vs_nnsight_trace_ratio_tiny: entry(hf.tiny, 'vs_nnsight_trace_ratio', '<= 0.5 (ours / nnsight trace)') });
   }
   const remote = results.remote as Record<string, any> | undefined;
   if (remote)
