@@ -133,6 +133,28 @@ describe('fronts and workers over Redis', () => {
     expect(steps).toEqual(Array.from({ length: 12 }, (_, i) => i));
   });
 
+  it('a large request body (kept apart in Redis) and a large result (read after the completion) answer exactly as small ones', async () => {
+    const remote = await remoteOf(fronts[0]);
+    // about 100 tokens, within the model's 128 positions
+    let prompt = 'A long question';
+    while (local.tokenizer.encode(prompt).length < 100) prompt += ' about everything';
+    const n = local.tokenizer.encode(prompt).length;
+    // a [1, n, d] patch: its values make the body far larger than the 4 KiB that travel inline
+    const d = ((await local.trace(prompt, READ)) as Tensor).shape.at(-1)!;
+    const patch = Tensor.from(Float32Array.from({ length: n * d }, (_, i) => Math.sin(i) * 0.1), { shape: [1, n, d] });
+    // every block's output and the logits: far more than the 256 KiB of the reply channel
+    const fn = (m: any) => {
+      m.transformer.h[0].output[0].add_(patch);
+      return [...m.transformer.h.map((b: any) => b.output[0]), m.lm_head.output];
+    };
+    const got = (await remote.trace(prompt, fn)) as Tensor[];
+    const want = (await local.trace(prompt, fn)) as Tensor[];
+    expect(want.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1) * 4, 0)).toBeGreaterThan(256 * 1024);
+    expect(got.map((t) => t.shape)).toEqual(want.map((t) => t.shape));
+    got.forEach((t, i) => same(t, Array.from(want[i].data() as Float32Array)));
+    patch.dispose();
+  });
+
   it('keys and rate quotas hold across fronts', async () => {
     const [b0, b1] = await Promise.all([remoteOf(fronts[0], bob, { retries: 0 }), remoteOf(fronts[1], bob, { retries: 0 })]);
     // bob's quota is 3 a minute, over both fronts (loading the remote model is no request)
@@ -264,6 +286,8 @@ describe('Redis stopped and started again', () => {
   });
 
   it('a request waiting for a model whose last worker is gone past the grace period fails with 503 no_worker', async () => {
+    // this front, too, has seen Redis again since the last test's outage (it polls on its own)
+    await until('the impatient front back on Redis', async () => (await fetch(`${impatient!.url}/v1/models`)).status === 200, 30_000);
     const remote = await LanguageModel.remote(impatient!.url, 'gpt2', { quiet: true, retries: 0 });
     await kill(worker!);
     worker = undefined;

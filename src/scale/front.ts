@@ -4,6 +4,7 @@
 // (RedisScheduler) instead of into this process. The front follows each job it took through the
 // queue's event stream (stream.ts) and hands the client exactly one answer; it keeps the request
 // body until then, so a job Redis lost (restarted without persistence) is queued again.
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Queue } from 'bullmq';
 import { Job, type ApiError } from '../serve/jobs.js';
@@ -12,7 +13,7 @@ import { cancelError, QueueFull, Unavailable, type JobScheduler } from '../serve
 import type { Limits } from '../serve/limits.js';
 import type { ModelEntry, ServerBackend } from '../serve/server.js';
 import { Catalog } from './liveness.js';
-import { connect, modelQueue, parseOutcome, redisKeys, showUrl, type JobData, type JobOutcome, type RedisKeys } from './queues.js';
+import { connect, INLINE_MAX_BYTES, modelQueue, parseOutcome, readReply, redisKeys, showUrl, type JobData, type JobOutcome, type RedisKeys } from './queues.js';
 import { RedisGate } from './store.js';
 import { EventFollower } from './stream.js';
 import type { Redis } from 'ioredis';
@@ -40,6 +41,9 @@ export class RedisScheduler implements JobScheduler {
   readonly #open = new Map<string, Open>();
   readonly #queues = new Map<string, Queue<JobData, JobOutcome>>();
   readonly events: EventFollower;
+  /** this front's reply channel: small results come on it from the workers (readReply) */
+  readonly #reply = randomBytes(9).toString('base64url');
+  readonly #replies: Redis;
   #draining = false;
   /** waiting jobs over all models, as last counted */
   queued = 0;
@@ -60,6 +64,16 @@ export class RedisScheduler implements JobScheduler {
       token: (id, p) => this.#open.get(id)?.job.token(p.step, p.tokens),
       finished: (id, outcome) => void this.#finish(id, outcome),
       lost: (id, reason) => this.#lost(id, reason),
+    });
+    // a result on the reply channel settles its job at once; the completed event, and the read
+    // of the result that follows it, stay the path for the rest (a large result, a message this
+    // subscriber missed while reconnecting, another front's job)
+    this.#replies = connect(url, { name: 'torchsight-front-reply' });
+    this.#replies.subscribe(keys.reply(this.#reply)).catch(() => undefined);
+    this.#replies.on('messageBuffer', (_channel: Buffer, frame: Buffer) => {
+      const r = readReply(frame);
+      const job = r && this.#open.get(r.jobId)?.job;
+      if (job && !job.finishedState) job.succeed(r.result);
     });
   }
 
@@ -103,12 +117,13 @@ export class RedisScheduler implements JobScheduler {
 
   async #add(o: Open): Promise<void> {
     const { job } = o;
-    // the body first, so that a worker taking the job finds it: the queue shares this connection,
-    // so the SET reaches Redis before the job does, with no round trip between them
-    const body = this.redis.set(this.keys.request(job.id), o.body, 'PX', this.limits.timeoutMs + o.ttlMs + 60_000);
-    const data: JobData = { kind: job.kind, owner: job.owner, bytes: job.bytesIn, received: job.received, ttlMs: o.ttlMs, maxDecodedBytes: this.limits.maxRequestBytes * 4 };
-    const added = this.queue(job.model).add(job.kind, data, { jobId: job.id });
-    await Promise.all([body, added]);
+    const data: JobData = { kind: job.kind, owner: job.owner, bytes: job.bytesIn, received: job.received, ttlMs: o.ttlMs, maxDecodedBytes: this.limits.maxRequestBytes * 4, reply: this.keys.reply(this.#reply) };
+    // a small body goes in the job, which the worker reads as it takes it; a larger one first,
+    // apart: the queue shares this connection, so the SET reaches Redis before the job does
+    let body: Promise<unknown> | undefined;
+    if (o.body.byteLength <= INLINE_MAX_BYTES) data.body = o.body.toString('base64');
+    else body = this.redis.set(this.keys.request(job.id), o.body, 'PX', this.limits.timeoutMs + o.ttlMs + 60_000);
+    await Promise.all([body, this.queue(job.model).add(job.kind, data, { jobId: job.id })]);
   }
 
   cancel(job: Job, reason: 'client' | 'timeout' | 'shutdown'): void {
@@ -187,6 +202,7 @@ export class RedisScheduler implements JobScheduler {
   }
 
   async close(): Promise<void> {
+    this.#replies.disconnect();
     await this.events.close();
     for (const q of this.#queues.values()) await q.close().catch(() => undefined);
   }

@@ -18,6 +18,28 @@ export interface JobData {
   ttlMs: number;
   /** the front's bound on the decoded (decompressed) request */
   maxDecodedBytes: number;
+  /** a small request's body (base64), which the worker gets with the job; a larger one waits at keys.request */
+  body?: string;
+  /** the front's reply channel (keys.reply): a small result is published there as well */
+  reply?: string;
+}
+
+/** Request bodies up to this size travel inline in the job's data (kept with the finished job, so small). */
+export const INLINE_MAX_BYTES = 4 * 1024;
+
+/** Results up to this size also travel on the front's reply channel (Redis buffers a slow subscriber's messages, up to its output limit). */
+export const REPLY_MAX_BYTES = 256 * 1024;
+
+/** A reply message: the job id's length (one byte), the id, the encoded result. */
+export function replyFrame(jobId: string, result: Uint8Array): Buffer {
+  const id = Buffer.from(jobId);
+  return Buffer.concat([Buffer.from([id.length]), id, result]);
+}
+
+export function readReply(frame: Buffer): { jobId: string; result: Uint8Array } | undefined {
+  const n = frame[0];
+  if (frame.length < 1 + n) return undefined;
+  return { jobId: frame.toString('utf8', 1, 1 + n), result: new Uint8Array(frame.buffer, frame.byteOffset + 1 + n, frame.length - 1 - n) };
 }
 
 /** What a worker's processor returns: the result's size (the bytes are at keys.result) or the job's error. */
@@ -52,6 +74,8 @@ export function redisKeys(prefix = 'torchsight') {
     cancel: (id: string) => `${prefix}:cancel:${id}`,
     /** pub/sub: ids of cancelled jobs, for the workers running them */
     cancelChannel: `${prefix}:cancel`,
+    /** pub/sub: one front's results, straight from the workers (no read after the completion) */
+    reply: (front: string) => `${prefix}:reply:${front}`,
     /** per API key: the rate bucket, and the slots of requests in flight (sorted set by lease expiry) */
     bucket: (key: string) => `${prefix}:key:${key}:bucket`,
     slots: (key: string) => `${prefix}:key:${key}:slots`,

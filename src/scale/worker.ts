@@ -2,7 +2,8 @@
 // BullMQ job becomes a job of the single-box Scheduler (serve/scheduler.ts), so jobs that wait
 // together are run as one batched forward exactly as `serve` runs them: BullMQ hands a worker up
 // to maxBatch jobs at once (its concurrency), and the Scheduler merges what is waiting. The
-// result is written to Redis with a TTL before the job completes; a worker that dies mid-job
+// result is written to Redis with a TTL before the job completes (a small one also goes straight
+// to the front, on its reply channel); a worker that dies mid-job
 // loses its lock, and BullMQ's stalled-job check gives the job to another worker. A job whose
 // result is already written (its worker died between writing and completing) is not run again.
 import { randomBytes } from 'node:crypto';
@@ -15,7 +16,7 @@ import { makeMetrics, type Metrics } from '../serve/metrics.js';
 import type { ServedModel } from '../serve/runner.js';
 import { Scheduler } from '../serve/scheduler.js';
 import { Publisher } from './liveness.js';
-import { connect, redisKeys, showUrl, type JobData, type JobOutcome } from './queues.js';
+import { connect, redisKeys, replyFrame, REPLY_MAX_BYTES, showUrl, type JobData, type JobOutcome } from './queues.js';
 import { TokenReporter } from './stream.js';
 
 export interface WorkerOptions {
@@ -75,17 +76,30 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
 
   const fail = (error: ApiError, state: 'failed' | 'cancelled' = 'failed'): JobOutcome => ({ ok: false, state, error });
 
+  /** What Redis holds for a job a worker takes: a result already written (its last worker died before completing it), a cancellation, and (unless it came inline) the body. */
+  const lookup = async (jobId: string, withBody: boolean) => {
+    const p = redis.pipeline().strlen(keys.result(jobId)).exists(keys.cancel(jobId));
+    if (withBody) p.getBuffer(keys.request(jobId));
+    const r = (await p.exec())!;
+    return { answered: r[0][1] as number, cancelled: (r[1][1] as number) > 0, body: r[2]?.[1] as Buffer | null | undefined };
+  };
+  const cancelled = () => fail({ status: 499, code: 'cancelled', message: 'the request was cancelled by its client' }, 'cancelled');
+
   async function take(model: ServedModel, bull: BullJob<JobData, JobOutcome>): Promise<JobOutcome> {
     const jobId = bull.id!;
     const data = bull.data;
-    const [[, body], [, answered], [, cancelled]] = (await redis
-      .pipeline()
-      .getBuffer(keys.request(jobId))
-      .strlen(keys.result(jobId))
-      .exists(keys.cancel(jobId))
-      .exec()) as [unknown, unknown][] as [[null, Buffer | null], [null, number], [null, number]];
-    if (answered > 0) return { ok: true, bytes: answered };
-    if (cancelled) return fail({ status: 499, code: 'cancelled', message: 'the request was cancelled by its client' }, 'cancelled');
+    const inline = data.body !== undefined;
+    // a small body came with the job: its checks run beside the decoding and the forward, one
+    // round trip less before it starts; a large one is read first, with them
+    const checks = inline ? lookup(jobId, false).catch(() => ({ answered: 0, cancelled: false, body: undefined })) : lookup(jobId, true);
+    let body: Buffer | null | undefined;
+    if (inline) body = Buffer.from(data.body!, 'base64');
+    else {
+      const c = await checks;
+      if (c.answered > 0) return { ok: true, bytes: c.answered };
+      if (c.cancelled) return cancelled();
+      body = c.body;
+    }
     if (!body) return fail({ status: 503, code: 'request_lost', message: 'the request was no longer in Redis when a worker took it; send it again' });
     let decoded;
     try {
@@ -98,17 +112,34 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
     const reporter = new TokenReporter(bull);
     reporter.attach(job);
     running.set(jobId, job);
+    let answered = 0;
     try {
       scheduler.enqueue(job);
+      if (inline) {
+        const c = await checks;
+        answered = c.answered;
+        if (answered > 0 || c.cancelled) scheduler.cancel(job, 'client');
+      }
       await job.settled;
       await reporter.flush();
     } finally {
       running.delete(jobId);
     }
+    if (answered > 0) return { ok: true, bytes: answered };
     log.info({ job: jobId, model: model.name, kind: data.kind, state: job.state, ms: Date.now() - (job.started ?? job.received), code: job.error?.code }, 'job finished');
     if (job.state !== 'done' || !job.result) return fail(job.error ?? { status: 500, code: 'internal', message: 'the job ended without a result' }, job.state === 'cancelled' ? 'cancelled' : 'failed');
     const bytes = Buffer.from(job.result.buffer, job.result.byteOffset, job.result.byteLength);
-    await redis.multi().set(keys.result(jobId), bytes, 'PX', Math.max(1000, data.ttlMs)).del(keys.request(jobId)).exec();
+    // Not awaited: BullMQ completes the job with a script on this same connection, which Redis
+    // runs after this transaction, so the front that reads the completion finds the result; one
+    // round trip less on every request's path. A write Redis refuses is logged; the front then
+    // answers 410 (result_expired), as for a result whose TTL ran out.
+    const write = redis.multi().set(keys.result(jobId), bytes, 'PX', Math.max(1000, data.ttlMs)).del(keys.request(jobId));
+    // and a small one straight to the front that holds the client, before BullMQ's completion;
+    // not a generation's, whose tokens come on the event stream and must all reach the client first
+    if (data.reply && data.kind !== 'generate' && bytes.byteLength <= REPLY_MAX_BYTES) write.publish(data.reply, replyFrame(jobId, bytes));
+    write
+      .exec()
+      .catch((e: Error) => log.warn({ job: jobId, err: e.message }, 'could not write the result to Redis'));
     return { ok: true, bytes: bytes.byteLength };
   }
 
