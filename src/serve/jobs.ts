@@ -1,7 +1,7 @@
 // Every request is a job, as NDIF users know them: an id, a lifecycle (received, queued with its
 // position, running, then done, failed or cancelled), events a client can follow (status changes
 // and generated tokens), and a result kept for the result TTL so another process can reattach.
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import type { DecodedRequest, RequestKind } from '../remote/envelope.js';
 
 export type JobState = 'received' | 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
@@ -34,6 +34,20 @@ export interface JobStatus {
   /** generation steps made so far */
   steps?: number;
   error?: ApiError;
+}
+
+// job ids: 12 random bytes each (unguessable: a job's result is fetched by its id), drawn from a
+// pool filled 256 ids at a time; one system call per id was a visible share of a small request
+const ID_BYTES = 12;
+const idPool = Buffer.alloc(ID_BYTES * 256);
+let idAt = idPool.length;
+function newJobId(): string {
+  if (idAt === idPool.length) {
+    randomFillSync(idPool);
+    idAt = 0;
+  }
+  idAt += ID_BYTES;
+  return idPool.toString('base64url', idAt - ID_BYTES, idAt);
 }
 
 export class Job {
@@ -70,7 +84,7 @@ export class Job {
     /** a job known elsewhere (a Redis queue's) keeps its id and time of arrival */
     known?: { id: string; received: number },
   ) {
-    this.id = known?.id ?? randomBytes(12).toString('base64url');
+    this.id = known?.id ?? newJobId();
     this.received = known?.received ?? Date.now();
   }
 
@@ -158,6 +172,9 @@ export class Job {
 /** Jobs by id; finished ones are dropped `ttlMs` after they finish (and the oldest past `max`). */
 export class JobStore {
   readonly #jobs = new Map<string, Job>();
+  /** the result sizes counted in #bytes, by job id */
+  readonly #sizes = new Map<string, number>();
+  #bytes = 0;
   readonly #timer: NodeJS.Timeout;
 
   constructor(
@@ -172,15 +189,29 @@ export class JobStore {
 
   add(job: Job): void {
     this.#jobs.set(job.id, job);
-    let bytes = 0;
-    for (const j of this.#jobs.values()) bytes += j.result?.byteLength ?? 0;
-    // drop the oldest finished jobs first (the map keeps insertion order); others are never dropped
+    // a result is counted once, when its job finishes: no walk over every kept job per request
+    void job.settled.then(() => {
+      if (this.#jobs.get(job.id) !== job) return;
+      const n = job.result?.byteLength ?? 0;
+      this.#sizes.set(job.id, n);
+      this.#bytes += n;
+      this.#trim();
+    });
+    this.#trim();
+  }
+
+  /** Drops the oldest finished jobs (the map keeps insertion order) while past a bound; others are never dropped. */
+  #trim(): void {
     for (const [id, j] of this.#jobs) {
-      if (this.#jobs.size <= this.max && bytes <= this.maxBytes) break;
-      if (!j.finishedState) continue;
-      bytes -= j.result?.byteLength ?? 0;
-      this.#jobs.delete(id);
+      if (this.#jobs.size <= this.max && this.#bytes <= this.maxBytes) return;
+      if (j.finishedState) this.#delete(id);
     }
+  }
+
+  #delete(id: string): void {
+    this.#jobs.delete(id);
+    this.#bytes -= this.#sizes.get(id) ?? 0;
+    this.#sizes.delete(id);
   }
 
   get(id: string): Job | undefined {
@@ -188,7 +219,7 @@ export class JobStore {
   }
 
   sweep(now = Date.now()): void {
-    for (const [id, j] of this.#jobs) if (j.finishedState && now - j.finished! > this.ttlMs) this.#jobs.delete(id);
+    for (const [id, j] of this.#jobs) if (j.finishedState && now - j.finished! > this.ttlMs) this.#delete(id);
   }
 
   /** Finished jobs whose client follows their events and has not fetched the result yet. */
