@@ -1,8 +1,8 @@
 // The wire envelope: requests and results survive the round trip bit for bit (tensors of every
 // dtype as raw bytes, never JSON numbers), large ones are compressed, and malformed bytes,
 // mutated real envelopes included, give an EnvelopeError or a RequestError, never a crash.
-import { gzipSync } from 'node:zlib';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { LanguageModel, Tensor } from '../src/index.js';
 import { native, type NativeTensor } from '../src/native.js';
 import { decodeRequest, decodeResult, encodeRequest, encodeResult, EnvelopeError, type DecodedRequest } from '../src/remote/envelope.js';
@@ -121,6 +121,25 @@ describe('results', () => {
     const plain = await encodeResult({ saved: [0, big.native] }, { compressAbove: Infinity });
     expect(Buffer.from(plain).readUInt16LE(6)).toBe(0);
     expect(plain.byteLength).toBeGreaterThan(800_000);
+  });
+
+  it('zeroes the padding between blobs, so no stale memory goes on the wire', async () => {
+    // every unsafe allocation comes dirty, as reused memory may; blobs of odd sizes leave padding
+    const dirty = vi.spyOn(Buffer, 'allocUnsafe').mockImplementation((n: number) => Buffer.alloc(n, 0xab));
+    const odd = [3, 5, 1].map((n) => Tensor.from(new Uint8Array(n).fill(7), { dtype: 'uint8' }));
+    for (const compressAbove of [Infinity, 0]) {
+      const bytes = Buffer.from(await encodeResult({ saved: [0, odd.map(handleOf)] }, { compressAbove }));
+      const json = bytes.readUInt32LE(8);
+      const binBytes = bytes.readUInt32LE(12);
+      const body = compressAbove ? bytes.subarray(16) : gunzipSync(bytes.subarray(16));
+      const bin = body.subarray(json);
+      expect(bin.byteLength).toBe(binBytes);
+      // blobs at 0, 8, 16: 7s, then zeros to the next multiple of 8
+      expect([...bin]).toEqual([...[3, 5, 1].flatMap((n) => [...Array(n).fill(7), ...Array(8 - n).fill(0)])]);
+    }
+    expect(dirty).toHaveBeenCalled();
+    dirty.mockRestore();
+    odd.forEach((t) => t.dispose());
   });
 });
 

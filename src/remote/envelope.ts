@@ -89,23 +89,33 @@ export interface DecodeOptions {
 
 async function frame(json: object, blobs: BlobWriter, options: EncodeOptions): Promise<Uint8Array> {
   const text = Buffer.from(JSON.stringify(json), 'utf8');
-  const body = Buffer.alloc(text.byteLength + blobs.bytes);
-  text.copy(body, 0);
-  let at = text.byteLength;
-  for (const p of blobs.parts) {
-    body.set(p, at);
-    at += pad8(p.byteLength);
-  }
   if (text.byteLength > 0xffffffff || blobs.bytes > 0xffffffff) throw new EnvelopeError('envelope: larger than 4 GiB', 413);
-  const compress = body.byteLength > (options.compressAbove ?? 64 * 1024);
-  const payload = compress ? await gzipAsync(body, { level: 1 }) : body;
-  const out = Buffer.alloc(HEADER + payload.byteLength);
+  const size = text.byteLength + blobs.bytes;
+  const compress = size > (options.compressAbove ?? 64 * 1024);
+  // uncompressed, the body is written once, in place after the header (a result is copied once)
+  const body = compress ? writeBody(Buffer.allocUnsafe(size), 0, text, blobs) : undefined;
+  const payload = body ? await gzipAsync(body, { level: 1 }) : undefined;
+  const out = Buffer.allocUnsafe(HEADER + (payload?.byteLength ?? size));
   out.set(MAGIC, 0);
   out.writeUInt16LE(ENVELOPE_VERSION, 4);
   out.writeUInt16LE(compress ? FLAG_GZIP : 0, 6);
   out.writeUInt32LE(text.byteLength, 8);
   out.writeUInt32LE(blobs.bytes, 12);
-  out.set(payload, HEADER);
+  if (payload) out.set(payload, HEADER);
+  else writeBody(out, HEADER, text, blobs);
+  return out;
+}
+
+/** The JSON text, then each blob at an 8-byte step, into `out` from `at`; the padding is zeroed (unallocated memory never travels). */
+function writeBody(out: Buffer, at: number, text: Buffer, blobs: BlobWriter): Buffer {
+  text.copy(out, at);
+  at += text.byteLength;
+  for (const p of blobs.parts) {
+    out.set(p, at);
+    const end = at + pad8(p.byteLength);
+    out.fill(0, at + p.byteLength, end);
+    at = end;
+  }
   return out;
 }
 
