@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import { LanguageModel, Tensor, setNumThreads } from '../src/index.js';
+import { LanguageModel, Tensor, runtimeInfo, setNumThreads } from '../src/index.js';
 import { median, medianInterval, seededIds } from './lib/stats.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -212,6 +212,8 @@ export async function benchRemote(opts: RemoteBenchOptions = {}): Promise<Remote
       rps_concurrent: median(concurrentRps),
       details: {
         model: 'tiny (models/gpt2: GPT-2 shape, 12 layers, d=64, vocab 512)',
+        // client and server alike (one process loads one libtorch; TORCHSIGHT_ADDON picks it)
+        libtorch: runtimeInfo().torch,
         tokens,
         threads,
         pairs,

@@ -217,10 +217,11 @@ function torch2Part(): { libtorch: string; threads: number; details: Record<stri
  * bench/<part>.ts in a child process: remote (a trace over loopback against `torchsight serve`,
  * and batching) or redis (the hop through a front, Redis and a worker; one and two workers).
  */
-function servingPart(part: 'remote' | 'redis'): Record<string, any> {
-  const file = join(ROOT, '.cache', `bench-${part}.json`);
+function servingPart(part: 'remote' | 'redis', addon?: string): Record<string, any> {
+  const file = join(ROOT, '.cache', `bench-${part}${addon ? '-torch2' : ''}.json`);
   mkdirSync(join(ROOT, '.cache'), { recursive: true });
-  const r = spawnSync(process.execPath, ['--import', 'tsx', `bench/${part}.ts`, file], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'], env: process.env });
+  const env = addon ? { ...process.env, TORCHSIGHT_ADDON: addon } : process.env;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', `bench/${part}.ts`, file], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'], env });
   if (r.status !== 0) throw new Error(`bench: the ${part} part (bench/${part}.ts) exited ${r.status ?? r.signal}`);
   return JSON.parse(readFileSync(file, 'utf8'));
 }
@@ -281,7 +282,13 @@ async function main() {
   }
   const torch2 = ONLY === 'torch1' ? undefined : torch2Part();
   if (torch2) results.hf = torch2.details;
-  if (!ONLY && !QUICK) results.remote = servingPart('remote');
+  // the remote headline on the libtorch a server is built on (torch 2.x: CUDA builds are), client
+  // and server alike; the same part on Debian's 1.13 beside it (its OpenBLAS 0.3.21 does not know
+  // this CPU and runs its generic SSE3 kernels, so every batched matmul is slower than it should be)
+  if (!ONLY && !QUICK) {
+    results.remote = servingPart('remote', existsSync(TORCH2_ADDON) ? TORCH2_ADDON : undefined);
+    if (existsSync(TORCH2_ADDON)) results.remote_torch1 = servingPart('remote');
+  }
   if (!ONLY && !QUICK) results.redis = servingPart('redis');
   const headline = headlines(results);
   const out = {

@@ -74,6 +74,20 @@ ${rows.join('\n')}
 `;
 }
 
+/** The remote part again on Debian's libtorch 1.13, where the run had both. */
+function remoteTorch1(out: any): string {
+  const t = out.details?.remote_torch1;
+  if (!t) return '';
+  return `
+The same part on Debian's libtorch ${t.details?.libtorch ?? '1.13'}: remote_overhead_ms ${f(t.remote_overhead_ms, 2)}, remote_batching_speedup
+${f(t.remote_batching_speedup, 2)} (serial ${f(t.rps_serial, 1)}, 16 concurrent ${f(t.rps_concurrent, 1)} requests per second; forward bound
+x${f(t.details?.local_forward_bound_speedup ?? NaN, 2)}, 16 rows x${f(t.details?.local_rows_cost_ratio ?? NaN, 1)} one row). The headline runs on torch 2.x,
+the libtorch a server is built on (CUDA builds are). Debian's OpenBLAS 0.3.21 does not recognise this
+CPU and runs its generic Prescott (SSE3) kernels (\`OPENBLAS_VERBOSE=2\` says so), which makes a
+batch of 16 rows cost x${f(t.details?.local_rows_cost_ratio ?? NaN, 1)} one row there.
+`;
+}
+
 /** The remote part: a trace over loopback against `torchsight serve`, and cross-request batching. */
 function remote(out: any): string {
   const r = out.details?.remote;
@@ -85,7 +99,7 @@ function remote(out: any): string {
 \`bench/remote.ts\`: the 12-save trace sent to a server in a child process, interleaved call by call
 with the same trace run locally (the difference's median); then rounds of 16 concurrent clients
 alternating with serial requests (the batching server runs with \`OPENBLAS_NUM_THREADS=${r.details?.batching_server_openblas_threads ?? 1}\`,
-since on 2 cores OpenBLAS's second thread took the batching gain). Client and server share the
+since on 2 cores OpenBLAS's second thread took the batching gain on libtorch 1.13). Client and server share the
 machine's ${out.machine.cores} cores.
 
 | headline | value | 95% interval of the median | target | |
@@ -93,10 +107,10 @@ machine's ${out.machine.cores} cores.
 ${row('remote_overhead_ms (loopback trace12 - local trace12)', out.remote_overhead_ms, 2)}
 | remote_batching_speedup (16 concurrent clients / serial) | ${f(sp.value, 2)} | ${iv(sp, 2)} | >= 3 | ${sp.value >= 3 ? 'met' : 'NOT met'} |
 
-Requests per second: serial ${f(r.rps_serial, 1)}, 16 concurrent ${f(r.rps_concurrent, 1)}. The forward itself bounds the
+Client and server run on libtorch ${r.details?.libtorch ?? out.libtorch}. Requests per second: serial ${f(r.rps_serial, 1)}, 16 concurrent ${f(r.rps_concurrent, 1)}. The forward itself bounds the
 gain: 16 requests alone over one forward with 16 invokes is x${f(r.details?.local_forward_bound_speedup ?? NaN, 2)} locally, and 16 rows
 cost x${f(r.details?.local_rows_cost_ratio ?? NaN, 1)} one row on this model.
-`;
+${remoteTorch1(out)}`;
 }
 
 /** The Redis part: the hop through a front, Redis and a worker, and one and two workers' throughput. */
