@@ -165,6 +165,12 @@ export async function benchRemote(opts: RemoteBenchOptions = {}): Promise<Remote
     server = await startServer(threads, opts.batchWindowMs, { OPENBLAS_NUM_THREADS: String(blas) });
     remote = await LanguageModel.remote(server.url, 'gpt2', { quiet: true });
     for (let i = 0; i < 20; i++) await trace12(remote);
+    // and one untimed concurrent round: the serial path was warm, the batched one was not (its
+    // first round ran at about two thirds of the later ones' throughput: code not yet optimized,
+    // the merged graph's sites not yet seen)
+    await Promise.all(Array.from({ length: clients }, async () => {
+      for (let i = 0; i < perClient; i++) await trace12(remote);
+    }));
     const serialRps: number[] = [];
     const concurrentRps: number[] = [];
     const before = batchSizes(await server.metrics());
