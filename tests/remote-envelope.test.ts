@@ -127,19 +127,22 @@ describe('results', () => {
     // every unsafe allocation comes dirty, as reused memory may; blobs of odd sizes leave padding
     const dirty = vi.spyOn(Buffer, 'allocUnsafe').mockImplementation((n: number) => Buffer.alloc(n, 0xab));
     const odd = [3, 5, 1].map((n) => Tensor.from(new Uint8Array(n).fill(7), { dtype: 'uint8' }));
-    for (const compressAbove of [Infinity, 0]) {
-      const bytes = Buffer.from(await encodeResult({ saved: [0, odd.map(handleOf)] }, { compressAbove }));
-      const json = bytes.readUInt32LE(8);
-      const binBytes = bytes.readUInt32LE(12);
-      const body = compressAbove ? bytes.subarray(16) : gunzipSync(bytes.subarray(16));
-      const bin = body.subarray(json);
-      expect(bin.byteLength).toBe(binBytes);
-      // blobs at 0, 8, 16: 7s, then zeros to the next multiple of 8
-      expect([...bin]).toEqual([...[3, 5, 1].flatMap((n) => [...Array(n).fill(7), ...Array(8 - n).fill(0)])]);
+    try {
+      for (const compressAbove of [Infinity, 0]) {
+        const bytes = Buffer.from(await encodeResult({ saved: [0, odd.map(handleOf)] }, { compressAbove }));
+        const json = bytes.readUInt32LE(8);
+        const binBytes = bytes.readUInt32LE(12);
+        const body = compressAbove ? bytes.subarray(16) : gunzipSync(bytes.subarray(16));
+        const bin = body.subarray(json);
+        expect(bin.byteLength).toBe(binBytes);
+        // blobs at 0, 8, 16: 7s, then zeros to the next multiple of 8
+        expect([...bin]).toEqual([...[3, 5, 1].flatMap((n) => [...Array(n).fill(7), ...Array(8 - n).fill(0)])]);
+      }
+      expect(dirty).toHaveBeenCalled();
+    } finally {
+      dirty.mockRestore();
+      odd.forEach((t) => t.dispose());
     }
-    expect(dirty).toHaveBeenCalled();
-    dirty.mockRestore();
-    odd.forEach((t) => t.dispose());
   });
 });
 

@@ -133,8 +133,19 @@ describe('fronts and workers over Redis', () => {
     expect(steps).toEqual(Array.from({ length: 12 }, (_, i) => i));
   });
 
-  it('a large request body (kept apart in Redis) and a large result (read after the completion) answer exactly as small ones', async () => {
+  it("a small trace's result comes on its front's reply channel; a large body and a large result take the paths apart, and answer exactly", async () => {
     const remote = await remoteOf(fronts[0]);
+    // every reply the workers publish, seen from beside: which channel, which job
+    const spy = new Redis(redis.url);
+    const replies: string[] = [];
+    spy.on('pmessageBuffer', (_pattern: Buffer, channel: Buffer) => replies.push(channel.toString()));
+    await spy.psubscribe(`${redis.prefix}:reply:*`);
+    await checkTrace(remote, 'A small question');
+    await until('the reply seen', async () => replies.length === 1);
+    // the front that holds the client listens on exactly that channel
+    const [, listeners] = (await spy.duplicate().pubsub('NUMSUB', replies[0])) as [string, number];
+    expect(Number(listeners)).toBe(1);
+
     // about 100 tokens, within the model's 128 positions
     let prompt = 'A long question';
     while (local.tokenizer.encode(prompt).length < 100) prompt += ' about everything';
@@ -152,7 +163,10 @@ describe('fronts and workers over Redis', () => {
     expect(want.reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1) * 4, 0)).toBeGreaterThan(256 * 1024);
     expect(got.map((t) => t.shape)).toEqual(want.map((t) => t.shape));
     got.forEach((t, i) => same(t, Array.from(want[i].data() as Float32Array)));
+    // too large for the reply channel: it came by the completion and a read
+    expect(replies).toHaveLength(1);
     patch.dispose();
+    spy.disconnect();
   });
 
   it('keys and rate quotas hold across fronts', async () => {

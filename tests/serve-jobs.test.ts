@@ -28,8 +28,10 @@ describe('JobStore', () => {
     jobs[1].succeed(new Uint8Array(1));
     jobs[3].succeed(new Uint8Array(1));
     await tick();
+    // each finished job went when it settled (5 held, bound 3); adding one more trims nothing
+    // else: the three left and the new one are unfinished
+    expect(s.size).toBe(3);
     s.add(job());
-    // 6 held, bound 3: only the two finished can go, oldest first
     expect(s.size).toBe(4);
     expect(s.get(jobs[1].id)).toBeUndefined();
     expect(s.get(jobs[3].id)).toBeUndefined();
@@ -60,6 +62,44 @@ describe('JobStore', () => {
     small.succeed(new Uint8Array(50));
     await tick();
     expect([jobs[1], jobs[2], jobs[3], small].map((j) => s.get(j.id))).toEqual([jobs[1], jobs[2], jobs[3], small]);
+  });
+
+  it('counts a job added twice once, and a second object for the same id in place of the first', async () => {
+    const s = store(60_000, 100, 250);
+    const a = job();
+    s.add(a);
+    s.add(a);
+    a.succeed(new Uint8Array(100));
+    await tick();
+    // two lookups of one job made two objects: the later replaces the earlier and its bytes
+    const twin = new Job('m', 'trace', null, undefined, 0, { id: a.id, received: a.received });
+    s.add(twin);
+    twin.succeed(new Uint8Array(100));
+    await tick();
+    expect(s.get(a.id)).toBe(twin);
+    // 100 bytes counted, not 200 or 300: another 100 fit beside it
+    const b = job();
+    s.add(b);
+    b.succeed(new Uint8Array(100));
+    await tick();
+    expect([s.get(a.id), s.get(b.id)]).toEqual([twin, b]);
+  });
+
+  it('ignores a result that comes after the job ended', async () => {
+    const s = store(60_000, 100, 150);
+    const a = job();
+    s.add(a);
+    a.fail({ status: 499, code: 'cancelled', message: 'cancelled' }, 'cancelled');
+    a.succeed(new Uint8Array(1000));
+    await tick();
+    expect(a.state).toBe('cancelled');
+    expect(a.result).toBeUndefined();
+    // nothing uncounted is held: 100 bytes fit
+    const b = job();
+    s.add(b);
+    b.succeed(new Uint8Array(100));
+    await tick();
+    expect(s.get(b.id)).toBe(b);
   });
 
   it('drops finished jobs past their TTL on a sweep, and forgets their bytes', async () => {

@@ -73,7 +73,8 @@ export class RedisScheduler implements JobScheduler {
     this.#replies.on('messageBuffer', (_channel: Buffer, frame: Buffer) => {
       const r = readReply(frame);
       const job = r && this.#open.get(r.jobId)?.job;
-      if (job && !job.finishedState) job.succeed(r.result);
+      // a copy: the frame is a view into ioredis's read buffers, which the store would keep alive
+      if (job && !job.finishedState) job.succeed(r.result.slice());
     });
   }
 
@@ -118,11 +119,12 @@ export class RedisScheduler implements JobScheduler {
   async #add(o: Open): Promise<void> {
     const { job } = o;
     const data: JobData = { kind: job.kind, owner: job.owner, bytes: job.bytesIn, received: job.received, ttlMs: o.ttlMs, maxDecodedBytes: this.limits.maxRequestBytes * 4, reply: this.keys.reply(this.#reply) };
-    // a small body goes in the job, which the worker reads as it takes it; a larger one first,
-    // apart: the queue shares this connection, so the SET reaches Redis before the job does
-    let body: Promise<unknown> | undefined;
+    // a small body also goes in the job, which the worker reads as it takes it. Every body is
+    // stored apart as well (a worker of the previous release reads only that, so fronts and
+    // workers can be upgraded one at a time): the queue shares this connection, so the SET
+    // reaches Redis before the job does, with no round trip between them
     if (o.body.byteLength <= INLINE_MAX_BYTES) data.body = o.body.toString('base64');
-    else body = this.redis.set(this.keys.request(job.id), o.body, 'PX', this.limits.timeoutMs + o.ttlMs + 60_000);
+    const body = this.redis.set(this.keys.request(job.id), o.body, 'PX', this.limits.timeoutMs + o.ttlMs + 60_000);
     await Promise.all([body, this.queue(job.model).add(job.kind, data, { jobId: job.id })]);
   }
 
@@ -188,13 +190,16 @@ export class RedisScheduler implements JobScheduler {
       const d = bull.data;
       const job = new Job(name, d.kind, d.owner, undefined, d.bytes, { id, received: d.received });
       const state = await bull.getState();
+      // a lookup beside this one already follows it: one Job per id, or the other never settles
+      const followed = this.#open.get(id)?.job;
+      if (followed) return followed;
       if (state === 'completed') await settle(job, parseOutcome(bull.returnvalue), this.redis, this.keys);
       else if (state === 'failed') job.fail({ status: 503, code: 'worker_lost', message: `the job failed on its workers (${bull.failedReason}); send it again` });
       else {
         job.setState(state === 'active' ? 'running' : 'queued');
         // followed like this front's own; without its body, a job Redis loses fails instead
         this.#open.set(id, { job, body: Buffer.alloc(0), ttlMs: d.ttlMs, queuedAt: Date.now() });
-        void job.settled.then(() => this.#open.delete(id));
+        void job.settled.then(() => this.#open.get(id)?.job === job && this.#open.delete(id));
       }
       return job;
     }

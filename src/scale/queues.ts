@@ -33,6 +33,7 @@ export const REPLY_MAX_BYTES = 256 * 1024;
 /** A reply message: the job id's length (one byte), the id, the encoded result. */
 export function replyFrame(jobId: string, result: Uint8Array): Buffer {
   const id = Buffer.from(jobId);
+  if (id.length > 255) throw new Error(`a job id of ${id.length} bytes does not fit a reply frame`);
   return Buffer.concat([Buffer.from([id.length]), id, result]);
 }
 

@@ -142,6 +142,8 @@ export class Job {
   }
 
   succeed(result: Uint8Array): void {
+    // a late answer (a reply after a cancellation, a read that lost a race) changes nothing
+    if (this.finishedState) return;
     this.result = result;
     this.setState('done');
   }
@@ -188,10 +190,14 @@ export class JobStore {
   }
 
   add(job: Job): void {
+    const held = this.#jobs.get(job.id);
+    if (held === job) return;
+    // another object for the same id (two lookups of one job raced): it goes, with its count
+    if (held) this.#delete(job.id);
     this.#jobs.set(job.id, job);
     // a result is counted once, when its job finishes: no walk over every kept job per request
     void job.settled.then(() => {
-      if (this.#jobs.get(job.id) !== job) return;
+      if (this.#jobs.get(job.id) !== job || this.#sizes.has(job.id)) return;
       const n = job.result?.byteLength ?? 0;
       this.#sizes.set(job.id, n);
       this.#bytes += n;

@@ -206,7 +206,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     let job = store.get(id);
     if (!job && scheduler.lookup) {
       // another front's job, found in the shared queues
-      job = await scheduler.lookup(id);
+      const found = await scheduler.lookup(id);
+      // a lookup that ran beside this one may have stored it first
+      job = store.get(id) ?? found;
       if (job) store.add(job);
     }
     // another key's job reads as missing
