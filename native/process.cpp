@@ -1,10 +1,26 @@
-// Process-wide settings and facts: libtorch's version, CUDA devices and thread pools, and the
-// TorchScript executor mode chosen at start.
+// Process-wide settings and facts: libtorch's version, CUDA devices and thread pools, OpenBLAS's
+// kernels, and the TorchScript executor mode chosen at start.
 #include "common.h"
 #include "init.h"
 #include <torch/version.h>
+#include <dlfcn.h>
 
 namespace ts {
+
+// OpenBLAS's own name for the kernels it chose, or null. It is loaded as libtorch's dependency
+// (not into the global scope), so it is looked for by the names Debian and pip install it under.
+static const char* openblasCore() {
+  using CoreName = char* (*)();
+  void* fn = dlsym(RTLD_DEFAULT, "openblas_get_corename");
+  for (const char* lib : {"libopenblas.so.0", "libblas.so.3"}) {
+    if (fn) break;
+    if (void* h = dlopen(lib, RTLD_LAZY | RTLD_NOLOAD)) {
+      fn = dlsym(h, "openblas_get_corename");
+      dlclose(h);  // NOLOAD took a reference; the library stays mapped by libtorch's own
+    }
+  }
+  return fn ? reinterpret_cast<CoreName>(fn)() : nullptr;
+}
 
 static Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -15,6 +31,9 @@ static Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("threads", at::get_num_threads());
   o.Set("interopThreads", at::get_num_interop_threads());
   o.Set("parallelInfo", at::get_parallel_info());
+  // the kernels OpenBLAS picked for this CPU, when OpenBLAS is what libtorch's BLAS resolved to:
+  // an OpenBLAS older than the CPU falls back to generic ones (doctor says how to choose)
+  if (const char* core = openblasCore()) o.Set("blasCore", std::string(core));
   return o;
 }
 

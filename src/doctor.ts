@@ -23,6 +23,10 @@ export interface DoctorReport {
   prebuilts: string[];
   cuda?: { available: boolean; devices: number };
   blas: string;
+  /** The kernels OpenBLAS chose for this CPU (OpenBLAS's own name), when OpenBLAS is libtorch's BLAS. */
+  blasCore?: string;
+  /** Set when OpenBLAS runs kernels older than the CPU: the OPENBLAS_CORETYPE to set instead. */
+  blasAdvice?: string;
   threads?: { torch: number; interop: number; openblasEnv?: string; ompEnv?: string };
   node: string;
   /** The exporter's Python (`torchsight export`): interpreter, how it was chosen, torch and transformers. */
@@ -41,6 +45,28 @@ function blasInUse(): string {
     return names.length ? names.join(', ') : 'none mapped yet';
   } catch {
     return 'unknown (no /proc/self/maps)';
+  }
+}
+
+// OpenBLAS cores without AVX2: an OpenBLAS older than the CPU falls back to one of these
+const PRE_AVX2 = /^(Prescott|Core2|Penryn|Dunnington|Nehalem|Sandybridge|Atom|Katmai|Coppermine|Northwood|Banias|Opteron|Barcelona|Bobcat|Bulldozer|Piledriver|Steamroller|Excavator)/i;
+
+/**
+ * When OpenBLAS runs kernels the CPU has outgrown (Debian 12's 0.3.21 picks Prescott's SSE3 ones
+ * on a Sapphire Rapids), what to set: batched matmuls there ran 1.4x faster with SkylakeX's.
+ */
+export function blasAdvice(core: string | undefined, cpuFlags: ReadonlySet<string>): string | undefined {
+  if (!core || !PRE_AVX2.test(core) || !cpuFlags.has('avx2') || !cpuFlags.has('fma')) return undefined;
+  const avx512 = ['avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512cd'].every((f) => cpuFlags.has(f));
+  const type = avx512 ? 'SkylakeX' : 'Haswell';
+  return `OpenBLAS runs its ${core} kernels on a CPU with ${avx512 ? 'AVX-512' : 'AVX2'} (it is older than the CPU): set OPENBLAS_CORETYPE=${type} in the environment before node starts`;
+}
+
+function cpuFlags(): Set<string> {
+  try {
+    return new Set(/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1].trim().split(/\s+/) ?? []);
+  } catch {
+    return new Set();
   }
 }
 
@@ -67,6 +93,7 @@ export function doctor(): DoctorReport {
     ...machine,
     cuda: { available: info.cudaAvailable, devices: info.cudaDevices },
     blas: blasInUse(),
+    ...(info.blasCore ? { blasCore: info.blasCore, blasAdvice: blasAdvice(info.blasCore, cpuFlags()) } : {}),
     threads: { torch: info.threads, interop: info.interopThreads, openblasEnv: process.env.OPENBLAS_NUM_THREADS, ompEnv: process.env.OMP_NUM_THREADS },
   };
 }
@@ -81,7 +108,8 @@ export function formatDoctor(r: DoctorReport): string {
     ...found,
     `prebuilts  ${r.prebuilts.length ? r.prebuilts.join(', ') : 'none installed'}`,
     ...(r.cuda ? [`CUDA       ${r.cuda.available ? `available, ${r.cuda.devices} device(s)` : 'not available (CPU only)'}`] : []),
-    `BLAS       ${r.blas}`,
+    `BLAS       ${r.blas}${r.blasCore ? `, ${r.blasCore} kernels` : ''}`,
+    ...(r.blasAdvice ? [`           ${r.blasAdvice}`] : []),
     ...(r.threads
       ? [`threads    torch intra-op ${r.threads.torch}, inter-op ${r.threads.interop}; OPENBLAS_NUM_THREADS=${r.threads.openblasEnv ?? '(unset)'}, OMP_NUM_THREADS=${r.threads.ompEnv ?? '(unset)'}`]
       : []),

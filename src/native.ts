@@ -118,7 +118,7 @@ export interface NativeAddon {
   op(name: string, args: unknown[]): unknown;
   opNames(): string[];
   loadModel(path: string, device: string, dtype: string, stepPath?: string, onProgress?: (phase: string, done: number, total: number) => void): Promise<NativeModel>;
-  info(): { torch: string; cudaAvailable: boolean; cudaDevices: number; threads: number; interopThreads: number; parallelInfo: string };
+  info(): { torch: string; cudaAvailable: boolean; cudaDevices: number; threads: number; interopThreads: number; parallelInfo: string; blasCore?: string };
   setNumThreads(n: number): number;
 }
 

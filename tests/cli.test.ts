@@ -1,7 +1,7 @@
 // The command line: doctor reports the runtime, inspect the module tree with real shapes.
 import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { doctor } from '../src/doctor.js';
+import { blasAdvice, doctor, formatDoctor } from '../src/doctor.js';
 import { inspect } from '../src/doctor.js';
 import { MODELS, oracle } from './helpers.js';
 
@@ -21,6 +21,24 @@ describe('torchsight doctor', () => {
     })();
     if (hasOpenBlas) expect(r.blas).toMatch(/^OpenBLAS/);
     expect(r.threads!.torch).toBeGreaterThanOrEqual(1);
+    if (r.blas.startsWith('OpenBLAS')) {
+      // the kernels OpenBLAS chose, as OpenBLAS itself names them to another process on this CPU
+      const core = execFileSync('/usr/bin/python3', ['-c', "import ctypes; f = ctypes.CDLL('libopenblas.so.0').openblas_get_corename; f.restype = ctypes.c_char_p; print(f().decode())"], { encoding: 'utf8' }).trim();
+      expect(r.blasCore).toBe(core);
+      expect(formatDoctor(r)).toContain(`, ${core} kernels`);
+    }
+  });
+
+  it('says which OPENBLAS_CORETYPE to set when OpenBLAS runs kernels older than the CPU', () => {
+    const flags = (s: string) => new Set(s.split(' '));
+    const avx512 = flags('sse3 avx avx2 fma avx512f avx512bw avx512vl avx512dq avx512cd');
+    expect(blasAdvice('Prescott', avx512)).toMatch(/OPENBLAS_CORETYPE=SkylakeX/);
+    expect(blasAdvice('Sandybridge', flags('sse3 avx avx2 fma'))).toMatch(/OPENBLAS_CORETYPE=Haswell/);
+    // kernels that fit the CPU, or a CPU without AVX2: nothing to say
+    expect(blasAdvice('SkylakeX', avx512)).toBeUndefined();
+    expect(blasAdvice('Haswell', flags('avx avx2 fma'))).toBeUndefined();
+    expect(blasAdvice('Prescott', flags('sse3 ssse3'))).toBeUndefined();
+    expect(blasAdvice(undefined, avx512)).toBeUndefined();
   });
 });
 
