@@ -286,8 +286,9 @@ async function main() {
   // and server alike; the same part on Debian's 1.13 beside it (its OpenBLAS 0.3.21 does not know
   // this CPU and runs its generic SSE3 kernels, so every batched matmul is slower than it should be)
   if (!ONLY && !QUICK) {
-    results.remote = servingPart('remote', existsSync(TORCH2_ADDON) ? TORCH2_ADDON : undefined);
-    if (existsSync(TORCH2_ADDON)) results.remote_torch1 = servingPart('remote');
+    const torch2Addon = existsSync(TORCH2_ADDON) ? TORCH2_ADDON : undefined;
+    results.remote = servingPart('remote', torch2Addon);
+    if (torch2Addon) results.remote_torch1 = servingPart('remote');
   }
   if (!ONLY && !QUICK) results.redis = servingPart('redis');
   const headline = headlines(results);

@@ -3,7 +3,7 @@
 // decoded result. Refusals that say "later" (429, 503) are retried with backoff, honouring
 // Retry-After; an AbortSignal cancels the request on the server too. A server error comes back
 // as a RemoteError carrying the failing node, for the caller to name the user's source line.
-import { RemoteError, errorFrom, errorOf, exchange, sleep, type WholeAnswer } from './http.js';
+import { RemoteError, errorFrom, errorOf, exchange, saysLater, sleep, type WholeAnswer } from './http.js';
 import type { SourceOp } from '../native.js';
 import { apiKeyFromEnv } from '../settings.js';
 import type { Recorded } from './record.js';
@@ -53,7 +53,6 @@ export interface RemoteJobStatus extends JobStatusEvent {
   error?: { status: number; code: string; message: string; node?: number; template?: string };
 }
 
-
 export { RemoteError } from './http.js';
 
 export interface ModelInfo {
@@ -67,9 +66,6 @@ export interface ModelInfo {
   tree: string;
   manifest: Record<string, unknown>;
 }
-
-
-
 
 export class RemoteClient {
   readonly url: string;
@@ -145,7 +141,7 @@ export class RemoteClient {
       (e) => String((e as Error).cause ?? (e as Error).message),
       async (res) => {
         if (res.ok || res.status === 202) return undefined;
-        return { err: await errorOf(res), later: (res.status === 429 || res.status === 503) && !res.headers.has('x-torchsight-job-state') };
+        return { err: await errorOf(res), later: saysLater(res.status, res.headers.get('x-torchsight-job-state')) };
       },
     );
   }
@@ -166,7 +162,7 @@ export class RemoteClient {
         if (a.status >= 200 && a.status < 300) return undefined;
         const retryAfter = a.headers['retry-after'];
         const err = errorFrom(a.status, a.statusText, Array.isArray(retryAfter) ? retryAfter[0] : retryAfter, a.bytes.toString('utf8'));
-        return { err, later: (a.status === 429 || a.status === 503) && a.headers['x-torchsight-job-state'] === undefined };
+        return { err, later: saysLater(a.status, a.headers['x-torchsight-job-state']) };
       },
     );
     return res.bytes;

@@ -58,6 +58,11 @@ export function errorFrom(status: number, statusText: string, retryAfter: string
   return new RemoteError(e.message ?? `HTTP ${status} ${statusText}`, status, e.code ?? 'http_error', e.node, e.template, Number.isFinite(ra) ? ra : undefined);
 }
 
+/** Whether a refusal says "later" (429, 503) rather than failing: not when the server names the job's own state (the job failed). */
+export function saysLater(status: number, jobState: unknown): boolean {
+  return (status === 429 || status === 503) && jobState == null;
+}
+
 /** An answer read whole (the quiet submit's transport). */
 export interface WholeAnswer {
   status: number;

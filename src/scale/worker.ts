@@ -83,7 +83,6 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
     const r = (await p.exec())!;
     return { answered: r[0][1] as number, cancelled: (r[1][1] as number) > 0, body: r[2]?.[1] as Buffer | null | undefined };
   };
-  const cancelled = () => fail({ status: 499, code: 'cancelled', message: 'the request was cancelled by its client' }, 'cancelled');
 
   async function take(model: ServedModel, bull: BullJob<JobData, JobOutcome>): Promise<JobOutcome> {
     const jobId = bull.id!;
@@ -97,7 +96,7 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
     else {
       const c = await checks;
       if (c.answered > 0) return { ok: true, bytes: c.answered };
-      if (c.cancelled) return cancelled();
+      if (c.cancelled) return fail({ status: 499, code: 'cancelled', message: 'the request was cancelled by its client' }, 'cancelled');
       body = c.body;
     }
     if (!body) return fail({ status: 503, code: 'request_lost', message: 'the request was no longer in Redis when a worker took it; send it again' });
