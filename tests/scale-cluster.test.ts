@@ -301,7 +301,14 @@ describe('Redis stopped and started again', () => {
 
   it('a request waiting for a model whose last worker is gone past the grace period fails with 503 no_worker', async () => {
     // this front, too, has seen Redis again since the last test's outage (it polls on its own)
-    await until('the impatient front back on Redis', async () => (await fetch(`${impatient!.url}/v1/models`)).status === 200, 30_000);
+    let said = '';
+    await until('the impatient front back on Redis', async () => {
+      const res = await fetch(`${impatient!.url}/v1/models`);
+      said = `${res.status} ${await res.text()}`;
+      return res.status === 200;
+    }, 30_000).catch((e: Error) => {
+      throw new Error(`${e.message}; it last said ${said}; its log:\n${impatient!.stderr().slice(-4000)}`);
+    });
     const remote = await LanguageModel.remote(impatient!.url, 'gpt2', { quiet: true, retries: 0 });
     await kill(worker!);
     worker = undefined;

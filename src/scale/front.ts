@@ -84,11 +84,22 @@ export class RedisScheduler implements JobScheduler {
     return n;
   }
 
-  queue(model: string): Queue<JobData, JobOutcome> {
+  /**
+   * A model's queue, ready. A BullMQ Queue whose first command (its setup's INFO) fails because
+   * Redis went away at that moment stays broken for good, so such a one is dropped and made again.
+   */
+  async queue(model: string): Promise<Queue<JobData, JobOutcome>> {
     let q = this.#queues.get(model);
     if (!q) {
       this.#queues.set(model, (q = modelQueue(this.keys, this.redis, model)));
       q.on('error', () => undefined);
+    }
+    try {
+      await q.waitUntilReady();
+    } catch (e) {
+      if (this.#queues.get(model) === q) this.#queues.delete(model);
+      void q.close().catch(() => undefined);
+      throw e;
     }
     return q;
   }
@@ -125,7 +136,7 @@ export class RedisScheduler implements JobScheduler {
     // reaches Redis before the job does, with no round trip between them
     if (o.body.byteLength <= INLINE_MAX_BYTES) data.body = o.body.toString('base64');
     const body = this.redis.set(this.keys.request(job.id), o.body, 'PX', this.limits.timeoutMs + o.ttlMs + 60_000);
-    await Promise.all([body, this.queue(job.model).add(job.kind, data, { jobId: job.id })]);
+    await Promise.all([body, this.queue(job.model).then((q) => q.add(job.kind, data, { jobId: job.id }))]);
   }
 
   cancel(job: Job, reason: 'client' | 'timeout' | 'shutdown'): void {
@@ -135,7 +146,9 @@ export class RedisScheduler implements JobScheduler {
     void (async () => {
       await this.redis.multi().set(this.keys.cancel(id), '1', 'PX', this.limits.timeoutMs + 60_000).publish(this.keys.cancelChannel, id).exec();
       // a job no worker took yet leaves the queue now; a running one (locked) stops at its worker
-      const removed = await this.queue(job.model).remove(id).catch(() => 0);
+      const removed = await this.queue(job.model)
+        .then((q) => q.remove(id))
+        .catch(() => 0);
       if (removed) job.fail(cancelError(job, this.limits.timeoutMs), 'cancelled');
     })().catch((e) => this.log.warn({ job: id, err: (e as Error).message }, 'could not cancel the job in Redis'));
   }
@@ -161,7 +174,7 @@ export class RedisScheduler implements JobScheduler {
     const now = Date.now();
     for (const o of [...this.#open.values()]) {
       if (o.job.finishedState || now - o.queuedAt < 1000) continue;
-      const q = this.queue(o.job.model);
+      const q = await this.queue(o.job.model);
       const state = await q.getJobState(o.job.id);
       if ((state === 'waiting' || state === 'prioritized') && !this.served(o.job.model) && (await q.remove(o.job.id).catch(() => 0))) {
         // no worker came back within the grace period: the request is not held forever
@@ -246,7 +259,7 @@ export async function frontBackend(o: FrontOptions, ctx: { metrics: Metrics; log
       let queued = 0;
       for (const name of usable.keys()) {
         await scheduler.events.follow(name);
-        const waiting = await scheduler.queue(name).getWaitingCount();
+        const waiting = await (await scheduler.queue(name)).getWaitingCount();
         ctx.metrics.queueDepth.set({ model: name }, waiting);
         queued += waiting;
       }

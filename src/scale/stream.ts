@@ -62,7 +62,15 @@ export class EventFollower {
     });
     events.on('completed', ({ jobId, returnvalue }) => h.finished(jobId, parseOutcome(returnvalue)));
     events.on('failed', ({ jobId, failedReason }) => h.lost(jobId, failedReason));
-    await events.waitUntilReady();
+    try {
+      await events.waitUntilReady();
+    } catch (e) {
+      // BullMQ keeps one whose setup failed broken for good: the next call makes another
+      this.#streams.delete(name);
+      void events.close().catch(() => undefined);
+      connection.disconnect();
+      throw e;
+    }
   }
 
   async close(): Promise<void> {
