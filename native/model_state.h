@@ -34,6 +34,7 @@ struct ModelState {
   torch::jit::ExecutorExecutionMode executor = torch::jit::ExecutorExecutionMode::SIMPLE;
   std::shared_ptr<SiteGraphs> siteGraphs;  // null: off (TORCHSIGHT_SITE_GRAPHS=0, or PROFILING)
   std::shared_ptr<SiteGraphs> editGraphs;  // graphs with op sites or skips (editedForward), built on request
+  bool metaCopy = false;  // model.scan's copy (scan.cpp): its graph's node order is not the listing's
   std::mutex mu;  // one forward at a time per model
   // model.scan's copy: the same module objects with meta tensors, built at the first scan (scan.cpp)
   std::shared_ptr<ModelState> scanModel;

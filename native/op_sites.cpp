@@ -180,7 +180,7 @@ std::shared_ptr<torch::jit::GraphFunction> editedForward(ModelState& s, ForwardG
                                                          bool allHooks, const GraphEdits& edits) {
   if (!f.graph)
     throw UserError("operations inside modules (.source) and skip() need the inlined forward graph, which TORCHSIGHT_INLINE=0 turns off");
-  if (!s.editGraphs)  // model.scan's meta copy: its graph's node order is not the listing's
+  if (s.metaCopy)
     throw UserError("model.scan does not run operations inside modules (.source) or skip(): trace them instead");
   std::vector<char> k = keep;
   if (allHooks) std::fill(k.begin(), k.begin() + std::min(k.size(), s.hookSites), 1);

@@ -81,7 +81,8 @@ std::shared_ptr<ModelState> buildScanModel(const ModelState& s) {
   m->dtype = s.dtype;
   m->siteIds = s.siteIds;
   m->siteNames = s.siteNames;
-  m->hookSites = s.hookSites;  // ids past it are op sites (.source), which a scan refuses (editGraphs null)
+  m->hookSites = s.hookSites;  // ids past it are op sites (.source), which a scan refuses
+  m->metaCopy = true;
   m->applyRules = s.applyRules;
   m->vocabSize = s.vocabSize;
   m->maxPositions = s.maxPositions;
