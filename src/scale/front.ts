@@ -3,7 +3,8 @@
 // counted in Redis (store.ts), and a validated request goes on its model's BullMQ queue
 // (RedisScheduler) instead of into this process. The front follows each job it took through the
 // queue's event stream (stream.ts) and hands the client exactly one answer; it keeps the request
-// body until then, so a job Redis lost (restarted without persistence) is queued again.
+// body until then, so a job Redis lost (restarted without persistence) is queued again; another
+// front's job it follows (lookup) has no body here, so that one fails as lost instead.
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Queue } from 'bullmq';
@@ -31,7 +32,8 @@ export interface FrontOptions {
 
 interface Open {
   job: Job;
-  body: Buffer;
+  /** the request as it arrived; none for another front's job (lookup), which is never queued again */
+  body?: Buffer;
   ttlMs: number;
   queuedAt: number;
 }
@@ -111,7 +113,7 @@ export class RedisScheduler implements JobScheduler {
   async enqueue(job: Job, body: Uint8Array): Promise<void> {
     if (this.#draining) throw new QueueFull('the server is shutting down', 5);
     if (!this.isUp()) throw this.#unavailable();
-    const open: Open = { job, body: Buffer.from(body.buffer, body.byteOffset, body.byteLength), ttlMs: this.limits.resultTtlMs, queuedAt: Date.now() };
+    const open: Open & { body: Buffer } = { job, body: Buffer.from(body.buffer, body.byteOffset, body.byteLength), ttlMs: this.limits.resultTtlMs, queuedAt: Date.now() };
     try {
       await this.events.follow(job.model);
       await this.#add(open);
@@ -127,7 +129,7 @@ export class RedisScheduler implements JobScheduler {
     void job.settled.then(() => this.#open.delete(job.id));
   }
 
-  async #add(o: Open): Promise<void> {
+  async #add(o: Open & { body: Buffer }): Promise<void> {
     const { job } = o;
     const data: JobData = { kind: job.kind, owner: job.owner, bytes: job.bytesIn, received: job.received, ttlMs: o.ttlMs, maxDecodedBytes: this.limits.maxRequestBytes * 4, reply: this.keys.reply(this.#reply) };
     // a small body also goes in the job, which the worker reads as it takes it. Every body is
@@ -153,9 +155,24 @@ export class RedisScheduler implements JobScheduler {
     })().catch((e) => this.log.warn({ job: id, err: (e as Error).message }, 'could not cancel the job in Redis'));
   }
 
-  async drain(): Promise<void> {
+  /**
+   * Refuses new jobs and waits for the open ones, `limitMs` at most (a job whose worker died with
+   * no other to take it over never finishes): then those still open fail with 503, and this
+   * front's own are cancelled in Redis so that no worker runs them for nobody.
+   */
+  async drain(limitMs = this.limits.timeoutMs): Promise<void> {
     this.#draining = true;
-    await Promise.all([...this.#open.values()].map((o) => o.job.settled));
+    const open = [...this.#open.values()];
+    let timer: NodeJS.Timeout | undefined;
+    const all = Promise.all(open.map((o) => o.job.settled));
+    const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), limitMs)))]);
+    clearTimeout(timer);
+    if (!timedOut) return;
+    for (const o of open) {
+      if (o.job.finishedState) continue;
+      o.job.fail({ status: 503, code: 'shutting_down', message: `the server shut down before the job finished (no answer from its workers within ${Math.round(limitMs / 1000)} s); send it again` });
+      if (o.body) void this.redis.multi().set(this.keys.cancel(o.job.id), '1', 'PX', this.limits.timeoutMs + 60_000).publish(this.keys.cancelChannel, o.job.id).exec().catch(() => undefined);
+    }
   }
 
   async #finish(id: string, outcome: JobOutcome): Promise<void> {
@@ -169,7 +186,11 @@ export class RedisScheduler implements JobScheduler {
     job?.fail({ status: 503, code: 'worker_lost', message: `the job failed on its workers (${reason.slice(0, 200)}); send it again` });
   }
 
-  /** The backstop for events a long outage hid: finished jobs are settled, lost ones queued again. */
+  /**
+   * The backstop for events a long outage hid: finished jobs are settled, lost ones queued again
+   * (this front's own) or failed (another front's), and those of a model no worker serves any
+   * more are failed rather than held forever.
+   */
   async sweep(): Promise<void> {
     const now = Date.now();
     for (const o of [...this.#open.values()]) {
@@ -181,28 +202,51 @@ export class RedisScheduler implements JobScheduler {
         o.job.fail({ status: 503, code: 'no_worker', message: `no worker serves model '${o.job.model}' any more; the request was not run` });
         continue;
       }
+      if (state === 'active' && !this.served(o.job.model)) {
+        // its worker died with none left to take it over (only live workers look for stalled
+        // jobs): it would stay active for good. It leaves the queue if its lock ran out, so a
+        // worker that comes later does not run it for nobody
+        await q.remove(o.job.id).catch(() => 0);
+        o.job.fail({ status: 503, code: 'worker_lost', message: `the worker running the job stopped and no worker serves model '${o.job.model}' any more; send it again` });
+        continue;
+      }
       if (state === 'completed' || state === 'failed') {
         const bull = await q.getJob(o.job.id);
         if (state === 'completed') await this.#finish(o.job.id, parseOutcome(bull?.returnvalue));
         else this.#lost(o.job.id, bull?.failedReason ?? 'failed');
       } else if (state === 'unknown' && !o.job.finishedState) {
+        const { body } = o;
+        if (!body) {
+          // another front's job: its request is there, not here (that front queues it again)
+          o.job.fail({ status: 503, code: 'request_lost', message: 'the job queue lost the job (Redis restarted) and this server does not hold its request; send it again' });
+          continue;
+        }
         // Redis lost it (restarted without persistence): the same job, queued again
         this.log.warn({ job: o.job.id, model: o.job.model }, 'job lost by Redis; queued again');
         o.queuedAt = Date.now();
         o.job.setState('queued');
-        await this.#add(o);
+        await this.#add({ ...o, body });
       }
     }
   }
 
-  /** Another front's job, from its queue and its result in Redis. */
+  /**
+   * Another front's job, from its queue and its result in Redis; undefined when no queue has it.
+   * Throws Unavailable (503, try again) while Redis is out of reach: a missing job is final (404).
+   */
   async lookup(id: string): Promise<Job | undefined> {
+    if (!this.isUp()) throw this.#unavailable();
     for (const [name, q] of this.#queues) {
-      const bull = await q.getJob(id).catch(() => undefined);
+      let bull, state;
+      try {
+        bull = await q.getJob(id);
+        state = bull && (await bull.getState());
+      } catch (e) {
+        throw this.#unavailable(e);
+      }
       if (!bull) continue;
       const d = bull.data;
       const job = new Job(name, d.kind, d.owner, undefined, d.bytes, { id, received: d.received });
-      const state = await bull.getState();
       // a lookup beside this one already follows it: one Job per id, or the other never settles
       const followed = this.#open.get(id)?.job;
       if (followed) return followed;
@@ -210,8 +254,8 @@ export class RedisScheduler implements JobScheduler {
       else if (state === 'failed') job.fail({ status: 503, code: 'worker_lost', message: `the job failed on its workers (${bull.failedReason}); send it again` });
       else {
         job.setState(state === 'active' ? 'running' : 'queued');
-        // followed like this front's own; without its body, a job Redis loses fails instead
-        this.#open.set(id, { job, body: Buffer.alloc(0), ttlMs: d.ttlMs, queuedAt: Date.now() });
+        // followed like this front's own, but without its body: a job Redis loses fails instead
+        this.#open.set(id, { job, ttlMs: d.ttlMs, queuedAt: Date.now() });
         void job.settled.then(() => this.#open.get(id)?.job === job && this.#open.delete(id));
       }
       return job;
@@ -247,6 +291,10 @@ export async function frontBackend(o: FrontOptions, ctx: { metrics: Metrics; log
   let up = false;
   let lastError = 'not connected yet';
   let usable = new Map<string, ModelEntry>();
+  // each model's entry and when (this clock) a worker of it was last live: a model that vanished
+  // from the catalog (Redis restarted without persistence, until a worker's next heartbeat
+  // publishes it again) stays usable for the grace period, as one whose workers went quiet does
+  const seen = new Map<string, { entry: ModelEntry; liveAt: number }>();
   const scheduler = new RedisScheduler(o.redis, redis, keys, ctx.limits, ctx.metrics, ctx.logger, () => up, (name) => usable.has(name));
   const gate = new RedisGate(redis, keys);
 
@@ -255,7 +303,18 @@ export async function frontBackend(o: FrontOptions, ctx: { metrics: Metrics; log
       await catalog.refresh();
       if (!up) ctx.logger.info({ redis: showUrl(o.redis) }, 'Redis reachable');
       up = true;
-      usable = new Map([...catalog.entries].filter(([, m]) => m.workers > 0 || m.ago < grace));
+      const now = Date.now();
+      usable = new Map();
+      for (const [name, m] of catalog.entries) {
+        if (m.workers === 0 && m.ago >= grace) continue;
+        usable.set(name, m);
+        seen.set(name, { entry: m, liveAt: now - Math.max(m.ago, 0) });
+      }
+      for (const [name, { entry, liveAt }] of seen) {
+        if (usable.has(name)) continue;
+        if (!catalog.entries.has(name) && now - liveAt < grace) usable.set(name, { ...entry, workers: 0 });
+        else seen.delete(name);
+      }
       let queued = 0;
       for (const name of usable.keys()) {
         await scheduler.events.follow(name);
