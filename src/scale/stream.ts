@@ -88,9 +88,10 @@ export class EventFollower {
    * starts instead, so nothing added once follow() resolved is lost.
    */
   async #reader(name: string, connection: Redis): Promise<QueueEvents> {
-    // a fail-fast connection refuses commands until connected: the first follow may come at once
+    // a fail-fast connection refuses commands until connected: a follow may come as it connects
+    // (the front's first poll) or reconnects (a moment after an outage), so it waits a little
     const r = this.#redis;
-    if (r.status === 'connecting' || r.status === 'connect') await within(once(r, 'ready'), FAIL_FAST_TIMEOUT_MS);
+    if (r.status === 'connecting' || r.status === 'connect' || r.status === 'reconnecting') await once(r, 'ready', { signal: AbortSignal.timeout(FAIL_FAST_TIMEOUT_MS) }).catch(() => undefined);
     const last = (await r.xrevrange(`${this.keys.bull}:${name}:events`, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
     const events = new QueueEvents(name, { connection, prefix: this.keys.bull, blockingTimeout: 5000, lastEventId: last });
     events.on('error', () => undefined);
