@@ -46,6 +46,8 @@ export class RedisScheduler implements JobScheduler {
   /** this front's reply channel: small results come on it from the workers (readReply) */
   readonly #reply = randomBytes(9).toString('base64url');
   readonly #replies: Redis;
+  /** large request bodies and results: a connection without the fail-fast one's command timeout */
+  readonly #bulk: Redis;
   #draining = false;
   /** waiting jobs over all models, as last counted */
   queued = 0;
@@ -71,6 +73,7 @@ export class RedisScheduler implements JobScheduler {
     // of the result that follows it, stay the path for the rest (a large result, a message this
     // subscriber missed while reconnecting, another front's job)
     this.#replies = connect(url, { name: 'torchsight-front-reply' });
+    this.#bulk = connect(url, { failFast: true, bulk: true, name: 'torchsight-front-bulk' });
     this.#replies.subscribe(keys.reply(this.#reply)).catch(() => undefined);
     this.#replies.on('messageBuffer', (_channel: Buffer, frame: Buffer) => {
       const r = readReply(frame);
@@ -134,11 +137,18 @@ export class RedisScheduler implements JobScheduler {
     const data: JobData = { kind: job.kind, owner: job.owner, bytes: job.bytesIn, received: job.received, ttlMs: o.ttlMs, maxDecodedBytes: this.limits.maxRequestBytes * 4, reply: this.keys.reply(this.#reply) };
     // a small body also goes in the job, which the worker reads as it takes it. Every body is
     // stored apart as well (a worker of the previous release reads only that, so fronts and
-    // workers can be upgraded one at a time): the queue shares this connection, so the SET
-    // reaches Redis before the job does, with no round trip between them
-    if (o.body.byteLength <= INLINE_MAX_BYTES) data.body = o.body.toString('base64');
-    const body = this.redis.set(this.keys.request(job.id), o.body, 'PX', this.limits.timeoutMs + o.ttlMs + 60_000);
-    await Promise.all([body, this.queue(job.model).then((q) => q.add(job.kind, data, { jobId: job.id }))]);
+    // workers can be upgraded one at a time). A small one's SET shares the queue's connection, so
+    // it reaches Redis before the job does with no round trip between them; a large one goes on
+    // the bulk connection (no command timeout), stored before the job is added
+    const ttl = this.limits.timeoutMs + o.ttlMs + 60_000;
+    const add = () => this.queue(job.model).then((q) => q.add(job.kind, data, { jobId: job.id }));
+    if (o.body.byteLength <= INLINE_MAX_BYTES) {
+      data.body = o.body.toString('base64');
+      await Promise.all([this.redis.set(this.keys.request(job.id), o.body, 'PX', ttl), add()]);
+    } else {
+      await this.#bulk.set(this.keys.request(job.id), o.body, 'PX', ttl);
+      await add();
+    }
   }
 
   cancel(job: Job, reason: 'client' | 'timeout' | 'shutdown'): void {
@@ -178,7 +188,7 @@ export class RedisScheduler implements JobScheduler {
   async #finish(id: string, outcome: JobOutcome): Promise<void> {
     const job = this.#open.get(id)?.job;
     if (!job || job.finishedState) return;
-    await settle(job, outcome, this.redis, this.keys);
+    await settle(job, outcome, this.#bulk, this.keys);
   }
 
   #lost(id: string, reason: string): void {
@@ -250,7 +260,7 @@ export class RedisScheduler implements JobScheduler {
       // a lookup beside this one already follows it: one Job per id, or the other never settles
       const followed = this.#open.get(id)?.job;
       if (followed) return followed;
-      if (state === 'completed') await settle(job, parseOutcome(bull.returnvalue), this.redis, this.keys);
+      if (state === 'completed') await settle(job, parseOutcome(bull.returnvalue), this.#bulk, this.keys);
       else if (state === 'failed') job.fail({ status: 503, code: 'worker_lost', message: `the job failed on its workers (${bull.failedReason}); send it again` });
       else {
         job.setState(state === 'active' ? 'running' : 'queued');
@@ -265,6 +275,7 @@ export class RedisScheduler implements JobScheduler {
 
   async close(): Promise<void> {
     this.#replies.disconnect();
+    this.#bulk.disconnect();
     await this.events.close();
     for (const q of this.#queues.values()) await q.close().catch(() => undefined);
   }

@@ -53,6 +53,7 @@ return out`;
 export class Publisher {
   readonly #timer: NodeJS.Timeout;
   readonly #infos: { name: string; fields: Record<string, string | Buffer> }[];
+  #beating = false;
 
   constructor(
     readonly redis: Redis,
@@ -79,8 +80,22 @@ export class Publisher {
       const version = createHash('sha256').update(json).update(m.tokenizerJson).digest('hex').slice(0, 16);
       return { name: m.name, fields: { info: json, tokenizer: m.tokenizerJson, version } };
     });
-    this.#timer = setInterval(() => void this.beat().catch(onError), everyMs);
+    this.#timer = setInterval(() => this.#tick(), everyMs);
     this.#timer.unref();
+  }
+
+  /**
+   * A beat of the timer. None while the last one is unanswered or Redis is not connected: the
+   * connection would queue them all, and when Redis came back (empty, after a restart) each queued
+   * one would find the models missing and publish them again, tokenizers and all. The next beat
+   * after the reconnection publishes them once.
+   */
+  #tick(): void {
+    if (this.#beating || this.redis.status !== 'ready') return;
+    this.#beating = true;
+    this.beat()
+      .catch(this.onError)
+      .finally(() => (this.#beating = false));
   }
 
   /** One heartbeat for every model, publishing a model's info where it is missing. */

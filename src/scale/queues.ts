@@ -102,23 +102,68 @@ export function showUrl(url: string): string {
   return u.href;
 }
 
+/** A fail-fast command Redis has not answered in this long fails (a paused or cut-off Redis keeps the connection open). */
+export const FAIL_FAST_TIMEOUT_MS = 3000;
+
+/** How long a close waits for BullMQ before it forces the connections down. */
+export const CLOSE_LIMIT_MS = 3000;
+
+/** the copies BullMQ made of a connection (a QueueEvents' reads, a Worker's blocking fetch), for forceDown */
+const copies = new WeakMap<Redis, Set<Redis>>();
+
 /**
- * A connection. `failFast`: a command while disconnected fails at once (a front answers 503
- * rather than hold the client); otherwise commands wait for the reconnection (workers, and
- * BullMQ's blocking reads, which need maxRetriesPerRequest null). Reconnects forever, backing off
- * to 2 s.
+ * A connection. `failFast`: a command while disconnected fails at once, and one Redis does not
+ * answer within FAIL_FAST_TIMEOUT_MS fails then (a front answers 503 rather than hold the client;
+ * such a connection never carries a blocking command); otherwise commands wait for the
+ * reconnection (workers, and BullMQ's blocking reads, which need maxRetriesPerRequest null).
+ * `bulk`: a fail-fast one with no command timeout, for request bodies and results, whose transfer
+ * may take longer (a 256 MiB result over 1 GbE takes about 2 s). `copiesOnly`: the connection never connects itself, it is only the template of the ones
+ * BullMQ copies from it (QueueEvents reads on a copy of its own). Reconnects forever, backing off
+ * to 2 s; TCP keepalive finds a peer that vanished without closing.
  */
-export function connect(url: string, options: { failFast?: boolean; name?: string } = {}): Redis {
+export function connect(url: string, options: { failFast?: boolean; bulk?: boolean; name?: string; copiesOnly?: boolean } = {}): Redis {
   const r = new Redis(url, {
     maxRetriesPerRequest: options.failFast ? 1 : null,
     enableOfflineQueue: !options.failFast,
+    commandTimeout: options.failFast && !options.bulk ? FAIL_FAST_TIMEOUT_MS : undefined,
+    keepAlive: 10_000,
     connectionName: options.name,
     retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
-    lazyConnect: false,
+    lazyConnect: options.copiesOnly ?? false,
   });
   // errors show as the state the callers check; ioredis only prints them without a listener
   r.on('error', () => undefined);
+  // BullMQ duplicates a connection for its blocking reads, and a close of its that waits for an
+  // 'end' a reconnecting client never emits leaves them to forceDown
+  const made = new Set<Redis>();
+  copies.set(r, made);
+  r.duplicate = (override) => {
+    const c = Redis.prototype.duplicate.call(r, override);
+    c.on('error', () => undefined);
+    made.add(c);
+    c.once('end', () => made.delete(c));
+    return c;
+  };
   return r;
+}
+
+/** Disconnects a connection and every copy made of it, whatever their state, without waiting for Redis. */
+export function forceDown(r: Redis): void {
+  for (const c of copies.get(r) ?? []) c.disconnect();
+  copies.get(r)?.clear();
+  r.disconnect();
+}
+
+/** Resolves true when `p` settles within `ms`, false when the time ran out first. */
+export function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.then(
+      () => true,
+      () => true,
+    ),
+    new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms))),
+  ]).finally(() => clearTimeout(timer));
 }
 
 export function queueOptions(keys: RedisKeys, connection: Redis): QueueOptions {

@@ -4,10 +4,11 @@
 // (QueueEvents, one blocking connection per model) and hands the events of the jobs it follows
 // to them. A stream resumes where it left off after a reconnection, so no event is lost to a
 // short outage; a front still checks its open jobs now and then (front.ts) for longer ones.
+import { once } from 'node:events';
 import { QueueEvents, type Job as BullJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Job } from '../serve/jobs.js';
-import { connect, parseOutcome, type JobOutcome, type RedisKeys, type TokenProgress } from './queues.js';
+import { CLOSE_LIMIT_MS, connect, FAIL_FAST_TIMEOUT_MS, forceDown, parseOutcome, within, type JobOutcome, type RedisKeys, type TokenProgress } from './queues.js';
 
 /** A worker's side: the local job's tokens, in order, as progress of the Redis job. */
 export class TokenReporter {
@@ -37,23 +38,63 @@ export interface FollowHandlers {
   lost(id: string, reason: string): void;
 }
 
+/** A model's stream as a front reads it: `ready` once its QueueEvents is set up. */
+interface Stream {
+  connection: Redis;
+  events?: QueueEvents;
+  ready?: Promise<void>;
+}
+
 /** A front's side: one QueueEvents per model queue, events of any job passed to `handlers`. */
 export class EventFollower {
-  readonly #streams = new Map<string, { events: QueueEvents; connection: Redis }>();
+  readonly #streams = new Map<string, Stream>();
+  /** for the stream's last id as a model is first followed (fails fast while Redis is away) */
+  readonly #redis: Redis;
 
   constructor(
     readonly url: string,
     readonly keys: RedisKeys,
     readonly handlers: FollowHandlers,
-  ) {}
+  ) {
+    this.#redis = connect(url, { failFast: true, name: 'torchsight-front-events' });
+  }
 
-  /** Follows model `name`'s queue from now on (once per model); resolves when it reads. */
+  /**
+   * Follows model `name`'s queue from now on (once per model). Every caller waits for the same
+   * setup, and every event added to the stream after it resolves reaches the handlers.
+   */
   async follow(name: string): Promise<void> {
-    if (this.#streams.has(name)) return;
-    const connection = connect(this.url, { name: 'torchsight-front-events' });
-    const events = new QueueEvents(name, { connection, prefix: this.keys.bull, blockingTimeout: 5000 });
+    let s = this.#streams.get(name);
+    if (!s) {
+      // BullMQ reads on a copy of its own: this one never connects
+      const stream: Stream = { connection: connect(this.url, { name: 'torchsight-front-events', copiesOnly: true }) };
+      stream.ready = (async () => {
+        stream.events = await this.#reader(name, stream.connection);
+        await stream.events.waitUntilReady();
+      })().catch((e: unknown) => {
+        // BullMQ keeps one whose setup failed broken for good: the next call makes another
+        if (this.#streams.get(name) === stream) this.#streams.delete(name);
+        void this.#down(stream);
+        throw e;
+      });
+      this.#streams.set(name, (s = stream));
+    }
+    await s.ready;
+  }
+
+  /**
+   * A QueueEvents from the stream's last event on. QueueEvents would start at '$' once its own
+   * setup is done, missing what was added before its first read; the id read first is where it
+   * starts instead, so nothing added once follow() resolved is lost.
+   */
+  async #reader(name: string, connection: Redis): Promise<QueueEvents> {
+    // a fail-fast connection refuses commands until connected: a follow may come as it connects
+    // (the front's first poll) or reconnects (a moment after an outage), so it waits a little
+    const r = this.#redis;
+    if (r.status === 'connecting' || r.status === 'connect' || r.status === 'reconnecting') await once(r, 'ready', { signal: AbortSignal.timeout(FAIL_FAST_TIMEOUT_MS) }).catch(() => undefined);
+    const last = (await r.xrevrange(`${this.keys.bull}:${name}:events`, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
+    const events = new QueueEvents(name, { connection, prefix: this.keys.bull, blockingTimeout: 5000, lastEventId: last });
     events.on('error', () => undefined);
-    this.#streams.set(name, { events, connection });
     const h = this.handlers;
     events.on('active', ({ jobId }) => h.running(jobId));
     events.on('progress', ({ jobId, data }) => {
@@ -62,22 +103,19 @@ export class EventFollower {
     });
     events.on('completed', ({ jobId, returnvalue }) => h.finished(jobId, parseOutcome(returnvalue)));
     events.on('failed', ({ jobId, failedReason }) => h.lost(jobId, failedReason));
-    try {
-      await events.waitUntilReady();
-    } catch (e) {
-      // BullMQ keeps one whose setup failed broken for good: the next call makes another
-      this.#streams.delete(name);
-      void events.close().catch(() => undefined);
-      connection.disconnect();
-      throw e;
-    }
+    return events;
+  }
+
+  /** Closes one stream: BullMQ's close, or (when it waits on a Redis that is away) the connections forced down. */
+  async #down(s: Stream): Promise<void> {
+    if (s.events) await within(s.events.close(), CLOSE_LIMIT_MS);
+    forceDown(s.connection);
   }
 
   async close(): Promise<void> {
-    for (const { events, connection } of this.#streams.values()) {
-      await events.close().catch(() => undefined);
-      connection.disconnect();
-    }
+    const all = [...this.#streams.values()];
     this.#streams.clear();
+    await Promise.all(all.map((s) => this.#down(s)));
+    this.#redis.disconnect();
   }
 }

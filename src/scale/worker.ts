@@ -8,6 +8,7 @@
 // result is already written (its worker died between writing and completing) is not run again.
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker, type Job as BullJob } from 'bullmq';
 import type { Logger } from 'pino';
 import { decodeRequest, EnvelopeError } from '../remote/envelope.js';
@@ -16,7 +17,7 @@ import { makeMetrics, type Metrics } from '../serve/metrics.js';
 import type { ServedModel } from '../serve/runner.js';
 import { Scheduler } from '../serve/scheduler.js';
 import { Publisher } from './liveness.js';
-import { connect, redisKeys, replyFrame, REPLY_MAX_BYTES, showUrl, type JobData, type JobOutcome } from './queues.js';
+import { CLOSE_LIMIT_MS, connect, forceDown, redisKeys, replyFrame, REPLY_MAX_BYTES, showUrl, within, type JobData, type JobOutcome } from './queues.js';
 import { TokenReporter } from './stream.js';
 
 export interface WorkerOptions {
@@ -163,18 +164,39 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
   await Promise.all(workers.map((w) => w.waitUntilReady()));
   log.info({ worker: id, models: o.models.map((m) => m.name), redis: showUrl(o.redis) }, 'worker ready');
 
+  /** Resolves once no local job has run for `ms` (jobs taken while it waits included), or `done()`. */
+  const quiet = async (ms: number, done: () => boolean) => {
+    let since = Date.now();
+    while (!done()) {
+      if (running.size) {
+        await Promise.all([...running.values()].map((j) => j.settled));
+        since = Date.now();
+      } else if (Date.now() - since >= ms) return;
+      else await sleep(100);
+    }
+  };
+
   let closing: Promise<void> | undefined;
   return {
     id,
     metrics,
     close() {
       closing ??= (async () => {
-        // stop taking jobs; the running ones finish and complete
-        await Promise.all(workers.map((w) => w.close()));
-        await publisher.stop().catch(() => undefined);
+        // stop taking jobs; the running ones finish and complete. BullMQ's close then waits for
+        // each connection's 'end', which a client reconnecting to a Redis that is away never
+        // emits (not even once Redis is back): a close still waiting CLOSE_LIMIT_MS after the
+        // last local job ended forces the connections down instead
+        let settled = false;
+        const closed = Promise.all(workers.map((w) => w.close())).then(
+          () => true,
+          () => true,
+        );
+        const clean = await Promise.race([closed, quiet(CLOSE_LIMIT_MS, () => settled).then(() => false)]);
+        settled = true;
+        await within(publisher.stop(), CLOSE_LIMIT_MS);
         await scheduler.drain();
         sub.disconnect();
-        await redis.quit().catch(() => redis.disconnect());
+        if (!clean || !(await within(redis.quit(), CLOSE_LIMIT_MS))) forceDown(redis);
         for (const m of o.models) await m.dispose();
       })();
       return closing;
