@@ -26,17 +26,10 @@ afterEach(async () => {
 
 describe("a front's model queue across a Redis outage", () => {
   it('a queue whose setup Redis never answered is made again once Redis is back', async () => {
-    const own = new RedisProcess(await freePort());
-    await own.start();
-    cleanup.push(() => own.stop());
-    // the front's own connection: commands fail at once while Redis is away
-    const redis = connect(own.url, { failFast: true });
-    cleanup.push(() => redis.disconnect());
-    await until('the connection', () => redis.status === 'ready', 10_000, 10);
-    const scheduler = new RedisScheduler(own.url, redis, redisKeys('front-outage'), DEFAULT_LIMITS, makeMetrics(), pino({ level: 'silent' }), () => true, () => true);
-    cleanup.push(() => scheduler.close());
+    const { own, redis } = await ownRedis();
+    const front = scheduler(own.url, redis, 'front-outage', () => true);
     const usable = async () => {
-      const q = await scheduler.queue('gpt2');
+      const q = await front.queue('gpt2');
       await q.getWaitingCount();
       return q;
     };
