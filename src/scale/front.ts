@@ -14,7 +14,7 @@ import { cancelError, QueueFull, Unavailable, type JobScheduler } from '../serve
 import type { Limits } from '../serve/limits.js';
 import type { ModelEntry, ServerBackend } from '../serve/server.js';
 import { Catalog } from './liveness.js';
-import { connect, INLINE_MAX_BYTES, modelQueue, parseOutcome, readReply, redisKeys, showUrl, type JobData, type JobOutcome, type RedisKeys } from './queues.js';
+import { connect, INLINE_MAX_BYTES, modelQueue, parseOutcome, readReply, redisKeys, showUrl, within, type JobData, type JobOutcome, type RedisKeys } from './queues.js';
 import { RedisGate } from './store.js';
 import { EventFollower } from './stream.js';
 import type { Redis } from 'ioredis';
@@ -68,7 +68,7 @@ export class RedisScheduler implements JobScheduler {
       token: (id, p) => this.#open.get(id)?.job.token(p.step, p.tokens),
       finished: (id, outcome) => void this.#finish(id, outcome),
       lost: (id, reason) => this.#lost(id, reason),
-    });
+    }, redis);
     // a result on the reply channel settles its job at once; the completed event, and the read
     // of the result that follows it, stay the path for the rest (a large result, a message this
     // subscriber missed while reconnecting, another front's job)
@@ -156,7 +156,7 @@ export class RedisScheduler implements JobScheduler {
     job.cancelReason ??= reason;
     const id = job.id;
     void (async () => {
-      await this.redis.multi().set(this.keys.cancel(id), '1', 'PX', this.limits.timeoutMs + 60_000).publish(this.keys.cancelChannel, id).exec();
+      await this.#markCancelled(id);
       // a job no worker took yet leaves the queue now; a running one (locked) stops at its worker
       const removed = await this.queue(job.model)
         .then((q) => q.remove(id))
@@ -173,16 +173,17 @@ export class RedisScheduler implements JobScheduler {
   async drain(limitMs = this.limits.timeoutMs): Promise<void> {
     this.#draining = true;
     const open = [...this.#open.values()];
-    let timer: NodeJS.Timeout | undefined;
-    const all = Promise.all(open.map((o) => o.job.settled));
-    const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), limitMs)))]);
-    clearTimeout(timer);
-    if (!timedOut) return;
+    if (await within(Promise.all(open.map((o) => o.job.settled)), limitMs)) return;
     for (const o of open) {
       if (o.job.finishedState) continue;
       o.job.fail({ status: 503, code: 'shutting_down', message: `the server shut down before the job finished (no answer from its workers within ${Math.round(limitMs / 1000)} s); send it again` });
-      if (o.body) void this.redis.multi().set(this.keys.cancel(o.job.id), '1', 'PX', this.limits.timeoutMs + 60_000).publish(this.keys.cancelChannel, o.job.id).exec().catch(() => undefined);
+      if (o.body) void this.#markCancelled(o.job.id).catch(() => undefined);
     }
+  }
+
+  /** Marks a job cancelled in Redis, for the worker that runs it or would take it. */
+  #markCancelled(id: string): Promise<unknown> {
+    return this.redis.multi().set(this.keys.cancel(id), '1', 'PX', this.limits.timeoutMs + 60_000).publish(this.keys.cancelChannel, id).exec();
   }
 
   async #finish(id: string, outcome: JobOutcome): Promise<void> {

@@ -117,9 +117,10 @@ const copies = new WeakMap<Redis, Set<Redis>>();
  * such a connection never carries a blocking command); otherwise commands wait for the
  * reconnection (workers, and BullMQ's blocking reads, which need maxRetriesPerRequest null).
  * `bulk`: a fail-fast one with no command timeout, for request bodies and results, whose transfer
- * may take longer (a 256 MiB result over 1 GbE takes about 2 s). `copiesOnly`: the connection never connects itself, it is only the template of the ones
- * BullMQ copies from it (QueueEvents reads on a copy of its own). Reconnects forever, backing off
- * to 2 s; TCP keepalive finds a peer that vanished without closing.
+ * may take longer (a 256 MiB result over 1 GbE takes about 2 s). `copiesOnly`: the connection
+ * never connects itself, it is only the template of the ones BullMQ copies from it (QueueEvents
+ * reads on a copy of its own). Reconnects forever, backing off to 2 s; TCP keepalive finds a
+ * peer that vanished without closing.
  */
 export function connect(url: string, options: { failFast?: boolean; bulk?: boolean; name?: string; copiesOnly?: boolean } = {}): Redis {
   const r = new Redis(url, {

@@ -48,16 +48,14 @@ interface Stream {
 /** A front's side: one QueueEvents per model queue, events of any job passed to `handlers`. */
 export class EventFollower {
   readonly #streams = new Map<string, Stream>();
-  /** for the stream's last id as a model is first followed (fails fast while Redis is away) */
-  readonly #redis: Redis;
 
   constructor(
     readonly url: string,
     readonly keys: RedisKeys,
     readonly handlers: FollowHandlers,
-  ) {
-    this.#redis = connect(url, { failFast: true, name: 'torchsight-front-events' });
-  }
+    /** the front's fail-fast connection (the caller's to close), for a stream's last id as a model is first followed */
+    readonly redis: Redis,
+  ) {}
 
   /**
    * Follows model `name`'s queue from now on (once per model). Every caller waits for the same
@@ -90,7 +88,7 @@ export class EventFollower {
   async #reader(name: string, connection: Redis): Promise<QueueEvents> {
     // a fail-fast connection refuses commands until connected: a follow may come as it connects
     // (the front's first poll) or reconnects (a moment after an outage), so it waits a little
-    const r = this.#redis;
+    const r = this.redis;
     if (r.status === 'connecting' || r.status === 'connect' || r.status === 'reconnecting') await once(r, 'ready', { signal: AbortSignal.timeout(FAIL_FAST_TIMEOUT_MS) }).catch(() => undefined);
     const last = (await r.xrevrange(`${this.keys.bull}:${name}:events`, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0-0';
     const events = new QueueEvents(name, { connection, prefix: this.keys.bull, blockingTimeout: 5000, lastEventId: last });
@@ -116,6 +114,5 @@ export class EventFollower {
     const all = [...this.#streams.values()];
     this.#streams.clear();
     await Promise.all(all.map((s) => this.#down(s)));
-    this.#redis.disconnect();
   }
 }
