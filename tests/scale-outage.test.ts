@@ -59,6 +59,21 @@ function conn(url: string, options: Parameters<typeof connect>[1] = {}): Redis {
 
 const ready = (c: Redis) => until(`connection ${c.options.connectionName ?? ''} ready`, () => c.status === 'ready', 10_000, 20);
 
+/**
+ * Stops Redis, closes what `close` closes (it must finish within `ms`), starts Redis again and
+ * waits: the client lines of whatever connected back, but for the test's own 'admin'.
+ */
+async function closedThroughOutage(r: RedisProcess, close: () => Promise<unknown>, ms: number): Promise<string[]> {
+  await r.stop();
+  await sleep(1000);
+  expect(await settledWithin(close(), ms)).not.toBe('pending');
+  await r.start();
+  await sleep(3000);
+  const admin = conn(r.url, { name: 'admin' });
+  await ready(admin);
+  return ((await admin.client('LIST')) as string).split('\n').filter((l) => l && !/name=admin /.test(l));
+}
+
 /** `p`'s outcome, or 'pending' when it has not settled within `ms`. */
 function settledWithin<T>(p: Promise<T>, ms: number): Promise<{ value: T } | { error: unknown } | 'pending'> {
   return Promise.race([p.then((value) => ({ value }), (error: unknown) => ({ error })), sleep(ms).then(() => 'pending' as const)]);
@@ -89,36 +104,19 @@ describe('scale-out connections through Redis failures', () => {
 
   it("closing a front's event follower while Redis is away finishes, and nothing reconnects after", async () => {
     const r = await redisServer();
-    const f = new EventFollower(r.url, keys, noEvents);
+    const front = conn(r.url, { failFast: true, name: 'front' });
+    await ready(front);
+    const f = new EventFollower(r.url, keys, noEvents, front);
     await f.follow('m');
-    await r.stop();
-    await sleep(1000);
-    const out = await settledWithin(f.close(), 20_000);
-    expect(out).not.toBe('pending');
-
-    await r.start();
-    await sleep(3000);
-    const admin = conn(r.url, { name: 'admin' });
-    await ready(admin);
-    const clients = (await admin.client('LIST')) as string;
-    expect(clients).not.toMatch(/name=torchsight-front-events/);
+    const clients = await closedThroughOutage(r, () => f.close(), 20_000);
+    expect(clients.join('\n')).not.toMatch(/name=torchsight-front-events/);
   }, 60_000);
 
   it("closing a worker while Redis is away finishes, and nothing reconnects after", async () => {
     const r = await redisServer();
     const logger = pino({ level: 'silent' });
     const w = await startWorker({ models: [publishedOnly('m', 10)], redis: r.url, prefix: keys.prefix, heartbeatMs: 200, logger });
-    await r.stop();
-    await sleep(1000);
-    const out = await settledWithin(w.close(), 30_000);
-    expect(out).not.toBe('pending');
-
-    await r.start();
-    await sleep(3000);
-    const admin = conn(r.url, { name: 'admin' });
-    await ready(admin);
-    const clients = ((await admin.client('LIST')) as string).split('\n').filter(Boolean);
-    expect(clients.filter((l) => !/name=admin /.test(l))).toEqual([]);
+    expect(await closedThroughOutage(r, () => w.close(), 30_000)).toEqual([]);
   }, 60_000);
 
   it("a worker's heartbeats do not pile up through an outage: the model is published again once, not once per missed beat", async () => {
@@ -160,14 +158,19 @@ describe('scale-out connections through Redis failures', () => {
     const worker = conn(r.url, { name: 'worker' });
     await ready(front);
     const finished = new Map<string, JobOutcome>();
-    const f = new EventFollower(r.url, keys, { ...noEvents, finished: (id, o) => finished.set(id, o) });
+    const f = new EventFollower(r.url, keys, { ...noEvents, finished: (id, o) => finished.set(id, o) }, front);
     cleanups.push(() => f.close());
-    const q = new Queue<JobData, JobOutcome>('m', { connection: front, prefix: keys.bull });
-    cleanups.push(() => q.close().catch(() => undefined));
-    const bw = new Worker<JobData, JobOutcome>('m', async () => ({ ok: true, bytes: 1 }), { connection: worker, prefix: keys.bull });
-    bw.on('error', () => undefined);
-    cleanups.push(() => bw.close(true).catch(() => undefined));
-    await Promise.all([q.waitUntilReady(), bw.waitUntilReady()]);
+    // model `name`'s queue on the front's connection, and a BullMQ worker answering `bytes`
+    const served = async (name: string, bytes: number) => {
+      const q = new Queue<JobData, JobOutcome>(name, { connection: front, prefix: keys.bull });
+      cleanups.push(() => q.close().catch(() => undefined));
+      const bw = new Worker<JobData, JobOutcome>(name, async () => ({ ok: true, bytes }), { connection: worker, prefix: keys.bull });
+      bw.on('error', () => undefined);
+      cleanups.push(() => bw.close(true).catch(() => undefined));
+      await Promise.all([q.waitUntilReady(), bw.waitUntilReady()]);
+      return q;
+    };
+    const q = await served('m', 1);
     const data: JobData = { kind: 'trace', owner: null, bytes: 1, received: Date.now(), ttlMs: 1000, maxDecodedBytes: 1000 };
 
     // the poll's follow and a request's, at once; the job goes on as soon as the second resolves
@@ -179,12 +182,7 @@ describe('scale-out connections through Redis failures', () => {
     expect(finished.get('a')).toEqual({ ok: true, bytes: 1 });
 
     // and a model followed by one caller alone
-    const q2 = new Queue<JobData, JobOutcome>('m2', { connection: front, prefix: keys.bull });
-    cleanups.push(() => q2.close().catch(() => undefined));
-    const bw2 = new Worker<JobData, JobOutcome>('m2', async () => ({ ok: true, bytes: 2 }), { connection: worker, prefix: keys.bull });
-    bw2.on('error', () => undefined);
-    cleanups.push(() => bw2.close(true).catch(() => undefined));
-    await Promise.all([q2.waitUntilReady(), bw2.waitUntilReady()]);
+    const q2 = await served('m2', 2);
     await f.follow('m2');
     await q2.add('trace', data, { jobId: 'b' });
     await until("job b's completed event", () => finished.get('b'), 15_000);
